@@ -1,0 +1,51 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import { buildApp, type Services } from '../src/app.js';
+import { testConfig } from '../src/config/config.js';
+import { findUserById } from '../src/identity/store.js';
+import { signIn } from '../test/support/users.js';
+import { measure, printTable, securityCost, writeResults, type Measurement } from './harness.js';
+
+/** The same store read as GET /api/auth/me, with no security at all: the baseline. */
+async function baselineRoutes(app: FastifyInstance, services: Services) {
+  app.get<{ Params: { id: string } }>('/bench/raw/users/:id', { config: { auth: 'public' } }, async (request) => {
+    const user = await findUserById(services.store.db, request.params.id);
+    return user && { id: user.id, email: user.email, role: user.role, totp_enabled: user.totp_enabled === 1, created_at: user.created_at };
+  });
+}
+
+async function main() {
+  const seconds = Number(process.env.BENCH_SECONDS ?? 5);
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'celforge-bench-'));
+  const databaseUrl = process.env.BENCH_DATABASE_URL;
+  const app = await buildApp(testConfig({ dataDir, databaseUrl }), { extraRoutes: baselineRoutes });
+  const base = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const user = await signIn(app);
+    const rows: Measurement[] = [];
+    rows.push(await measure('baseline: raw store read, no security', { url: `${base}/bench/raw/users/${user.userId}`, seconds }));
+    rows.push(
+      await measure('secured: GET /api/auth/me (bearer)', { url: `${base}/api/auth/me`, headers: user.authorization, seconds }),
+    );
+    printTable(rows);
+    const cost = securityCost(rows[0]!, rows[1]!);
+    console.log(`\nsecured/baseline = ${cost.ratio}; security costs ${cost.cost_per_request_us} µs per request`);
+    const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
+      at: new Date().toISOString(),
+      store: app.services.store.dialect,
+      node: process.version,
+      seconds,
+      measurements: rows,
+      security_cost: cost,
+    });
+    console.log(`results: ${path.relative(process.cwd(), file)}`);
+  } finally {
+    await app.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,72 @@
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import Fastify, { type FastifyInstance } from 'fastify';
+import type { Config } from './config/config.js';
+import { migrate, openStore, type Store } from './db/database.js';
+import { authentication } from './http/auth.js';
+import { errorHandling } from './http/errors.js';
+import { healthRoutes } from './http/health.js';
+import { loggerOptions } from './http/logging.js';
+import { openApi } from './http/openapi.js';
+import { requestId } from './http/request-id.js';
+import { securityHeaders } from './http/security.js';
+import { SessionAuthenticator } from './identity/authenticator.js';
+import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
+import { identityRoutes } from './identity/routes.js';
+import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
+
+/** What the routes, the command line, the tests and the benchmark share. */
+export interface Services {
+  config: Config;
+  store: Store;
+  keys: () => SigningKeySet;
+  verifier: AccessTokenVerifier;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    services: Services;
+  }
+}
+
+export interface BuildOptions {
+  /** an open store to use (not closed with the app); by default the app opens its own */
+  store?: Store;
+  /** extra routes mounted before the app is ready (the benchmark's baseline route) */
+  extraRoutes?: (app: FastifyInstance, services: Services) => Promise<void>;
+}
+
+/** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const store = options.store ?? openStore(config);
+  await migrate(store);
+
+  const signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
+  const keys = () => signingKeys;
+  const verifier = new AccessTokenVerifier(localKeyLookup(keys));
+  const services: Services = { config, store, keys, verifier };
+
+  const app = Fastify({
+    logger: loggerOptions(config.logLevel),
+    genReqId: requestId,
+    bodyLimit: config.bodyLimit,
+    trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+    routerOptions: { maxParamLength: 200 },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+  app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  app.decorate('services', services);
+  if (!options.store) app.addHook('onClose', () => store.close());
+
+  await app.register(errorHandling);
+  await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
+  await app.register(openApi);
+  await app.register(authentication, { authenticator: new SessionAuthenticator(verifier, store) });
+
+  await app.register(healthRoutes, { prefix: '/api/anime', store });
+  await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
+  if (options.extraRoutes) await options.extraRoutes(app, services);
+
+  await app.ready();
+  return app;
+}

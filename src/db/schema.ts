@@ -1,0 +1,127 @@
+/** Times are ISO-8601 UTC text in both dialects; flags are 0/1 integers. */
+export interface Database {
+  users: UsersTable;
+  sessions: SessionsTable;
+  refresh_tokens: RefreshTokensTable;
+  recovery_codes: RecoveryCodesTable;
+  api_keys: ApiKeysTable;
+  jobs: JobsTable;
+  assets: AssetsTable;
+  audit_log: AuditLogTable;
+}
+
+export interface UsersTable {
+  id: string;
+  email: string;
+  password_hash: string;
+  role: 'admin' | 'user';
+  disabled: number;
+  /** encrypted at rest; set during setup, used once enabled */
+  totp_secret: string | null;
+  totp_enabled: number;
+  /** last accepted TOTP time step, so a code works once */
+  totp_last_step: number | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface SessionsTable {
+  id: string;
+  user_id: string;
+  created_at: string;
+  last_seen_at: string;
+  /** absolute end of the session */
+  expires_at: string;
+  revoked_at: string | null;
+  revoked_reason: string | null;
+  /** when the second factor was last verified in this session (step-up) */
+  mfa_at: string | null;
+  user_agent: string | null;
+  ip: string | null;
+}
+
+export interface RefreshTokensTable {
+  /** SHA-256 of the token, hex */
+  token_hash: string;
+  session_id: string;
+  created_at: string;
+  expires_at: string;
+  /** set when rotated; presenting it again is reuse */
+  used_at: string | null;
+}
+
+export interface RecoveryCodesTable {
+  user_id: string;
+  code_hash: string;
+  used_at: string | null;
+}
+
+export interface ApiKeysTable {
+  id: string;
+  user_id: string;
+  name: string;
+  /** SHA-256 of the key, hex */
+  key_hash: string;
+  /** JSON array of scope names */
+  scopes: string;
+  /** encrypted HMAC secret for request signatures */
+  signing_secret: string | null;
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface JobsTable {
+  id: string;
+  user_id: string;
+  type: 'image' | 'video';
+  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+  prompt: string;
+  negative_prompt: string;
+  /** JSON: width, height, seed, steps, frames, fps, style */
+  params: string;
+  progress: number;
+  /** text meant for the job's owner */
+  error: string | null;
+  idempotency_key: string | null;
+  attempts: number;
+  /** worker lease for the durable local queue */
+  locked_by: string | null;
+  locked_until: string | null;
+  run_after: string | null;
+  visibility: 'public' | 'members' | null;
+  published_at: string | null;
+  created_at: string;
+  updated_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface AssetsTable {
+  id: string;
+  job_id: string;
+  user_id: string;
+  position: number;
+  content_type: string;
+  byte_size: number;
+  /** opaque file name inside the asset storage */
+  storage_key: string;
+  created_at: string;
+}
+
+export interface AuditLogTable {
+  /** assigned by the appender: previous + 1, in the same transaction as the hash chain */
+  seq: number;
+  at: string;
+  actor_id: string | null;
+  action: string;
+  target: string | null;
+  ip: string | null;
+  request_id: string | null;
+  outcome: string;
+  /** JSON, secrets masked */
+  detail: string | null;
+  prev_hash: string;
+  hash: string;
+}

@@ -1,0 +1,79 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { Principal, RouteAccess } from '../access/principal.js';
+import { HttpProblem } from './problem.js';
+
+declare module 'fastify' {
+  interface FastifyContextConfig extends RouteAccess {}
+  interface FastifyRequest {
+    principal: Principal | null;
+  }
+}
+
+export interface Credentials {
+  scheme: 'bearer' | 'apikey';
+  value: string;
+}
+
+/** Turns credentials into a principal, or throws an HttpProblem (401, or 503 when it cannot tell). */
+export interface Authenticator {
+  authenticate(credentials: Credentials, request: FastifyRequest): Promise<Principal>;
+}
+
+const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
+
+export function unauthorized(detail: string, error: 'invalid_token' | 'invalid_request' = 'invalid_token'): HttpProblem {
+  return new HttpProblem(401, 'unauthorized', detail, {
+    headers: { 'www-authenticate': `Bearer realm="celforge", error="${error}"` },
+  });
+}
+
+/**
+ * Reads `Authorization: <scheme> <token>` (scheme case-insensitive, RFC 7235) or `X-API-Key`.
+ * Anything but exactly one scheme and one token, or both headers at once, is refused.
+ */
+export function readCredentials(request: FastifyRequest): Credentials | null {
+  const authorization = request.headers.authorization;
+  const apiKey = request.headers['x-api-key'];
+  if (authorization === undefined && apiKey === undefined) return null;
+  if (authorization !== undefined && apiKey !== undefined) throw unauthorized('Send one credential, not two.', 'invalid_request');
+  if (apiKey !== undefined) {
+    if (typeof apiKey !== 'string' || !TOKEN68.test(apiKey)) throw unauthorized('Malformed API key.', 'invalid_request');
+    return { scheme: 'apikey', value: apiKey };
+  }
+  const parts = authorization!.split(' ');
+  const [scheme, value] = parts;
+  if (parts.length !== 2 || !scheme || !value || !TOKEN68.test(value)) {
+    throw unauthorized('Use "Authorization: Bearer <token>" or "Authorization: ApiKey <key>".', 'invalid_request');
+  }
+  const lower = scheme.toLowerCase();
+  if (lower !== 'bearer' && lower !== 'apikey') throw unauthorized('Unsupported authorization scheme.', 'invalid_request');
+  return { scheme: lower, value };
+}
+
+/**
+ * Authentication and coarse access for every route, from its `config` (auth defaults to
+ * required: a route is public only when it says so). Runs before the body is parsed.
+ */
+export const authentication = fp(async (app: FastifyInstance, options: { authenticator: Authenticator }) => {
+  app.decorateRequest('principal', null);
+  app.addHook('onRequest', async (request) => {
+    if (request.is404) return;
+    const access = request.routeOptions.config;
+    const mode = access.auth ?? 'required';
+    if (mode === 'public') return;
+    const credentials = readCredentials(request);
+    if (!credentials) {
+      if (mode === 'optional') return;
+      throw unauthorized('Sign in to use this.', 'invalid_request');
+    }
+    const principal = await options.authenticator.authenticate(credentials, request);
+    request.principal = principal;
+    if (access.role && principal.role !== access.role) {
+      throw new HttpProblem(403, 'forbidden', 'Your role does not allow this.');
+    }
+    if (access.scope && principal.scopes && !principal.scopes.includes(access.scope)) {
+      throw new HttpProblem(403, 'insufficient-scope', `This API key lacks the "${access.scope}" scope.`);
+    }
+  });
+});

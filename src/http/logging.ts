@@ -1,0 +1,33 @@
+import type { FastifyServerOptions } from 'fastify';
+
+/** pino options: JSON lines, no credentials, no query strings (signed URLs carry tokens there). */
+export function loggerOptions(level: string): FastifyServerOptions['logger'] {
+  if (level === 'silent') return false;
+  return {
+    level,
+    redact: {
+      paths: [
+        'req.headers.authorization',
+        'req.headers["x-api-key"]',
+        'req.headers.cookie',
+        '*.password',
+        '*.new_password',
+        '*.refresh_token',
+        '*.access_token',
+        '*.otp',
+        '*.code',
+        '*.secret',
+        '*.prompt',
+        '*.negative_prompt',
+      ],
+      censor: '[redacted]',
+    },
+    serializers: {
+      req: (request: { method: string; url: string; ip?: string }) => ({
+        method: request.method,
+        path: request.url.split('?')[0],
+        ip: request.ip,
+      }),
+    },
+  };
+}

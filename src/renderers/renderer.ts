@@ -1,0 +1,62 @@
+/** What every renderer (preview, comfyui) offers the job pipeline. */
+export type JobType = 'image' | 'video';
+
+export interface RenderRequest {
+  jobId: string;
+  type: JobType;
+  prompt: string;
+  negativePrompt: string;
+  width: number;
+  height: number;
+  seed: number;
+  steps: number;
+  /** video only; 1 for images */
+  frames: number;
+  /** video only */
+  fps: number;
+  style?: string;
+}
+
+export interface RenderOutput {
+  data: Buffer;
+  /** e.g. image/png, image/webp, video/mp4 */
+  contentType: string;
+  /** file extension without dot, e.g. png */
+  extension: string;
+}
+
+export interface RenderContext {
+  /** aborted when the job is canceled or times out; the renderer must stop promptly */
+  signal: AbortSignal;
+  /** 0–100 */
+  onProgress(percent: number): void;
+}
+
+export interface RendererHealth {
+  name: string;
+  ok: boolean;
+  /** per backend (e.g. per ComfyUI URL index), never a host name or path */
+  backends?: { id: string; ok: boolean; queue?: number }[];
+}
+
+export interface Renderer {
+  readonly name: string;
+  render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]>;
+  health(): Promise<RendererHealth>;
+  close?(): Promise<void>;
+}
+
+/**
+ * A renderer failure. `message` is shown to the job's owner, so it never names a host, a path or a
+ * stack. `retryable` faults (unreachable, timeout, 5xx) are retried with back-off; others fail the job.
+ */
+export class RendererError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'RendererError';
+  }
+}

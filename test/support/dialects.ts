@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { describe } from 'vitest';
+
+export type DialectName = 'sqlite' | 'postgres';
+
+/** The server every PostgreSQL test uses; each test suite gets a database of its own on it. */
+export const POSTGRES_BASE_URL = process.env.CELFORGE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+async function probePostgres(): Promise<boolean> {
+  const client = new pg.Client({ connectionString: POSTGRES_BASE_URL, connectionTimeoutMillis: 2000 });
+  try {
+    await client.connect();
+    await client.query('select 1');
+    return true;
+  } catch {
+    return false;
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+const postgresReachable = await probePostgres();
+if (!postgresReachable) {
+  if (process.env.CI) throw new Error(`PostgreSQL is required in CI and is not reachable at ${POSTGRES_BASE_URL}`);
+  console.warn(`\n  NOTICE: PostgreSQL is not reachable at ${POSTGRES_BASE_URL}; its tests are SKIPPED on this machine.\n`);
+}
+
+/** Runs the same suite once per dialect: SQLite always, PostgreSQL when reachable (required in CI). */
+export function describeEachDialect(name: string, suite: (dialect: DialectName) => void): void {
+  describe(`${name} [sqlite]`, () => suite('sqlite'));
+  describe.skipIf(!postgresReachable)(`${name} [postgres]`, () => suite('postgres'));
+}
+
+export interface TestStorage {
+  dataDir: string;
+  databaseUrl?: string;
+  drop(): Promise<void>;
+}
+
+async function admin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: POSTGRES_BASE_URL });
+  await client.connect();
+  try {
+    return await run(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** A fresh data dir, and for PostgreSQL a fresh database, dropped afterwards. */
+export async function createTestStorage(dialect: DialectName): Promise<TestStorage> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'celforge-test-'));
+  const removeDir = () => rmSync(dataDir, { recursive: true, force: true });
+  if (dialect === 'sqlite') return { dataDir, drop: async () => removeDir() };
+
+  const name = `celforge_t_${randomBytes(6).toString('hex')}`;
+  await admin((client) => client.query(`create database ${name}`));
+  const url = new URL(POSTGRES_BASE_URL);
+  url.pathname = `/${name}`;
+  return {
+    dataDir,
+    databaseUrl: url.toString(),
+    drop: async () => {
+      removeDir();
+      await admin((client) => client.query(`drop database if exists ${name} with (force)`));
+    },
+  };
+}
