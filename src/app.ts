@@ -1,7 +1,11 @@
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Auditor } from './audit/events.js';
+import { LogAuditor } from './audit/log-auditor.js';
 import type { Config } from './config/config.js';
 import { migrate, openStore, type Store } from './db/database.js';
+import { openRedis } from './db/redis.js';
 import { authentication } from './http/auth.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
@@ -18,8 +22,11 @@ import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 export interface Services {
   config: Config;
   store: Store;
+  /** set in scale-out mode (REDIS_URL) */
+  redis: Redis | null;
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
+  audit: Auditor;
 }
 
 declare module 'fastify' {
@@ -43,7 +50,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
   const keys = () => signingKeys;
   const verifier = new AccessTokenVerifier(localKeyLookup(keys));
-  const services: Services = { config, store, keys, verifier };
+  const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
@@ -55,8 +62,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
   app.decorate('services', services);
-  if (!options.store) app.addHook('onClose', () => store.close());
+  app.addHook('onClose', async () => {
+    await services.audit.flush();
+    redis?.disconnect();
+    if (!options.store) await store.close();
+  });
 
   await app.register(errorHandling);
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });

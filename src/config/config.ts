@@ -17,6 +17,8 @@ export interface Config {
   databaseUrl?: string;
   /** unset = in-process queue, in-memory limits */
   redisUrl?: string;
+  /** prefix of every Redis key, so several deployments (or test runs) can share one Redis */
+  redisPrefix: string;
   corsOrigins: string[];
   /** proxy addresses/CIDRs whose X-Forwarded-* is believed */
   trustProxy: string[];
@@ -190,6 +192,7 @@ export function loadConfig(env: Env = process.env): Config {
     dataDir: path.resolve(readVariable(env, 'CELFORGE_DATA_DIR') ?? './data'),
     databaseUrl: databaseUrl && parseUrl('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']),
     redisUrl: redisUrl && parseUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:']),
+    redisPrefix: readVariable(env, 'CELFORGE_REDIS_PREFIX') ?? 'celforge:',
     corsOrigins: parseList(readVariable(env, 'CELFORGE_CORS_ORIGINS')).map((o) => parseOrigin('CELFORGE_CORS_ORIGINS', o)),
     trustProxy: parseList(readVariable(env, 'CELFORGE_TRUST_PROXY')).map((p) => parseProxy('CELFORGE_TRUST_PROXY', p)),
     accessTokenTtlSeconds: parseDuration('CELFORGE_ACCESS_TOKEN_TTL', readVariable(env, 'CELFORGE_ACCESS_TOKEN_TTL') ?? '15m'),
