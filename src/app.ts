@@ -73,7 +73,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(errorHandling);
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
-  await app.register(authentication, { authenticator: new SessionAuthenticator(verifier, store) });
+  await app.register(authentication, { bearer: new SessionAuthenticator(verifier, store) });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });

@@ -3,8 +3,17 @@ import fp from 'fastify-plugin';
 import type { Principal, RouteAccess } from '../access/principal.js';
 import { HttpProblem } from './problem.js';
 
+/** Rate-limit classes a route belongs to (the limits plugin reads them). */
+export type RateClass = 'signin' | 'generation' | 'read' | 'write' | 'admin';
+
 declare module 'fastify' {
-  interface FastifyContextConfig extends RouteAccess {}
+  interface FastifyContextConfig extends RouteAccess {
+    rateClass?: RateClass;
+    /** counts against the caller's job quotas (active jobs, jobs per day) */
+    jobQuota?: boolean;
+    /** with an API key, the request must carry a valid RFC 9421 signature (admin actions, deletes, publishing) */
+    critical?: boolean;
+  }
   interface FastifyRequest {
     principal: Principal | null;
   }
@@ -15,9 +24,15 @@ export interface Credentials {
   value: string;
 }
 
-/** Turns credentials into a principal, or throws an HttpProblem (401, or 503 when it cannot tell). */
+/** Turns one kind of credential into a principal, or throws an HttpProblem (401, or 503 when it cannot tell). */
 export interface Authenticator {
-  authenticate(credentials: Credentials, request: FastifyRequest): Promise<Principal>;
+  authenticate(value: string, request: FastifyRequest): Promise<Principal>;
+}
+
+export interface Authenticators {
+  bearer: Authenticator;
+  /** absent: API keys are refused */
+  apiKey?: Authenticator;
 }
 
 const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
@@ -55,7 +70,7 @@ export function readCredentials(request: FastifyRequest): Credentials | null {
  * Authentication and coarse access for every route, from its `config` (auth defaults to
  * required: a route is public only when it says so). Runs before the body is parsed.
  */
-export const authentication = fp(async (app: FastifyInstance, options: { authenticator: Authenticator }) => {
+export const authentication = fp(async (app: FastifyInstance, options: Authenticators) => {
   app.decorateRequest('principal', null);
   app.addHook('onRequest', async (request) => {
     if (request.is404) return;
@@ -67,7 +82,9 @@ export const authentication = fp(async (app: FastifyInstance, options: { authent
       if (mode === 'optional') return;
       throw unauthorized('Sign in to use this.', 'invalid_request');
     }
-    const principal = await options.authenticator.authenticate(credentials, request);
+    const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey;
+    if (!authenticator) throw unauthorized('API keys are not accepted here.');
+    const principal = await authenticator.authenticate(credentials.value, request);
     request.principal = principal;
     if (access.role && principal.role !== access.role) {
       throw new HttpProblem(403, 'forbidden', 'Your role does not allow this.');

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Principal } from '../access/principal.js';
 import type { Store } from '../db/database.js';
-import { unauthorized, type Authenticator, type Credentials } from '../http/auth.js';
+import { unauthorized, type Authenticator } from '../http/auth.js';
 import { findSessionState } from './store.js';
 import { TokenError, type AccessClaims, type AccessTokenVerifier } from './tokens.js';
 
@@ -15,11 +15,10 @@ export class SessionAuthenticator implements Authenticator {
     private readonly store: Store,
   ) {}
 
-  async authenticate(credentials: Credentials, _request: FastifyRequest): Promise<Principal> {
-    if (credentials.scheme !== 'bearer') throw unauthorized('API keys are not accepted here.');
+  async authenticate(token: string, _request: FastifyRequest): Promise<Principal> {
     let claims: AccessClaims;
     try {
-      claims = await this.verifier.verify(credentials.value);
+      claims = await this.verifier.verify(token);
     } catch (error) {
       if (error instanceof TokenError) throw unauthorized('The access token is invalid or expired.');
       throw error;
