@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -16,6 +17,13 @@ import { securityHeaders } from './http/security.js';
 import { SessionAuthenticator } from './identity/authenticator.js';
 import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { identityRoutes } from './identity/routes.js';
+import { replayGuardFor, requestSignatures } from './access/signatures.js';
+import { localSecret } from './config/local-secrets.js';
+import { rawJsonBody } from './http/raw-body.js';
+import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
+import { apiKeyRoutes } from './identity/api-keys/routes.js';
+import { ApiKeyService } from './identity/api-keys/service.js';
+import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
@@ -27,6 +35,9 @@ export interface Services {
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
   audit: Auditor;
+  /** secrets at rest (TOTP, API-key signing secrets) */
+  encryptor: Encryptor;
+  apiKeys: ApiKeyService;
 }
 
 declare module 'fastify' {
@@ -62,10 +73,17 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
+  const masterKey = parseMasterKey(
+    config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', () => randomBytes(32).toString('base64')),
+  );
+  const encryptor = createEncryptor({ current: { id: 'k1', key: masterKey } });
+  const audit = new LogAuditor(app.log);
+  const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log });
+  const services: Services = { config, store, redis, keys, verifier, audit, encryptor, apiKeys };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
     await services.audit.flush();
+    apiKeys.close();
     redis?.disconnect();
     if (!options.store) await store.close();
   });
@@ -73,10 +91,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(errorHandling);
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
-  await app.register(authentication, { bearer: new SessionAuthenticator(verifier, store) });
+  await app.register(rawJsonBody);
+  await app.register(authentication, {
+    bearer: new SessionAuthenticator(verifier, store),
+    apiKey: new ApiKeyAuthenticator(apiKeys, services.audit),
+  });
+  await app.register(requestSignatures, {
+    publicUrl: config.publicUrl,
+    lookupSecret: (id) => apiKeys.signingSecret(id),
+    replay: replayGuardFor(redis),
+    audit: services.audit,
+  });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
+  await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
   if (options.extraRoutes) await options.extraRoutes(app, services);
 
   await app.ready();

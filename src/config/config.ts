@@ -12,6 +12,8 @@ export type RendererName = 'preview' | 'comfyui';
 export interface Config {
   host: string;
   port: number;
+  /** the origin clients address (scheme://host[:port]); signed target URIs are built from it, never from Host */
+  publicUrl: string;
   dataDir: string;
   /** unset = embedded SQLite in dataDir */
   databaseUrl?: string;
@@ -186,9 +188,13 @@ export function loadConfig(env: Env = process.env): Config {
   const host = readVariable(env, 'CELFORGE_HOST') ?? '127.0.0.1';
   if (!isIP(host) && !/^[A-Za-z0-9.-]{1,253}$/.test(host)) throw new ConfigError(`CELFORGE_HOST: "${host}" is not a host`);
 
+  const port = parseInteger('CELFORGE_PORT', readVariable(env, 'CELFORGE_PORT') ?? '8331', 0, 65535);
+  const publicUrl = readVariable(env, 'CELFORGE_PUBLIC_URL');
+
   return {
     host,
-    port: parseInteger('CELFORGE_PORT', readVariable(env, 'CELFORGE_PORT') ?? '8331', 0, 65535),
+    port,
+    publicUrl: publicUrl ? parseOrigin('CELFORGE_PUBLIC_URL', publicUrl) : new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}:${port}`).origin,
     dataDir: path.resolve(readVariable(env, 'CELFORGE_DATA_DIR') ?? './data'),
     databaseUrl: databaseUrl && parseUrl('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']),
     redisUrl: redisUrl && parseUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:']),

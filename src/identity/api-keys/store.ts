@@ -1,0 +1,82 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { ApiKeysTable, Database } from '../../db/schema.js';
+
+export type ApiKeyRow = Selectable<ApiKeysTable>;
+
+/** What authentication needs: the key row and its user's current state. */
+export interface ApiKeyState {
+  id: string;
+  user_id: string;
+  key_hash: string;
+  scopes: string;
+  signing_secret: string | null;
+  expires_at: string | null;
+  revoked_at: string | null;
+  email: string;
+  role: 'admin' | 'user';
+  disabled: number;
+}
+
+export function insertApiKey(db: Kysely<Database>, row: ApiKeyRow): Promise<unknown> {
+  return db.insertInto('api_keys').values(row).execute();
+}
+
+export function findApiKeyState(db: Kysely<Database>, id: string): Promise<ApiKeyState | undefined> {
+  return db
+    .selectFrom('api_keys')
+    .innerJoin('users', 'users.id', 'api_keys.user_id')
+    .select([
+      'api_keys.id',
+      'api_keys.user_id',
+      'api_keys.key_hash',
+      'api_keys.scopes',
+      'api_keys.signing_secret',
+      'api_keys.expires_at',
+      'api_keys.revoked_at',
+      'users.email',
+      'users.role',
+      'users.disabled',
+    ])
+    .where('api_keys.id', '=', id)
+    .executeTakeFirst();
+}
+
+/** The user's keys that are not revoked, newest first. */
+export function listApiKeys(db: Kysely<Database>, userId: string) {
+  return db
+    .selectFrom('api_keys')
+    .select(['id', 'name', 'scopes', 'created_at', 'expires_at', 'last_used_at'])
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .orderBy('created_at', 'desc')
+    .orderBy('id')
+    .execute();
+}
+
+/** Keys that still work (not revoked, not expired). */
+export async function countLiveApiKeys(db: Kysely<Database>, userId: string, now: string): Promise<number> {
+  const row = await db
+    .selectFrom('api_keys')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', now)]))
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Revokes one of the user's live keys; false when there is no such key (or not theirs). */
+export async function revokeApiKey(db: Kysely<Database>, id: string, userId: string, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('api_keys')
+    .set({ revoked_at: now })
+    .where('id', '=', id)
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) > 0;
+}
+
+export function touchApiKey(db: Kysely<Database>, id: string, now: string): Promise<unknown> {
+  return db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', id).execute();
+}
