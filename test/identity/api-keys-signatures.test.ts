@@ -1,0 +1,195 @@
+import { describe, expect, it, vi } from 'vitest';
+import { contentDigest, signRequest } from '../../src/identity/signatures.js';
+import { apiKeyId, deriveSigningSecret, signedHeaders } from '../../src/identity/client-signing.js';
+import { describeEachDialect } from '../support/dialects.js';
+import { signIn, useTestApp } from '../support/app.js';
+import { apiKeyHeader, createKey, testRoutes, type CreatedKey } from './api-keys-support.js';
+
+type Method = 'POST' | 'PUT' | 'DELETE';
+
+describeEachDialect('Signed critical operations by API key', (dialect) => {
+  const t = useTestApp(dialect, {}, { extraRoutes: testRoutes });
+  const url = (path: string) => `${t.config.publicUrl}${path}`;
+
+  let counter = 0;
+  async function setup() {
+    const user = await signIn(t.app);
+    const key = await createKey(t.app, user, { name: `k${counter++}`, scopes: ['jobs:read', 'jobs:write'] });
+    const other = await createKey(t.app, user, { name: `k${counter++}`, scopes: ['jobs:read'] });
+    return { user, key, other };
+  }
+
+  function send(key: CreatedKey, method: Method, path: string, body: string | undefined, headers: Record<string, string>) {
+    return t.app.inject({
+      method,
+      url: path,
+      headers: { ...apiKeyHeader(key.key), ...(body !== undefined && { 'content-type': 'application/json' }), ...headers },
+      ...(body !== undefined && { payload: body }),
+    });
+  }
+
+  function expectRefused(res: Awaited<ReturnType<typeof send>>, reason: string) {
+    expect(res.statusCode, res.body).toBe(401);
+    expect(res.json()).toMatchObject({ type: 'urn:celforge:problem:signature-invalid', status: 401, reason });
+  }
+
+  it('without a signature: 401 signature-required, with Accept-Signature, and audited', async () => {
+    const { key } = await setup();
+    const record = vi.spyOn(t.app.services.audit, 'record');
+    const res = await send(key, 'POST', '/test/critical/a', '{"x":1}', {});
+    expect(res.statusCode).toBe(401);
+    expect(res.json()).toMatchObject({ type: 'urn:celforge:problem:signature-required', reason: 'missing' });
+    expect(res.headers['accept-signature']).toContain('("@method" "@target-uri" "content-digest")');
+    expect(res.headers['accept-signature']).toContain(`keyid="${key.id}"`);
+    expect(record).toHaveBeenCalledWith(expect.objectContaining({ action: 'auth.signature', outcome: 'denied', target: `api-key:${key.id}` }));
+    record.mockRestore();
+  });
+
+  it('with a valid signature: 200, once; the replay is refused', async () => {
+    const { key } = await setup();
+    const body = '{"visibility":"public"}';
+    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a?dry=0'), body, apiKey: key.key });
+    const ok = await send(key, 'POST', '/test/critical/a?dry=0', body, headers);
+    expect(ok.statusCode, ok.body).toBe(200);
+    expect(ok.json()).toEqual({ ok: true, method: 'POST', name: 'a', body: { visibility: 'public' } });
+    expectRefused(await send(key, 'POST', '/test/critical/a?dry=0', body, headers), 'replayed');
+  });
+
+  it('a body-less request signs the empty body', async () => {
+    const { key } = await setup();
+    const headers = signedHeaders({ method: 'DELETE', url: url('/test/critical/b'), apiKey: key.key });
+    const ok = await send(key, 'DELETE', '/test/critical/b', undefined, headers);
+    expect(ok.statusCode, ok.body).toBe(200);
+  });
+
+  it('refuses a signed request altered in any covered part', async () => {
+    const { key, other } = await setup();
+    const body = '{"visibility":"public"}';
+    const path = '/test/critical/a?dry=0';
+    const sign = (over: { method?: Method; path?: string; body?: string; created?: number; url?: string } = {}) =>
+      signedHeaders({ method: over.method ?? 'POST', url: over.url ?? url(over.path ?? path), body: over.body ?? body, apiKey: key.key, created: over.created });
+
+    // method
+    expectRefused(await send(key, 'PUT', path, body, sign()), 'bad-signature');
+    // path
+    expectRefused(await send(key, 'POST', '/test/critical/b?dry=0', body, sign()), 'bad-signature');
+    // query
+    expectRefused(await send(key, 'POST', '/test/critical/a?dry=1', body, sign()), 'bad-signature');
+    expectRefused(await send(key, 'POST', '/test/critical/a', body, sign()), 'bad-signature');
+    // body, digest left as signed
+    expectRefused(await send(key, 'POST', path, '{"visibility":"members"}', sign()), 'bad-digest');
+    // body and digest changed together
+    const forged = { ...sign(), 'content-digest': contentDigest('{"visibility":"members"}') };
+    expectRefused(await send(key, 'POST', path, '{"visibility":"members"}', forged), 'bad-signature');
+    // created rewritten
+    const fresh = sign();
+    const created = Number(/;created=(\d+)/.exec(fresh['signature-input'])![1]);
+    const moved = { ...fresh, 'signature-input': fresh['signature-input'].replace(`;created=${created}`, `;created=${created - 1}`) };
+    expectRefused(await send(key, 'POST', path, body, moved), 'bad-signature');
+    // keyid rewritten to the caller's other key: not the key that authenticated the request
+    const rekeyed = { ...fresh, 'signature-input': fresh['signature-input'].replace(`keyid="${key.id}"`, `keyid="${other.id}"`) };
+    expectRefused(await send(key, 'POST', path, body, rekeyed), 'unknown-key');
+    // signed for another origin (a Host header does not change the target URI)
+    expectRefused(await send(key, 'POST', path, body, sign({ url: `https://evil.example${path}` })), 'bad-signature');
+    const hosted = await send(key, 'POST', path, body, { ...sign({ url: `http://evil.example${path}` }), host: 'evil.example' });
+    expectRefused(hosted, 'bad-signature');
+    // older than 5 minutes, or from the future
+    const now = Math.floor(Date.now() / 1000);
+    expectRefused(await send(key, 'POST', path, body, sign({ created: now - 301 })), 'expired');
+    expectRefused(await send(key, 'POST', path, body, sign({ created: now + 60 })), 'future');
+    // a signature field that does not parse
+    expectRefused(await send(key, 'POST', path, body, { ...sign(), signature: 'sig1=:not base64:' }), 'malformed');
+
+    // and the untouched one still passes
+    expect((await send(key, 'POST', path, body, sign())).statusCode).toBe(200);
+  });
+
+  it('refuses a signature made with another key’s secret, or by another key for this request', async () => {
+    const { key, other } = await setup();
+    const body = '{}';
+    const path = '/test/critical/a';
+    const wrongSecret = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret: deriveSigningSecret(other.key) });
+    expectRefused(await send(key, 'POST', path, body, wrongSecret), 'bad-signature');
+    // a valid signature by the other key, presented with this key's credential
+    const byOther = signedHeaders({ method: 'POST', url: url(path), body, apiKey: other.key });
+    expectRefused(await send(key, 'POST', path, body, byOther), 'unknown-key');
+    // signed with the raw API key instead of the derived secret
+    const rawKey = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret: key.key });
+    expectRefused(await send(key, 'POST', path, body, rawKey), 'bad-signature');
+    expect(apiKeyId(key.key)).toBe(key.id);
+  });
+
+  it('a session token needs no signature on the same critical route', async () => {
+    const { user } = await setup();
+    const res = await t.app.inject({ method: 'POST', url: '/test/critical/a', headers: user.authorization, payload: { x: 1 } });
+    expect(res.statusCode).toBe(200);
+    expect(res.json().body).toEqual({ x: 1 });
+  });
+
+  it('keeps prototype-pollution protection in the JSON parser', async () => {
+    const { user, key } = await setup();
+    for (const body of ['{"__proto__":{"admin":true}}', '{"constructor":{"prototype":{"admin":true}}}']) {
+      const res = await t.app.inject({
+        method: 'POST',
+        url: '/test/critical/a',
+        headers: { ...user.authorization, 'content-type': 'application/json' },
+        payload: body,
+      });
+      expect(res.statusCode, body).toBe(400);
+      expect(res.json().type).toBe('urn:celforge:problem:malformed-json');
+      const signed = await send(key, 'POST', '/test/critical/a', body, signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key }));
+      expect(signed.statusCode, body).toBe(400);
+    }
+  });
+
+  it('a body read by another parser cannot be digested and is refused', async () => {
+    const { key } = await setup();
+    const body = 'plain words';
+    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: '/test/critical/a',
+      headers: { ...apiKeyHeader(key.key), 'content-type': 'text/plain', ...headers },
+      payload: body,
+    });
+    expectRefused(res, 'unsupported-body');
+  });
+
+  describe('DELETE /api/auth/api-keys/{id} is critical', () => {
+    it('by API key: unsigned 401; signed 204 and the key is dead on the next request', async () => {
+      const { key, other } = await setup();
+      const path = `/api/auth/api-keys/${other.id}`;
+      const unsigned = await t.app.inject({ method: 'DELETE', url: path, headers: apiKeyHeader(key.key) });
+      expect(unsigned.statusCode).toBe(401);
+      expect(unsigned.json().type).toBe('urn:celforge:problem:signature-required');
+      expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(other.key) })).statusCode).toBe(200);
+
+      const headers = signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key });
+      const signed = await t.app.inject({ method: 'DELETE', url: path, headers: { ...apiKeyHeader(key.key), ...headers } });
+      expect(signed.statusCode, signed.body).toBe(204);
+      expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(other.key) })).statusCode).toBe(401);
+
+      // a key revoking itself
+      const self = `/api/auth/api-keys/${key.id}`;
+      const own = await t.app.inject({
+        method: 'DELETE',
+        url: self,
+        headers: { 'x-api-key': key.key, ...signedHeaders({ method: 'DELETE', url: url(self), apiKey: key.key }) },
+      });
+      expect(own.statusCode).toBe(204);
+      expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(key.key) })).statusCode).toBe(401);
+    });
+
+    it('a signed DELETE of another user’s key is still 404', async () => {
+      const { key } = await setup();
+      const { key: foreign } = await setup();
+      const path = `/api/auth/api-keys/${foreign.id}`;
+      const res = await t.app.inject({
+        method: 'DELETE',
+        url: path,
+        headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key }) },
+      });
+      expect(res.statusCode).toBe(404);
+    });
+  });
+});
