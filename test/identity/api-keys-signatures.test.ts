@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { contentDigest, signRequest } from '../../src/identity/signatures.js';
+import { contentDigest, signRequest, type SignatureHeaders } from '../../src/identity/signatures.js';
 import { apiKeyId, deriveSigningSecret, signedHeaders } from '../../src/identity/client-signing.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';
@@ -19,7 +19,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     return { user, key, other };
   }
 
-  function send(key: CreatedKey, method: Method, path: string, body: string | undefined, headers: Record<string, string>) {
+  function send(key: CreatedKey, method: Method, path: string, body: string | undefined, headers: Record<string, string> | SignatureHeaders) {
     return t.app.inject({
       method,
       url: path,

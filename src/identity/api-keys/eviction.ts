@@ -7,18 +7,23 @@ interface Logger {
   warn(obj: object, msg: string): void;
 }
 
-const ECHO_WAIT_MS = 1000;
+const ACK_WAIT_MS = 1000;
 
 /**
- * Tells every instance to drop cached key rows (scale-out mode). Each instance subscribes on a
- * second connection; while that subscription is not live (starting, Redis down, reconnecting) the
- * instance must not trust its cache (`live` is false), and it clears the cache whenever the
- * subscription comes back, since evictions may have been missed meanwhile.
+ * Tells every instance to drop cached key rows (scale-out mode).
+ *
+ * Each instance subscribes to `<channel>` and `<channel>:ack` on a second connection. An instance
+ * that applies an eviction acknowledges it; `publish` returns once as many instances as Redis
+ * delivered the message to have acknowledged (or after a second), so when a revoke answers, every
+ * instance already refuses the key. While an instance's subscription is not live (starting, Redis
+ * down, reconnecting) it must not trust its cache (`live` is false), and it clears the cache
+ * whenever the subscription comes back, since evictions may have been missed meanwhile.
  */
 export class EvictionBus {
   #live = false;
   readonly #subscriber: Redis | null;
-  readonly #waiting = new Map<string, () => void>();
+  readonly #waiting = new Map<string, { needed: number; seen: number; done: () => void }>();
+  readonly #ackChannel: string;
 
   constructor(
     private readonly redis: Redis | null,
@@ -26,6 +31,7 @@ export class EvictionBus {
     private readonly apply: (eviction: Eviction | 'all') => void,
     private readonly log: Logger,
   ) {
+    this.#ackChannel = `${channel}:ack`;
     if (!redis) {
       this.#subscriber = null;
       this.#live = true;
@@ -38,7 +44,7 @@ export class EvictionBus {
       this.#live = false;
     });
     subscriber.on('ready', () => {
-      subscriber.subscribe(channel).then(
+      subscriber.subscribe(channel, this.#ackChannel).then(
         () => {
           this.apply('all');
           this.#live = true;
@@ -47,11 +53,12 @@ export class EvictionBus {
       );
     });
     subscriber.on('message', (from: string, text: string) => {
+      if (from === this.#ackChannel) return this.#acknowledged(text);
       if (from !== channel) return;
       const message = parse(text);
       if (!message) return;
       this.apply(message.eviction);
-      this.#waiting.get(message.nonce)?.();
+      redis.publish(this.#ackChannel, message.nonce).catch(() => {});
     });
   }
 
@@ -60,39 +67,46 @@ export class EvictionBus {
     return this.#live;
   }
 
-  /**
-   * Publishes an eviction (the caller has applied it locally) and waits, briefly, until it has come
-   * back through Redis to this instance — by then Redis has handed it to every subscriber.
-   */
+  /** Publishes an eviction (the caller has applied it locally) and waits for every instance to apply it. */
   async publish(eviction: Eviction): Promise<void> {
     if (!this.redis) return;
     const nonce = randomBytes(12).toString('base64url');
-    const echoed = new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ECHO_WAIT_MS);
+    let entry!: { needed: number; seen: number; done: () => void };
+    const confirmed = new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => finish(false), ACK_WAIT_MS);
       timer.unref();
       const waiting = this.#waiting;
-      function done() {
+      function finish(all: boolean) {
         clearTimeout(timer);
         waiting.delete(nonce);
-        resolve();
+        resolve(all);
       }
-      waiting.set(nonce, done);
+      entry = { needed: Number.POSITIVE_INFINITY, seen: 0, done: () => finish(true) };
+      waiting.set(nonce, entry);
     });
     try {
-      await this.redis.publish(this.channel, JSON.stringify({ ...eviction, nonce }));
+      entry.needed = await this.redis.publish(this.channel, JSON.stringify({ ...eviction, nonce }));
+      if (entry.seen >= entry.needed) entry.done();
     } catch (error) {
       // Instances that share this Redis lose their subscription too and stop trusting their caches.
-      this.#waiting.get(nonce)?.();
+      entry.done();
       this.log.warn({ err: error }, 'api key eviction not published');
       return;
     }
-    await echoed;
+    if (!(await confirmed)) this.log.warn({ eviction: eviction.kind }, 'api key eviction not confirmed by every instance within 1 s');
   }
 
   close(): void {
     this.#live = false;
     this.#subscriber?.disconnect();
-    for (const done of [...this.#waiting.values()]) done();
+    for (const entry of [...this.#waiting.values()]) entry.done();
+  }
+
+  #acknowledged(nonce: string): void {
+    const entry = this.#waiting.get(nonce);
+    if (!entry) return;
+    entry.seen++;
+    if (entry.seen >= entry.needed) entry.done();
   }
 }
 
