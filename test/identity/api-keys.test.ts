@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { deriveSigningSecret } from '../../src/identity/client-signing.js';
+import { parseMasterKey } from '../../src/identity/encryption.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { apiKeyHeader, createKey, testRoutes } from './api-keys-support.js';
@@ -58,6 +61,12 @@ describeEachDialect('API keys', (dialect) => {
           expired: false,
         },
       ]);
+    });
+
+    it('seals signing secrets with the master key the embedded mode keeps in the data dir (0600)', () => {
+      const file = path.join(t.config.dataDir, 'secrets', 'encryption-key');
+      expect(statSync(file).mode & 0o777).toBe(0o600);
+      expect(() => parseMasterKey(readFileSync(file, 'utf8'))).not.toThrow();
     });
 
     it('refuses bad names, scopes, expiries and unknown fields', async () => {
