@@ -30,9 +30,18 @@ async function main() {
     rows.push(
       await measure('secured: GET /api/auth/me (bearer)', { url: `${base}/api/auth/me`, headers: user.authorization, seconds }),
     );
+    const apiKey = await app.services.apiKeys.create(
+      { userId: user.userId, email: user.email, role: 'user', sessionId: user.sessionId, via: 'token', scopes: null },
+      { name: 'bench', scopes: ['jobs:read'] },
+    );
+    rows.push(
+      await measure('secured: GET /api/auth/me (API key)', { url: `${base}/api/auth/me`, headers: { 'x-api-key': apiKey.key }, seconds }),
+    );
     printTable(rows);
     const cost = securityCost(rows[0]!, rows[1]!);
+    const apiKeyCost = securityCost(rows[0]!, rows[2]!);
     console.log(`\nsecured/baseline = ${cost.ratio}; security costs ${cost.cost_per_request_us} µs per request`);
+    console.log(`API key/baseline = ${apiKeyCost.ratio}; an API key costs ${apiKeyCost.cost_per_request_us} µs per request`);
     const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
       at: new Date().toISOString(),
       store: app.services.store.dialect,
@@ -40,6 +49,7 @@ async function main() {
       seconds,
       measurements: rows,
       security_cost: cost,
+      api_key_cost: apiKeyCost,
     });
     console.log(`results: ${path.relative(process.cwd(), file)}`);
   } finally {
