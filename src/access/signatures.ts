@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyContextConfig, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { Auditor } from '../audit/events.js';
@@ -36,7 +36,7 @@ export function replayGuardFor(redis: Redis | null): ReplayGuard {
 }
 
 /**
- * Critical routes (`config.critical`) called with an API key need an RFC 9421 signature by that
+ * Critical routes (`config.critical`, and admin routes other than reads) called with an API key need an RFC 9421 signature by that
  * same key over method, target URI and Content-Digest, at most 5 minutes old, used once. Runs after
  * the body is read (the digest covers its bytes) and before it is validated.
  */
@@ -45,7 +45,7 @@ export const requestSignatures = fp(async (app: FastifyInstance, options: Signat
 
   app.addHook('preValidation', async (request) => {
     const principal = request.principal;
-    if (!request.routeOptions.config.critical || principal?.via !== 'api-key') return;
+    if (principal?.via !== 'api-key' || !isCritical(request.routeOptions.config, request.method)) return;
     const keyId = principal.apiKeyId!;
 
     const refuse = (reason: SignatureFailure | 'unsupported-body'): never => {
@@ -82,6 +82,12 @@ export const requestSignatures = fp(async (app: FastifyInstance, options: Signat
     if (!result.ok) refuse(result.reason);
   });
 });
+
+/** Routes that say so, and every admin route that changes something. */
+function isCritical(config: FastifyContextConfig, method: string): boolean {
+  return config.critical === true || (config.role === 'admin' && !SAFE_METHODS.has(method));
+}
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 function signatureRequired(keyId: string): HttpProblem {
   return new HttpProblem(401, 'signature-required', 'This operation needs an RFC 9421 signature made with your API key.', {

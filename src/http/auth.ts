@@ -89,8 +89,12 @@ export const authentication = fp(async (app: FastifyInstance, options: Authentic
     if (access.role && principal.role !== access.role) {
       throw new HttpProblem(403, 'forbidden', 'Your role does not allow this.');
     }
-    if (access.scope && principal.scopes && !principal.scopes.includes(access.scope)) {
-      throw new HttpProblem(403, 'insufficient-scope', `This API key lacks the "${access.scope}" scope.`);
+    // An admin's API key acts as admin only with the "admin" scope, whatever scope the route names.
+    const scopes = access.role === 'admin' ? [access.scope, 'admin'] : [access.scope];
+    for (const scope of scopes) {
+      if (scope && principal.scopes && !principal.scopes.includes(scope)) {
+        throw new HttpProblem(403, 'insufficient-scope', `This API key lacks the "${scope}" scope.`);
+      }
     }
   });
 });

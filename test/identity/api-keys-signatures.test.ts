@@ -119,6 +119,23 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     expect(apiKeyId(key.key)).toBe(key.id);
   });
 
+  it('an admin route that changes something is critical by API key even when it does not say so', async () => {
+    const admin = await signIn(t.app, { role: 'admin' });
+    const key = await createKey(t.app, admin, { name: 'ops', scopes: ['admin'] });
+    const unsigned = await t.app.inject({ method: 'POST', url: '/test/admin-action', headers: apiKeyHeader(key.key) });
+    expect(unsigned.statusCode).toBe(401);
+    expect(unsigned.json().type).toBe('urn:celforge:problem:signature-required');
+    const signed = await t.app.inject({
+      method: 'POST',
+      url: '/test/admin-action',
+      headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'POST', url: url('/test/admin-action'), apiKey: key.key }) },
+    });
+    expect(signed.statusCode, signed.body).toBe(200);
+    // reads stay unsigned; the session token needs no signature
+    expect((await t.app.inject({ method: 'GET', url: '/test/admin', headers: apiKeyHeader(key.key) })).statusCode).toBe(200);
+    expect((await t.app.inject({ method: 'POST', url: '/test/admin-action', headers: admin.authorization })).statusCode).toBe(200);
+  });
+
   it('a session token needs no signature on the same critical route', async () => {
     const { user } = await setup();
     const res = await t.app.inject({ method: 'POST', url: '/test/critical/a', headers: user.authorization, payload: { x: 1 } });

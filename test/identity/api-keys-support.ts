@@ -18,6 +18,8 @@ export async function testRoutes(app: FastifyInstance, _services: Services) {
   app.get('/test/whoami', async (request) => request.principal);
   app.get('/test/jobs', { config: { scope: 'jobs:read' } }, async () => ({ ok: true }));
   app.get('/test/admin', { config: { scope: 'admin', role: 'admin' } }, async () => ({ ok: true }));
+  app.get('/test/admin-jobs', { config: { scope: 'jobs:read', role: 'admin' } }, async () => ({ ok: true }));
+  app.post('/test/admin-action', { config: { role: 'admin' } }, async () => ({ ok: true }));
   app.route({
     method: ['POST', 'PUT', 'DELETE'],
     url: '/test/critical/:name',

@@ -219,6 +219,17 @@ describeEachDialect('API keys', (dialect) => {
       expect((await t.app.inject({ method: 'GET', url: '/test/jobs', headers: user.authorization })).statusCode).toBe(200);
     });
 
+    it('an admin route needs the admin scope on an admin’s key, whatever scope it names', async () => {
+      const admin = await signIn(t.app, { role: 'admin' });
+      const reader = await createKey(t.app, admin, { name: 'r', scopes: ['jobs:read'] });
+      const res = await t.app.inject({ method: 'GET', url: '/test/admin-jobs', headers: apiKeyHeader(reader.key) });
+      expect(res.statusCode).toBe(403);
+      expect(res.json().type).toBe('urn:celforge:problem:insufficient-scope');
+      const ops = await createKey(t.app, admin, { name: 'ops', scopes: ['admin', 'jobs:read'] });
+      expect((await t.app.inject({ method: 'GET', url: '/test/admin-jobs', headers: apiKeyHeader(ops.key) })).statusCode).toBe(200);
+      expect((await t.app.inject({ method: 'GET', url: '/test/admin-jobs', headers: admin.authorization })).statusCode).toBe(200);
+    });
+
     it('a demoted admin keeps no admin scope; a disabled user is refused at once', async () => {
       const admin = await signIn(t.app, { role: 'admin' });
       const key = await createKey(t.app, admin, { name: 'ops', scopes: ['admin', 'jobs:read'] });
