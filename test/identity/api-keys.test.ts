@@ -207,6 +207,19 @@ describeEachDialect('API keys', (dialect) => {
       expect(list.json().items.find((k: { id: string }) => k.id === stale.id).expired).toBe(true);
     });
 
+    it('checks expiry on every request, also for a cached key', async () => {
+      const user = await signIn(t.app);
+      const key = await createKey(t.app, user, { name: 'short', scopes: ['jobs:read'], expires_at: new Date(Date.now() + 3_600_000).toISOString() });
+      expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(key.key) })).statusCode).toBe(200);
+      const later = Date.now() + 3_600_001;
+      const clock = vi.spyOn(Date, 'now').mockReturnValue(later);
+      try {
+        expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(key.key) })).statusCode).toBe(401);
+      } finally {
+        clock.mockRestore();
+      }
+    });
+
     it('checks scopes: a missing scope is 403', async () => {
       const user = await signIn(t.app);
       const writer = await createKey(t.app, user, { name: 'w', scopes: ['jobs:write'] });

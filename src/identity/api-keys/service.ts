@@ -70,7 +70,7 @@ export class ApiKeyService {
   readonly #clock: () => number;
 
   constructor(private readonly options: ApiKeyServiceOptions) {
-    this.#clock = options.clock ?? Date.now;
+    this.#clock = options.clock ?? (() => Date.now());
     this.#cache = new ApiKeyCache(1000, 30_000, this.#clock);
     this.#bus = new EvictionBus(options.redis, options.channel, (eviction) => this.#apply(eviction), options.log);
   }
