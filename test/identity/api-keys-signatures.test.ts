@@ -159,6 +159,19 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     }
   });
 
+  it('the raw-body JSON parser keeps the body limit and refuses malformed JSON', async () => {
+    const { user } = await setup();
+    const big = JSON.stringify({ pad: 'x'.repeat(t.config.bodyLimit) });
+    const post = (payload: string) =>
+      t.app.inject({ method: 'POST', url: '/test/critical/a', headers: { ...user.authorization, 'content-type': 'application/json' }, payload });
+    const tooLarge = await post(big);
+    expect(tooLarge.statusCode).toBe(413);
+    expect(tooLarge.json().type).toBe('urn:celforge:problem:body-too-large');
+    const broken = await post('{"a":');
+    expect(broken.statusCode).toBe(400);
+    expect(broken.json().type).toBe('urn:celforge:problem:malformed-json');
+  });
+
   it('a body read by another parser cannot be digested and is refused', async () => {
     const { key } = await setup();
     const body = 'plain words';

@@ -41,7 +41,7 @@ export function findApiKeyState(db: Kysely<Database>, id: string): Promise<ApiKe
     .executeTakeFirst();
 }
 
-/** The user's keys that are not revoked, newest first. */
+/** The user's keys that are not revoked, newest first (at most 100: 25 live ones and recently expired ones). */
 export function listApiKeys(db: Kysely<Database>, userId: string) {
   return db
     .selectFrom('api_keys')
@@ -50,6 +50,7 @@ export function listApiKeys(db: Kysely<Database>, userId: string) {
     .where('revoked_at', 'is', null)
     .orderBy('created_at', 'desc')
     .orderBy('id')
+    .limit(100)
     .execute();
 }
 
