@@ -75,7 +75,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
   const audit = new LogAuditor(app.log);
   const metrics = new Metrics(store);
-  const limiter = new RateLimiter(config.limits, redis ? new RedisRateStore(redis) : new MemoryRateStore(), app.log, {
+  const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
+  if (rateStore instanceof RedisRateStore) await rateStore.ready();
+  const limiter = new RateLimiter(config.limits, rateStore, app.log, {
     rejected: (policy) => metrics.rateLimited(policy),
     storeFailed: (policy) => metrics.rateStoreFailed(policy),
   });

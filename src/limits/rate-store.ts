@@ -98,6 +98,25 @@ export class RedisRateStore implements RateStore {
     }
   }
 
+  /**
+   * Waits until the connection is up (or has failed once, or `timeoutMs` passed), so the first
+   * requests after start are not refused for a connection still being made.
+   */
+  async ready(timeoutMs = 2000): Promise<void> {
+    if (this.redis.status === 'ready') return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.redis.off('ready', done);
+        this.redis.off('error', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.redis.once('ready', done);
+      this.redis.once('error', done);
+    });
+  }
+
   async consume(key: string, cost: number, quota: number, windowMs: number): Promise<RateDecision> {
     const command = (this.redis as unknown as { celforgeRateConsume: ConsumeCommand }).celforgeRateConsume;
     const [allowed, used, ttl] = await command.call(this.redis, `rl:${key}`, cost, quota, windowMs);
