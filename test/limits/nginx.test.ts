@@ -78,6 +78,76 @@ function request(url: string, options: { localAddress: string; headers?: Record<
   });
 }
 
+async function startNginx(dir: string, upstream: number): Promise<{ https: string; http: string; process: ChildProcess }> {
+  const ports = { http: await freePort(PROXY_HOST), https: await freePort(PROXY_HOST), upstream };
+  const conf = path.join(dir, 'nginx.conf');
+  writeFileSync(conf, renderConfig(dir, ports));
+  const args = ['-p', dir, '-c', conf, '-g', `daemon off; pid ${path.join(dir, 'nginx.pid')};`];
+  execFileSync(NGINX!, ['-t', ...args], { stdio: 'pipe' });
+  const child = spawn(NGINX!, args, { stdio: 'ignore' });
+  const base = { https: `https://${PROXY_HOST}:${ports.https}`, http: `http://${PROXY_HOST}:${ports.http}`, process: child };
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      await request(`${base.http}/`, { localAddress: '127.0.0.1' });
+      return base;
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+  throw new Error(`nginx did not start: ${readFileSync(path.join(dir, 'error.log'), 'utf8')}`);
+}
+
+async function stopNginx(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGQUIT');
+  await exited;
+}
+
+function makeCertificate(dir: string): void {
+  chmodSync(dir, 0o755);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=studio.example',
+    '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
+}
+
+describe.skipIf(!NGINX)('nginx passes server-sent events unbuffered', () => {
+  it('the first event arrives while the stream is still open', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'celforge-nginx-sse-'));
+    let release = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const upstream = http.createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store' });
+      res.write(`event: progress\ndata: {"path":"${req.url}","progress":10}\n\n`);
+      void held.then(() => res.end('event: done\ndata: {}\n\n'));
+    });
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    let nginx: ChildProcess | undefined;
+    try {
+      makeCertificate(dir);
+      const proxy = await startNginx(dir, (upstream.address() as AddressInfo).port);
+      nginx = proxy.process;
+      const first = await new Promise<string>((resolve, reject) => {
+        const req = https.get(`${proxy.https}/api/anime/jobs/j1/events`, { localAddress: '127.0.0.2', rejectUnauthorized: false, agent: false }, (res) => {
+          res.once('data', (chunk: Buffer) => {
+            resolve(chunk.toString());
+            req.destroy();
+          });
+        });
+        req.on('error', reject);
+      });
+      // the upstream has not finished the response: the event came through unbuffered
+      expect(first).toContain('event: progress');
+      expect(first).toContain('/api/anime/jobs/j1/events');
+    } finally {
+      release();
+      await stopNginx(nginx);
+      await new Promise((resolve) => upstream.close(resolve));
+      upstream.closeAllConnections();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe.skipIf(!NGINX)('Celforge behind a real nginx', () => {
   let storage: TestStorage;
   let server: RunningServer;
@@ -92,33 +162,15 @@ describe.skipIf(!NGINX)('Celforge behind a real nginx', () => {
       env: { CELFORGE_TRUST_PROXY: '127.0.0.1', CELFORGE_RATE_LIMITS: 'anonymous=3/60s', CELFORGE_HOST: '127.0.0.1' },
     });
     dir = mkdtempSync(path.join(tmpdir(), 'celforge-nginx-'));
-    chmodSync(dir, 0o755);
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=studio.example',
-      '-keyout', path.join(dir, 'key.pem'), '-out', path.join(dir, 'cert.pem')], { stdio: 'ignore' });
-    const ports = { http: await freePort(PROXY_HOST), https: await freePort(PROXY_HOST), upstream: Number(new URL(server.url).port) };
-    writeFileSync(path.join(dir, 'nginx.conf'), renderConfig(dir, ports));
-    const args = ['-p', dir, '-c', path.join(dir, 'nginx.conf'), '-g', `daemon off; pid ${path.join(dir, 'nginx.pid')};`];
-    execFileSync(NGINX!, ['-t', ...args], { stdio: 'pipe' });
-    nginx = spawn(NGINX!, args, { stdio: 'ignore' });
-    proxied = `https://${PROXY_HOST}:${ports.https}`;
-    plain = `http://${PROXY_HOST}:${ports.http}`;
-    for (let attempt = 0; attempt < 100; attempt++) {
-      try {
-        await request(`${plain}/`, { localAddress: '127.0.0.1' });
-        return;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, 50));
-      }
-    }
-    throw new Error(`nginx did not start: ${readFileSync(path.join(dir, 'error.log'), 'utf8')}`);
+    makeCertificate(dir);
+    const proxy = await startNginx(dir, Number(new URL(server.url).port));
+    nginx = proxy.process;
+    proxied = proxy.https;
+    plain = proxy.http;
   });
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null) {
-      const exited = new Promise((resolve) => nginx.once('exit', resolve));
-      nginx.kill('SIGQUIT');
-      await exited;
-    }
+    await stopNginx(nginx);
     await server?.stop();
     await storage?.drop();
     if (dir) rmSync(dir, { recursive: true, force: true });
