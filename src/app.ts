@@ -17,6 +17,12 @@ import { SessionAuthenticator } from './identity/authenticator.js';
 import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { identityRoutes } from './identity/routes.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
+import { RateLimiter } from './limits/limiter.js';
+import { Metrics } from './limits/metrics.js';
+import { limits } from './limits/plugin.js';
+import { QuotaService } from './limits/quotas.js';
+import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
+import { metricsRoutes, quotaRoutes } from './limits/routes.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
 export interface Services {
@@ -27,6 +33,11 @@ export interface Services {
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
   audit: Auditor;
+  /** rate limits per class (memory, or Redis when REDIS_URL is set) */
+  limiter: RateLimiter;
+  quotas: QuotaService;
+  /** Prometheus metrics of this app; `metrics.signinFailed(reason)` for the sign-in code */
+  metrics: Metrics;
 }
 
 declare module 'fastify' {
@@ -62,7 +73,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
+  const audit = new LogAuditor(app.log);
+  const metrics = new Metrics(store);
+  const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
+  if (rateStore instanceof RedisRateStore) await rateStore.ready();
+  const limiter = new RateLimiter(config.limits, rateStore, app.log, {
+    rejected: (policy) => metrics.rateLimited(policy),
+    storeFailed: (policy) => metrics.rateStoreFailed(policy),
+  });
+  const quotas = new QuotaService(store, config.limits, audit);
+  const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
     await services.audit.flush();
@@ -73,10 +93,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(errorHandling);
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
-  await app.register(authentication, { bearer: new SessionAuthenticator(verifier, store) });
+  const bearer = new SessionAuthenticator(verifier, store);
+  await app.register(authentication, { bearer });
+  await app.register(limits, { limiter, quotas, metrics });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
+  await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
+  await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
   if (options.extraRoutes) await options.extraRoutes(app, services);
 
   await app.ready();
