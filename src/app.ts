@@ -25,6 +25,12 @@ import { apiKeyRoutes } from './identity/api-keys/routes.js';
 import { ApiKeyService } from './identity/api-keys/service.js';
 import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
+import { RateLimiter } from './limits/limiter.js';
+import { Metrics } from './limits/metrics.js';
+import { limits } from './limits/plugin.js';
+import { QuotaService } from './limits/quotas.js';
+import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
+import { metricsRoutes, quotaRoutes } from './limits/routes.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
 export interface Services {
@@ -35,6 +41,11 @@ export interface Services {
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
   audit: Auditor;
+  /** rate limits per class (memory, or Redis when REDIS_URL is set) */
+  limiter: RateLimiter;
+  quotas: QuotaService;
+  /** Prometheus metrics of this app; `metrics.signinFailed(reason)` for the sign-in code */
+  metrics: Metrics;
   /** secrets at rest (TOTP, API-key signing secrets) */
   encryptor: Encryptor;
   apiKeys: ApiKeyService;
@@ -73,13 +84,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
+  const audit = new LogAuditor(app.log);
+  const metrics = new Metrics(store);
+  const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
+  if (rateStore instanceof RedisRateStore) await rateStore.ready();
+  const limiter = new RateLimiter(config.limits, rateStore, app.log, {
+    rejected: (policy) => metrics.rateLimited(policy),
+    storeFailed: (policy) => metrics.rateStoreFailed(policy),
+  });
+  const quotas = new QuotaService(store, config.limits, audit);
   const masterKey = parseMasterKey(
     config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', () => randomBytes(32).toString('base64')),
   );
   const encryptor = createEncryptor({ current: { id: 'k1', key: masterKey } });
-  const audit = new LogAuditor(app.log);
   const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log });
-  const services: Services = { config, store, redis, keys, verifier, audit, encryptor, apiKeys };
+  const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics, encryptor, apiKeys };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
     await services.audit.flush();
@@ -92,20 +111,21 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
   await app.register(rawJsonBody);
-  await app.register(authentication, {
-    bearer: new SessionAuthenticator(verifier, store),
-    apiKey: new ApiKeyAuthenticator(apiKeys, services.audit),
-  });
+  const bearer = new SessionAuthenticator(verifier, store);
+  await app.register(authentication, { bearer, apiKey: new ApiKeyAuthenticator(apiKeys, audit) });
+  await app.register(limits, { limiter, quotas, metrics });
   await app.register(requestSignatures, {
     publicUrl: config.publicUrl,
     lookupSecret: (id) => apiKeys.signingSecret(id),
     replay: replayGuardFor(redis),
-    audit: services.audit,
+    audit,
   });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
   await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
+  await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
+  await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
   if (options.extraRoutes) await options.extraRoutes(app, services);
 
   await app.ready();

@@ -34,8 +34,81 @@ export interface Config {
   /** largest accepted request body, bytes */
   bodyLimit: number;
   logLevel: string;
+  /** rate limits per class, generation costs and per-user job quotas */
+  limits: LimitSettings;
   /** secrets from env, *_FILE or Vault; embedded mode makes the missing ones in dataDir */
   secrets: Secrets;
+}
+
+/** Names of the rate-limit policies; `signin-*` and `anonymous` are keyed by client address. */
+export const RATE_POLICIES = ['signin-ip', 'signin-account', 'generation', 'read', 'write', 'admin', 'anonymous'] as const;
+export type RatePolicyName = (typeof RATE_POLICIES)[number];
+
+export interface RatePolicy {
+  /** units allowed per window (a request costs 1; a generation costs its weight) */
+  quota: number;
+  windowSeconds: number;
+}
+
+export interface LimitSettings {
+  rates: Record<RatePolicyName, RatePolicy>;
+  /** generation weights: what one job of each type costs in the generation window */
+  costs: { image: number; video: number };
+  /** per-user defaults; admins override them per user */
+  activeJobs: number;
+  jobsPerDay: number;
+}
+
+export const DEFAULT_LIMITS: LimitSettings = {
+  rates: {
+    'signin-ip': { quota: 20, windowSeconds: 60 },
+    'signin-account': { quota: 10, windowSeconds: 900 },
+    generation: { quota: 30, windowSeconds: 60 },
+    read: { quota: 600, windowSeconds: 60 },
+    write: { quota: 120, windowSeconds: 60 },
+    admin: { quota: 300, windowSeconds: 60 },
+    anonymous: { quota: 120, windowSeconds: 60 },
+  },
+  costs: { image: 1, video: 5 },
+  activeJobs: 3,
+  jobsPerDay: 200,
+};
+
+/**
+ * `CELFORGE_RATE_LIMITS="read=600/60s,signin-account=10/15m"`: each item overrides one policy's
+ * quota per window; the others keep their defaults.
+ */
+export function parseRateLimits(text: string | undefined): Record<RatePolicyName, RatePolicy> {
+  const rates = structuredClone(DEFAULT_LIMITS.rates);
+  for (const item of parseList(text)) {
+    const match = /^([a-z-]+)\s*=\s*(\d+)\s*\/\s*(\S+)$/.exec(item);
+    if (!match) throw new ConfigError(`CELFORGE_RATE_LIMITS: "${item}" is not like read=600/60s`);
+    const name = match[1] as RatePolicyName;
+    if (!RATE_POLICIES.includes(name)) {
+      throw new ConfigError(`CELFORGE_RATE_LIMITS: "${name}" is not one of ${RATE_POLICIES.join(', ')}`);
+    }
+    rates[name] = {
+      quota: parseInteger('CELFORGE_RATE_LIMITS', match[2]!, 1, 1_000_000_000),
+      windowSeconds: parseDuration('CELFORGE_RATE_LIMITS', match[3]!),
+    };
+  }
+  return rates;
+}
+
+function parseLimits(env: Env): LimitSettings {
+  const number = (name: string, fallback: number, min: number, max: number) => {
+    const text = readVariable(env, name);
+    return text === undefined ? fallback : parseInteger(name, text, min, max);
+  };
+  return {
+    rates: parseRateLimits(readVariable(env, 'CELFORGE_RATE_LIMITS')),
+    costs: {
+      image: number('CELFORGE_IMAGE_COST', DEFAULT_LIMITS.costs.image, 1, 1000),
+      video: number('CELFORGE_VIDEO_COST', DEFAULT_LIMITS.costs.video, 1, 1000),
+    },
+    activeJobs: number('CELFORGE_QUOTA_ACTIVE_JOBS', DEFAULT_LIMITS.activeJobs, 0, 100_000),
+    jobsPerDay: number('CELFORGE_QUOTA_JOBS_PER_DAY', DEFAULT_LIMITS.jobsPerDay, 0, 10_000_000),
+  };
 }
 
 export interface VaultSettings {
@@ -210,6 +283,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminPassword: readVariable(env, 'CELFORGE_ADMIN_PASSWORD'),
     bodyLimit: parseInteger('CELFORGE_BODY_LIMIT', readVariable(env, 'CELFORGE_BODY_LIMIT') ?? '65536', 1024, 16 * 1024 * 1024),
     logLevel: parseLogLevel(readVariable(env, 'CELFORGE_LOG_LEVEL') ?? 'info'),
+    limits: parseLimits(env),
     secrets: {
       signingKey: readVariable(env, 'CELFORGE_SIGNING_KEY'),
       encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),

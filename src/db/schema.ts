@@ -8,6 +8,7 @@ export interface Database {
   jobs: JobsTable;
   assets: AssetsTable;
   audit_log: AuditLogTable;
+  user_quotas: UserQuotasTable;
 }
 
 export interface UsersTable {
@@ -124,4 +125,13 @@ export interface AuditLogTable {
   detail: string | null;
   prev_hash: string;
   hash: string;
+}
+
+/** Admin overrides of a user's job quotas; null keeps the configured default. */
+export interface UserQuotasTable {
+  user_id: string;
+  active_jobs: number | null;
+  jobs_per_day: number | null;
+  updated_at: string;
+  updated_by: string | null;
 }

@@ -1,0 +1,87 @@
+import type { FastifyBaseLogger } from 'fastify';
+import type { LimitSettings, RatePolicyName } from '../config/config.js';
+import { HttpProblem } from '../http/problem.js';
+import type { RateDecision, RateStore } from './rate-store.js';
+
+/** Policies that refuse service when their store cannot answer; the others let the request through. */
+const FAIL_CLOSED: ReadonlySet<RatePolicyName> = new Set(['signin-ip', 'signin-account', 'generation']);
+
+export interface Charge {
+  policy: RatePolicyName;
+  decision: RateDecision | null;
+}
+
+/** What `consume` reports to metrics. */
+export interface LimiterEvents {
+  rejected(policy: RatePolicyName): void;
+  storeFailed(policy: RatePolicyName): void;
+}
+
+/**
+ * Charges a policy's budget for one subject (a user id or a client address) and turns the answer
+ * into the draft-ietf-httpapi-ratelimit-headers fields, a 429 or — when the store is down — a 503
+ * for the fail-closed policies.
+ */
+export class RateLimiter {
+  private lastWarning = 0;
+
+  constructor(
+    private readonly settings: LimitSettings,
+    private readonly store: RateStore,
+    private readonly log: FastifyBaseLogger,
+    private readonly events: LimiterEvents,
+  ) {}
+
+  get costs(): LimitSettings['costs'] {
+    return this.settings.costs;
+  }
+
+  /** Charges `cost` units; throws the 429 (or 503) problem, headers of `earlier` charges included, when refused. */
+  async consume(policy: RatePolicyName, subject: string, cost = 1, earlier: Charge[] = []): Promise<Charge> {
+    const { quota, windowSeconds } = this.settings.rates[policy];
+    let decision: RateDecision;
+    try {
+      decision = await this.store.consume(`${policy}:${subject}`, cost, quota, windowSeconds * 1000);
+    } catch (error) {
+      this.events.storeFailed(policy);
+      this.warn(error);
+      if (FAIL_CLOSED.has(policy)) {
+        throw new HttpProblem(503, 'rate-limit-unavailable', 'This service cannot check its rate limits right now; retry shortly.', {
+          headers: { 'retry-after': '5' },
+        });
+      }
+      return { policy, decision: null };
+    }
+    if (!decision.allowed) {
+      this.events.rejected(policy);
+      const retryAfter = Math.max(1, Math.ceil(decision.resetMs / 1000));
+      const charge = { policy, decision };
+      throw new HttpProblem(429, 'rate-limited', `Too many requests for "${policy}"; retry in ${retryAfter} s.`, {
+        headers: { ...this.headers([...earlier, charge]), 'retry-after': String(retryAfter) },
+        extensions: { policy, retry_after: retryAfter },
+      });
+    }
+    return { policy, decision };
+  }
+
+  /** `RateLimit-Policy` and `RateLimit` structured-field lists for the charges made so far. */
+  headers(charges: Charge[]): Record<string, string> {
+    const known = charges.filter((charge) => charge.decision !== null);
+    if (known.length === 0) return {};
+    return {
+      'ratelimit-policy': known
+        .map(({ policy }) => `"${policy}";q=${this.settings.rates[policy].quota};w=${this.settings.rates[policy].windowSeconds}`)
+        .join(', '),
+      ratelimit: known
+        .map(({ policy, decision }) => `"${policy}";r=${decision!.remaining};t=${Math.max(0, Math.ceil(decision!.resetMs / 1000))}`)
+        .join(', '),
+    };
+  }
+
+  private warn(error: unknown): void {
+    const now = Date.now();
+    if (now - this.lastWarning < 10_000) return;
+    this.lastWarning = now;
+    this.log.warn({ err: error instanceof Error ? { message: error.message } : undefined }, 'rate-limit store unavailable');
+  }
+}

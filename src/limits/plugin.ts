@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import type { RatePolicyName } from '../config/config.js';
+import type { Charge, RateLimiter } from './limiter.js';
+import type { Metrics } from './metrics.js';
+import type { QuotaService } from './quotas.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** rate-limit charges made for this request so far (their headers go on the answer) */
+    rateCharges: Charge[] | null;
+  }
+}
+
+export interface LimitsOptions {
+  limiter: RateLimiter;
+  quotas: QuotaService;
+  metrics: Metrics;
+}
+
+/** A user's budget is theirs wherever they call from; an anonymous caller's is their address's. */
+function subjectOf(request: FastifyRequest): string {
+  return request.principal ? `u:${request.principal.userId}` : `a:${request.ip}`;
+}
+
+/** Sign-in attempts per account, keyed by a hash so no address book sits in Redis. */
+function accountOf(body: unknown): string | null {
+  const email = (body as { email?: unknown } | null | undefined)?.email;
+  if (typeof email !== 'string' || email.length === 0 || email.length > 320) return null;
+  return `e:${createHash('sha256').update(email.trim().toLowerCase()).digest('base64url')}`;
+}
+
+/**
+ * Rate limits, job quotas and request metrics for every route, from its `config.rateClass` and
+ * `config.jobQuota`. Register after `authentication`: its onRequest hook needs the principal.
+ *
+ * - `signin`: per client address before the body is read, then per account once it is parsed.
+ * - `generation`: per user, weighted by the body's `type` (a video costs more than an image);
+ *   charged before validation so malformed submissions are not free.
+ * - anonymous callers: the `anonymous` policy per address, whatever the route's class.
+ * - signed-in callers: the route's class (`read` when it names none) per user.
+ */
+export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) => {
+  const { limiter, quotas, metrics } = options;
+  app.decorateRequest('rateCharges', null);
+
+  const charge = async (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) => {
+    const earlier = request.rateCharges ?? [];
+    const made = await limiter.consume(policy, subject, cost, earlier);
+    request.rateCharges = [...earlier, made];
+    reply.headers(limiter.headers(request.rateCharges));
+  };
+
+  app.addHook('onRequest', async (request, reply) => {
+    const rateClass = request.is404 ? undefined : request.routeOptions.config.rateClass;
+    if (rateClass === 'signin') return charge(request, reply, 'signin-ip', `a:${request.ip}`);
+    if (rateClass === 'generation') return;
+    if (!request.principal) return charge(request, reply, 'anonymous', `a:${request.ip}`);
+    return charge(request, reply, rateClass ?? 'read', subjectOf(request));
+  });
+
+  app.addHook('preValidation', async (request, reply) => {
+    const rateClass = request.routeOptions.config.rateClass;
+    if (rateClass === 'generation') {
+      const type = (request.body as { type?: unknown } | null | undefined)?.type;
+      const cost = type === 'video' ? limiter.costs.video : limiter.costs.image;
+      return charge(request, reply, 'generation', subjectOf(request), cost);
+    }
+    if (rateClass === 'signin') {
+      const account = accountOf(request.body);
+      if (account) return charge(request, reply, 'signin-account', account);
+    }
+  });
+
+  app.addHook('preHandler', async (request) => {
+    if (request.routeOptions.config.jobQuota && request.principal) await quotas.assertRoomForJob(request.principal.userId);
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
+  });
+});
