@@ -1,6 +1,8 @@
 import { parseArgs } from 'node:util';
 import { buildApp } from './app.js';
-import { ConfigError, loadConfig, type Config } from './config/config.js';
+import { ConfigError, type Config } from './config/config.js';
+import { resolveConfig } from './config/secrets.js';
+import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
 import { rotateSigningKeys } from './identity/keys.js';
 
@@ -22,6 +24,7 @@ async function serve(args: string[], config: Config): Promise<number> {
   const stop = async (signal: string) => {
     app.log.info({ signal }, 'shutting down');
     await app.close();
+    closeSecrets();
     process.exit(0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
@@ -55,6 +58,11 @@ async function keys(args: string[], config: Config): Promise<number> {
 
 const COMMANDS: Record<string, Command> = { serve, migrate: migrateCommand, keys };
 
+/** Commands that sign tokens, encrypt secrets or sign URLs: they need the shared secrets. */
+const NEEDS_SECRETS = new Set(['serve', 'worker', 'token']);
+
+let closeSecrets: () => void = () => {};
+
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;
   const command = name ? COMMANDS[name] : undefined;
@@ -62,7 +70,14 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(USAGE);
     return name === undefined || name === 'help' || name === '--help' ? 0 : 2;
   }
-  return command(args, loadConfig());
+  const resolved = await resolveConfig(process.env, {
+    requireSecrets: NEEDS_SECRETS.has(name!),
+    onVaultError: (error) => process.stderr.write(`celforge: ${error.message}\n`),
+  });
+  closeSecrets = resolved.close;
+  const code = await command(args, resolved.config);
+  if (code >= 0) resolved.close();
+  return code;
 }
 
 main(process.argv.slice(2)).then(
@@ -71,7 +86,9 @@ main(process.argv.slice(2)).then(
   },
   (error: unknown) => {
     const known = error instanceof ConfigError || (error instanceof Error && error.name === 'TypeError' && 'code' in error && String(error.code).startsWith('ERR_PARSE_ARGS'));
-    process.stderr.write(`celforge: ${known ? (error as Error).message : `could not start: ${describe(error)}`}\n`);
+    // A Vault error is written for the operator and never carries a token or a secret.
+    const message = known || error instanceof VaultError ? (error as Error).message : `could not start: ${describe(error)}`;
+    process.stderr.write(`celforge: ${message}\n`);
     process.exit(known ? 2 : 1);
   },
 );

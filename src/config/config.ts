@@ -32,6 +32,8 @@ export interface Config {
   /** largest accepted request body, bytes */
   bodyLimit: number;
   logLevel: string;
+  /** audit rows older than this many days are pruned; 0 keeps them forever */
+  auditRetentionDays: number;
   /** secrets from env, *_FILE or Vault; embedded mode makes the missing ones in dataDir */
   secrets: Secrets;
 }
@@ -204,6 +206,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminPassword: readVariable(env, 'CELFORGE_ADMIN_PASSWORD'),
     bodyLimit: parseInteger('CELFORGE_BODY_LIMIT', readVariable(env, 'CELFORGE_BODY_LIMIT') ?? '65536', 1024, 16 * 1024 * 1024),
     logLevel: parseLogLevel(readVariable(env, 'CELFORGE_LOG_LEVEL') ?? 'info'),
+    auditRetentionDays: parseInteger('CELFORGE_AUDIT_RETENTION_DAYS', readVariable(env, 'CELFORGE_AUDIT_RETENTION_DAYS') ?? '365', 0, 36500),
     secrets: {
       signingKey: readVariable(env, 'CELFORGE_SIGNING_KEY'),
       encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),
