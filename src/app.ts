@@ -2,7 +2,8 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Auditor } from './audit/events.js';
-import { LogAuditor } from './audit/log-auditor.js';
+import { auditRequests, auditRoutes } from './audit/routes.js';
+import { startRetention, StoreAuditor } from './audit/service.js';
 import type { Config } from './config/config.js';
 import { migrate, openStore, type Store } from './db/database.js';
 import { openRedis } from './db/redis.js';
@@ -62,20 +63,25 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
+  const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
+  const services: Services = { config, store, redis, keys, verifier, audit };
   app.decorate('services', services);
+  const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
   app.addHook('onClose', async () => {
+    stopRetention();
     await services.audit.flush();
     redis?.disconnect();
     if (!options.store) await store.close();
   });
 
   await app.register(errorHandling);
+  await app.register(auditRequests, { audit });
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
   await app.register(authentication, { bearer: new SessionAuthenticator(verifier, store) });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
+  await app.register(auditRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
   if (options.extraRoutes) await options.extraRoutes(app, services);
 

@@ -8,6 +8,7 @@ export interface Database {
   jobs: JobsTable;
   assets: AssetsTable;
   audit_log: AuditLogTable;
+  audit_head: AuditHeadTable;
 }
 
 export interface UsersTable {
@@ -124,4 +125,14 @@ export interface AuditLogTable {
   detail: string | null;
   prev_hash: string;
   hash: string;
+}
+
+/** One row (id 1): the newest audit row and the retention anchor; see migration 0006. */
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+  /** seq and hash of the last row removed by retention (0 and 64 zeros before any) */
+  anchor_seq: number;
+  anchor_hash: string;
 }
