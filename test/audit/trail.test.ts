@@ -42,7 +42,8 @@ const SECURITY_EVENTS = [
 ] as const;
 
 describeEachDialect('audit trail', (dialect) => {
-  const t = useTestApp(dialect, {}, { extraRoutes });
+  // retention off in the app: the prune test runs the command itself
+  const t = useTestApp(dialect, { auditRetentionDays: 0 }, { extraRoutes });
   let admin: SignedIn;
   let user: SignedIn;
   const storage = () => ({ dataDir: t.config.dataDir, databaseUrl: t.config.databaseUrl });
