@@ -1,9 +1,9 @@
-import { randomBytes } from 'node:crypto';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import type { Auditor } from './audit/events.js';
-import { LogAuditor } from './audit/log-auditor.js';
+import { auditRequests, auditRoutes } from './audit/routes.js';
+import { startRetention, StoreAuditor } from './audit/service.js';
 import type { Config } from './config/config.js';
 import { migrate, openStore, type Store } from './db/database.js';
 import { openRedis } from './db/redis.js';
@@ -18,7 +18,7 @@ import { SessionAuthenticator } from './identity/authenticator.js';
 import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { identityRoutes } from './identity/routes.js';
 import { replayGuardFor, requestSignatures } from './access/signatures.js';
-import { localSecret } from './config/local-secrets.js';
+import { localSecret, randomKey } from './config/local-secrets.js';
 import { rawJsonBody } from './http/raw-body.js';
 import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
 import { apiKeyRoutes } from './identity/api-keys/routes.js';
@@ -84,7 +84,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const audit = new LogAuditor(app.log);
+  const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
   if (rateStore instanceof RedisRateStore) await rateStore.ready();
@@ -94,13 +94,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
   const quotas = new QuotaService(store, config.limits, audit);
   const masterKey = parseMasterKey(
-    config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', () => randomBytes(32).toString('base64')),
+    config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', randomKey),
   );
   const encryptor = createEncryptor({ current: { id: 'k1', key: masterKey } });
   const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log });
   const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics, encryptor, apiKeys };
   app.decorate('services', services);
+  const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
   app.addHook('onClose', async () => {
+    stopRetention();
     await services.audit.flush();
     apiKeys.close();
     redis?.disconnect();
@@ -108,6 +110,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   await app.register(errorHandling);
+  await app.register(auditRequests, { audit });
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
   await app.register(rawJsonBody);
@@ -122,6 +125,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
+  await app.register(auditRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
   await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
   await app.register(quotaRoutes, { prefix: '/api/anime', quotas });

@@ -36,6 +36,8 @@ export interface Config {
   logLevel: string;
   /** rate limits per class, generation costs and per-user job quotas */
   limits: LimitSettings;
+  /** audit rows older than this many days are pruned; 0 keeps them forever */
+  auditRetentionDays: number;
   /** secrets from env, *_FILE or Vault; embedded mode makes the missing ones in dataDir */
   secrets: Secrets;
 }
@@ -284,6 +286,7 @@ export function loadConfig(env: Env = process.env): Config {
     bodyLimit: parseInteger('CELFORGE_BODY_LIMIT', readVariable(env, 'CELFORGE_BODY_LIMIT') ?? '65536', 1024, 16 * 1024 * 1024),
     logLevel: parseLogLevel(readVariable(env, 'CELFORGE_LOG_LEVEL') ?? 'info'),
     limits: parseLimits(env),
+    auditRetentionDays: parseInteger('CELFORGE_AUDIT_RETENTION_DAYS', readVariable(env, 'CELFORGE_AUDIT_RETENTION_DAYS') ?? '365', 0, 36500),
     secrets: {
       signingKey: readVariable(env, 'CELFORGE_SIGNING_KEY'),
       encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),

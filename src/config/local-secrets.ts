@@ -1,40 +1,58 @@
-import { chmodSync, linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
+/** Where the embedded mode keeps the secrets it makes for itself (mode 0700, files 0600). */
+export function secretsDir(dataDir: string): string {
+  return path.join(dataDir, 'secrets');
+}
+
+function temporaryFile(file: string): string {
+  return `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+}
+
+/** Replaces a secret file atomically: readers see the old content or the new, never a part. */
+export function writeSecretFile(file: string, content: string): void {
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const temp = temporaryFile(file);
+  writeFileSync(temp, content, { mode: 0o600 });
+  renameSync(temp, file);
+}
+
 /**
- * A secret the embedded mode keeps in the data dir: `<dataDir>/secrets/<name>`, read if present,
- * else made by `make()` and written with mode 0600 in a 0700 directory. The file appears
- * atomically (hard link of a finished temp file), so processes starting at once agree on one value.
+ * A secret the embedded mode makes on first start and keeps in `<dataDir>/secrets/<name>`.
+ * Two processes starting at once agree on one value: the file is published with link(), which
+ * fails when it already exists, and the loser reads the winner's.
  */
 export function localSecret(dataDir: string, name: string, make: () => string): string {
-  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(name)) throw new TypeError('secret name must be a plain file name');
-  const directory = path.join(dataDir, 'secrets');
-  const file = path.join(directory, name);
-  const existing = read(file);
+  const file = path.join(secretsDir(dataDir), name);
+  const existing = readIfPresent(file);
   if (existing !== undefined) return existing;
-
-  mkdirSync(directory, { recursive: true, mode: 0o700 });
-  chmodSync(directory, 0o700);
-  const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, `${make()}\n`, { mode: 0o600 });
+  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const value = make();
+  const temp = temporaryFile(file);
+  writeFileSync(temp, `${value}\n`, { mode: 0o600 });
   try {
     linkSync(temp, file);
+    return value;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    return readFileSync(file, 'utf8').trim();
   } finally {
     unlinkSync(temp);
   }
-  const value = read(file);
-  if (value === undefined) throw new Error(`the local secret "${name}" is empty`);
-  return value;
 }
 
-function read(file: string): string | undefined {
+function readIfPresent(file: string): string | undefined {
   try {
-    const text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-    return text === '' ? undefined : text;
+    return readFileSync(file, 'utf8').trim();
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw error;
   }
+}
+
+/** 32 random bytes as base64: the form of the encryption and URL-signing keys. */
+export function randomKey(): string {
+  return randomBytes(32).toString('base64');
 }

@@ -9,6 +9,7 @@ export interface Database {
   assets: AssetsTable;
   audit_log: AuditLogTable;
   user_quotas: UserQuotasTable;
+  audit_head: AuditHeadTable;
 }
 
 export interface UsersTable {
@@ -134,4 +135,14 @@ export interface UserQuotasTable {
   jobs_per_day: number | null;
   updated_at: string;
   updated_by: string | null;
+}
+
+/** One row (id 1): the newest audit row and the retention anchor; see migration 0006. */
+export interface AuditHeadTable {
+  id: number;
+  seq: number;
+  hash: string;
+  /** seq and hash of the last row removed by retention (0 and 64 zeros before any) */
+  anchor_seq: number;
+  anchor_hash: string;
 }

@@ -1,7 +1,8 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../config/config.js';
+import { secretsDir, writeSecretFile } from '../config/local-secrets.js';
 
 /** One Ed25519 key that signs access tokens. */
 export interface SigningKey {
@@ -23,8 +24,17 @@ interface StoredKey {
   created: string;
 }
 
-function fromPem(kid: string, pem: string): SigningKey {
-  const privateKey = createPrivateKey(pem);
+/** A PKCS#8 PEM, or a private JWK as JSON (Vault may keep the key as a nested object). */
+function fromPem(kid: string, text: string): SigningKey {
+  let privateKey: KeyObject;
+  try {
+    const trimmed = text.trim();
+    privateKey = trimmed.startsWith('{')
+      ? createPrivateKey({ key: JSON.parse(trimmed) as Record<string, string> & { kty: string }, format: 'jwk' })
+      : createPrivateKey(trimmed);
+  } catch {
+    throw new ConfigError('CELFORGE_SIGNING_KEY: not a private key (expected an Ed25519 PKCS#8 PEM or JWK)');
+  }
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new ConfigError('CELFORGE_SIGNING_KEY: must be an Ed25519 private key');
   return { kid, privateKey, publicKey: createPublicKey(privateKey) };
 }
@@ -39,15 +49,11 @@ function newStoredKey(): StoredKey {
 }
 
 function keyFile(dataDir: string): string {
-  return path.join(dataDir, 'secrets', 'signing-keys.json');
+  return path.join(secretsDir(dataDir), 'signing-keys.json');
 }
 
 function writeKeys(dataDir: string, keys: StoredKey[]): void {
-  const file = keyFile(dataDir);
-  mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-  const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, JSON.stringify({ keys }, null, 2), { mode: 0o600 });
-  renameSync(temp, file);
+  writeSecretFile(keyFile(dataDir), JSON.stringify({ keys }, null, 2));
 }
 
 function readKeys(dataDir: string): StoredKey[] {

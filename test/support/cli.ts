@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -7,6 +8,21 @@ export interface CliResult {
   code: number | null;
   stdout: string;
   stderr: string;
+}
+
+let sharedSecrets: Record<string, string> | undefined;
+
+/**
+ * Scale-out mode refuses to start without the secrets all instances share; test processes on
+ * PostgreSQL get fresh ones (made once per test file, so restarts keep them). Pass '' to unset one.
+ */
+export function testSharedSecrets(): Record<string, string> {
+  sharedSecrets ??= {
+    CELFORGE_SIGNING_KEY: generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString(),
+    CELFORGE_ENCRYPTION_KEY: randomBytes(32).toString('base64'),
+    CELFORGE_URL_SIGNING_KEY: randomBytes(32).toString('base64'),
+  };
+  return sharedSecrets;
 }
 
 /** Environment for a child process on the given storage, without the caller's Celforge settings. */
@@ -18,7 +34,7 @@ export function cliEnv(storage: { dataDir: string; databaseUrl?: string }, extra
   return {
     ...env,
     CELFORGE_DATA_DIR: storage.dataDir,
-    ...(storage.databaseUrl && { DATABASE_URL: storage.databaseUrl }),
+    ...(storage.databaseUrl && { DATABASE_URL: storage.databaseUrl, ...testSharedSecrets() }),
     CELFORGE_LOG_LEVEL: 'silent',
     ...extra,
   };
