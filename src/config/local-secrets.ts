@@ -25,6 +25,7 @@ export function writeSecretFile(file: string, content: string): void {
  * fails when it already exists, and the loser reads the winner's.
  */
 export function localSecret(dataDir: string, name: string, make: () => string): string {
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(name)) throw new TypeError('secret name must be a plain file name');
   const file = path.join(secretsDir(dataDir), name);
   const existing = readIfPresent(file);
   if (existing !== undefined) return existing;
