@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { deriveSigningSecret } from '../../src/identity/client-signing.js';
 import { parseMasterKey } from '../../src/identity/encryption.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';
@@ -14,8 +13,9 @@ describeEachDialect('API keys', (dialect) => {
   const t = useTestApp(dialect, {}, { extraRoutes: testRoutes });
 
   describe('creation', () => {
-    it('shows the key once, stores only its SHA-256 and an encrypted signing secret', async () => {
+    it('shows the key and a random signing secret once, stores only the key’s SHA-256 and the secret encrypted', async () => {
       const user = await signIn(t.app);
+      const record = vi.spyOn(t.app.services.audit, 'record');
       const res = await t.app.inject({
         method: 'POST',
         url: '/api/auth/api-keys',
@@ -32,23 +32,47 @@ describeEachDialect('API keys', (dialect) => {
       const lifetimeDays = (Date.parse(created.expires_at) - Date.parse(created.created_at)) / 86_400_000;
       expect(lifetimeDays).toBeCloseTo(90, 3);
 
+      // the signing secret: 32 bytes, base64url, and nothing to do with the key
+      expect(created.signing_secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      const secret = Buffer.from(created.signing_secret, 'base64url');
+      expect(secret).toHaveLength(32);
+      const keyBytes = Buffer.from(created.key.slice(-43), 'base64url');
+      expect(secret.equals(keyBytes)).toBe(false);
+      expect(secret.equals(createHmac('sha256', created.key).update('celforge request signing v1').digest())).toBe(false);
+      expect(secret.equals(createHash('sha256').update(created.key).digest())).toBe(false);
+
       const row = await t.app.services.store.db.selectFrom('api_keys').selectAll().where('id', '=', created.id).executeTakeFirstOrThrow();
       expect(row.key_hash).toBe(sha256(created.key));
       expect(row.user_id).toBe(user.userId);
       expect(JSON.parse(row.scopes)).toEqual(['jobs:read', 'jobs:write']);
-      const secret = deriveSigningSecret(created.key);
       expect(row.signing_secret).toMatch(/^v1\.k1\./);
+      // neither the key nor the signing secret is in the row in any usual encoding
+      const clear = [
+        created.key,
+        created.key.slice(-43),
+        keyBytes.toString('base64'),
+        keyBytes.toString('hex'),
+        created.signing_secret,
+        secret.toString('base64'),
+        secret.toString('hex'),
+      ];
       const stored = JSON.stringify(row);
-      for (const plain of [created.key, created.key.split('_')[2]!, secret.toString('base64'), secret.toString('base64url'), secret.toString('hex')]) {
-        expect(stored).not.toContain(plain);
-      }
+      for (const plain of clear) expect(stored).not.toContain(plain);
       expect(t.app.services.encryptor.decrypt(row.signing_secret!, created.id).equals(secret)).toBe(true);
+      // the secret is bound to its key id: under another id it does not open
+      expect(() => t.app.services.encryptor.decrypt(row.signing_secret!, '0'.repeat(24))).toThrow();
+      // nor does the audit trail carry either
+      const audited = JSON.stringify(record.mock.calls);
+      expect(audited).toContain('auth.apikey.create');
+      for (const plain of clear) expect(audited).not.toContain(plain);
+      record.mockRestore();
 
       const list = await t.app.inject({ method: 'GET', url: '/api/auth/api-keys', headers: user.authorization });
       expect(list.statusCode).toBe(200);
       expect(list.body).not.toContain(created.key);
       expect(list.body).not.toContain(row.key_hash);
       expect(list.body).not.toContain('signing_secret');
+      expect(list.body).not.toContain(created.signing_secret);
       expect(list.json().items).toEqual([
         {
           id: created.id,
@@ -67,6 +91,25 @@ describeEachDialect('API keys', (dialect) => {
       const file = path.join(t.config.dataDir, 'secrets', 'encryption-key');
       expect(statSync(file).mode & 0o777).toBe(0o600);
       expect(() => parseMasterKey(readFileSync(file, 'utf8'))).not.toThrow();
+    });
+
+    it('gives every key a signing secret of its own', async () => {
+      const user = await signIn(t.app);
+      const a = await createKey(t.app, user);
+      const b = await createKey(t.app, user);
+      expect(Buffer.from(a.signing_secret, 'base64url')).toHaveLength(32);
+      expect(Buffer.from(b.signing_secret, 'base64url')).toHaveLength(32);
+      expect(a.signing_secret).not.toBe(b.signing_secret);
+    });
+
+    it('describes the signing secret in the OpenAPI document, in the creation answer only', async () => {
+      const res = await t.app.inject({ method: 'GET', url: '/api/anime/openapi.json' });
+      const paths = res.json().paths;
+      const created = paths['/api/auth/api-keys'].post.responses['201'].content['application/json'].schema;
+      expect(created.required).toEqual(expect.arrayContaining(['key', 'signing_secret']));
+      expect(created.properties.signing_secret).toMatchObject({ type: 'string', minLength: 43, maxLength: 43 });
+      const listed = JSON.stringify(paths['/api/auth/api-keys'].get.responses);
+      expect(listed).not.toContain('signing_secret');
     });
 
     it('refuses bad names, scopes, expiries and unknown fields', async () => {

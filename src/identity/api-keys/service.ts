@@ -4,11 +4,10 @@ import type { Principal } from '../../access/principal.js';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { HttpProblem, notFound } from '../../http/problem.js';
-import { deriveSigningSecret } from '../client-signing.js';
 import type { Encryptor } from '../encryption.js';
 import { ApiKeyCache } from './cache.js';
 import { EvictionBus, type Eviction } from './eviction.js';
-import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey } from './format.js';
+import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey, newSigningSecret } from './format.js';
 import { countLiveApiKeys, findApiKeyState, insertApiKey, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
 
 /** Every scope an API key may carry. */
@@ -60,8 +59,9 @@ export interface ApiKeyServiceOptions {
 }
 
 /**
- * API keys: creation (shown once, stored as a SHA-256 hash, signing secret encrypted), listing,
- * revocation effective at once on every instance, and authentication from a cached row.
+ * API keys: creation (the key and a random signing secret shown once; the key stored as a SHA-256
+ * hash, the secret encrypted), listing, revocation effective at once on every instance, and
+ * authentication from a cached row.
  */
 export class ApiKeyService {
   readonly #cache: ApiKeyCache;
@@ -96,13 +96,18 @@ export class ApiKeyService {
     }
 
     const { id, key } = newApiKey();
+    // Random, not derived from the key: whoever sees the key in a request header cannot sign.
+    const signingSecret = newSigningSecret();
+    const sealedSecret = this.options.encryptor.encrypt(signingSecret, id);
+    const signingSecretText = signingSecret.toString('base64url');
+    signingSecret.fill(0);
     await insertApiKey(db, {
       id,
       user_id: principal.userId,
       name,
       key_hash: hashApiKey(key),
       scopes: JSON.stringify(scopes),
-      signing_secret: this.options.encryptor.encrypt(deriveSigningSecret(key), id),
+      signing_secret: sealedSecret,
       created_at: nowIso,
       expires_at: expiresAt,
       last_used_at: null,
@@ -117,7 +122,7 @@ export class ApiKeyService {
       requestId: context.requestId,
       detail: { scopes, expires_at: expiresAt },
     });
-    return { id, key, prefix: `cfk_${id}`, name, scopes, created_at: nowIso, expires_at: expiresAt };
+    return { id, key, signing_secret: signingSecretText, prefix: `cfk_${id}`, name, scopes, created_at: nowIso, expires_at: expiresAt };
   }
 
   async list(userId: string) {
