@@ -188,6 +188,46 @@ describeEachDialect('API keys', (dialect) => {
       expect(res.statusCode).toBe(409);
       expect(res.json().type).toBe('urn:celforge:problem:too-many-api-keys');
     });
+
+    it('keeps the cap exact under 30 concurrent creates: 25 keys, 5 problem answers', async () => {
+      const user = await signIn(t.app);
+      const other = await signIn(t.app);
+      const record = vi.spyOn(t.app.services.audit, 'record');
+      const post = (who: typeof user, i: number) =>
+        t.app.inject({ method: 'POST', url: '/api/auth/api-keys', headers: who.authorization, payload: { name: `burst ${i}`, scopes: ['jobs:read'] } });
+      // another user's creates run alongside and are not held to this user's cap
+      const [answers, others] = await Promise.all([
+        Promise.all(Array.from({ length: 30 }, (_, i) => post(user, i))),
+        Promise.all(Array.from({ length: 3 }, (_, i) => post(other, i))),
+      ]);
+      const created = answers.filter((res) => res.statusCode === 201);
+      const refused = answers.filter((res) => res.statusCode !== 201);
+      expect(created).toHaveLength(25);
+      expect(refused).toHaveLength(5);
+      for (const res of refused) {
+        expect(res.statusCode).toBe(409);
+        expect(res.headers['content-type']).toContain('application/problem+json');
+        expect(res.json()).toMatchObject({ type: 'urn:celforge:problem:too-many-api-keys', status: 409 });
+      }
+      expect(others.map((res) => res.statusCode)).toEqual([201, 201, 201]);
+
+      const { db } = t.app.services.store;
+      const rows = await db.selectFrom('api_keys').select(['id', 'revoked_at']).where('user_id', '=', user.userId).execute();
+      expect(rows).toHaveLength(25);
+      expect(rows.every((row) => row.revoked_at === null)).toBe(true);
+      expect(new Set(rows.map((row) => row.id))).toEqual(new Set(created.map((res) => res.json().id as string)));
+      const audited = record.mock.calls.filter(([event]) => event.action === 'auth.apikey.create' && event.actorId === user.userId);
+      expect(audited).toHaveLength(25);
+      record.mockRestore();
+      // every key that was answered works
+      for (const res of created.slice(0, 3)) {
+        expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(res.json().key) })).statusCode).toBe(200);
+      }
+      // after a revoke there is room for exactly one more
+      expect((await t.app.inject({ method: 'DELETE', url: `/api/auth/api-keys/${rows[0]!.id}`, headers: user.authorization })).statusCode).toBe(204);
+      const again = await Promise.all([post(user, 30), post(user, 31)]);
+      expect(again.map((res) => res.statusCode).sort()).toEqual([201, 409]);
+    });
   });
 
   describe('authentication', () => {

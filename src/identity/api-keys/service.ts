@@ -8,7 +8,7 @@ import type { Encryptor } from '../encryption.js';
 import { ApiKeyCache } from './cache.js';
 import { EvictionBus, type Eviction } from './eviction.js';
 import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey, newSigningSecret } from './format.js';
-import { countLiveApiKeys, findApiKeyState, insertApiKey, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
+import { findApiKeyState, insertApiKeyWithinCap, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
 
 /** Every scope an API key may carry. */
 export const API_KEY_SCOPES = ['jobs:read', 'jobs:write', 'gallery:publish', 'admin'] as const;
@@ -90,18 +90,13 @@ export class ApiKeyService {
     const now = this.#clock();
     const expiresAt = this.#expiry(input.expires_at, now);
     const nowIso = new Date(now).toISOString();
-    const { db } = this.options.store;
-    if ((await countLiveApiKeys(db, principal.userId, nowIso)) >= MAX_KEYS_PER_USER) {
-      throw new HttpProblem(409, 'too-many-api-keys', `A user can hold at most ${MAX_KEYS_PER_USER} live API keys; revoke one first.`);
-    }
-
     const { id, key } = newApiKey();
     // Random, not derived from the key: whoever sees the key in a request header cannot sign.
     const signingSecret = newSigningSecret();
     const sealedSecret = this.options.encryptor.encrypt(signingSecret, id);
     const signingSecretText = signingSecret.toString('base64url');
     signingSecret.fill(0);
-    await insertApiKey(db, {
+    const row = {
       id,
       user_id: principal.userId,
       name,
@@ -112,7 +107,10 @@ export class ApiKeyService {
       expires_at: expiresAt,
       last_used_at: null,
       revoked_at: null,
-    });
+    };
+    if (!(await insertApiKeyWithinCap(this.options.store, row, MAX_KEYS_PER_USER, nowIso))) {
+      throw new HttpProblem(409, 'too-many-api-keys', `A user can hold at most ${MAX_KEYS_PER_USER} live API keys; revoke one first.`);
+    }
     this.options.audit.record({
       action: 'auth.apikey.create',
       outcome: 'success',
