@@ -17,6 +17,7 @@ export function loggerOptions(level: string): FastifyServerOptions['logger'] {
         '*.otp',
         '*.code',
         '*.secret',
+        '*.signing_secret',
         '*.prompt',
         '*.negative_prompt',
       ],

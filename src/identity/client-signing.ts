@@ -6,33 +6,34 @@
  * `Content-Digest` of the body, with `created` (at most 5 minutes old), `keyid` (the API key's id)
  * and a fresh `nonce` (each signature is accepted once).
  *
- * The signing secret is derived from the API key, so a client keeps one thing:
- *   secret = HMAC-SHA256(key = the whole API key text, message = "celforge request signing v1")
- * The server derived the same secret when it made the key and keeps it only encrypted.
+ * A client keeps two things from the answer that created the key, which is the only time either
+ * is shown: the key (`key`, sent with every request) and its signing secret (`signing_secret`,
+ * 32 random bytes as base64url, never sent). The secret is random, not derived from the key, so a
+ * key that leaks through a request header (a proxy log, a captured request) cannot sign: it
+ * reads, but it makes no critical change. The server keeps the secret only encrypted.
  *
- *   const headers = signedHeaders({ method: 'DELETE', url: 'https://studio.example/api/auth/api-keys/ab12', apiKey });
+ *   const headers = signedHeaders({ method: 'DELETE', url: 'https://studio.example/api/auth/api-keys/ab12', apiKey, signingSecret });
  *   await fetch(url, { method: 'DELETE', headers: { 'x-api-key': apiKey, ...headers } });
  *
  * `url` must be exactly the absolute URI the request goes to (the server's public origin, path and
  * query as sent); `body` exactly the bytes sent (none: the empty body's digest is signed).
  */
-import { createHmac } from 'node:crypto';
-import { apiKeyIdOf } from './api-keys/format.js';
+import { apiKeyIdOf, SIGNING_SECRET_TEXT } from './api-keys/format.js';
 import { signRequest, type SignatureHeaders } from './signatures.js';
-
-export const SIGNING_SECRET_LABEL = 'celforge request signing v1';
-
-/** The HMAC secret for request signatures made with this API key (32 bytes). */
-export function deriveSigningSecret(apiKey: string): Buffer {
-  if (apiKeyIdOf(apiKey) === null) throw new TypeError('not a Celforge API key');
-  return createHmac('sha256', apiKey).update(SIGNING_SECRET_LABEL, 'utf8').digest();
-}
 
 /** The key's id: the `keyid` of its signatures. */
 export function apiKeyId(apiKey: string): string {
   const id = apiKeyIdOf(apiKey);
   if (id === null) throw new TypeError('not a Celforge API key');
   return id;
+}
+
+/** The bytes of a `signing_secret` as the creation answer gave it (base64url of 32 bytes). */
+export function decodeSigningSecret(signingSecret: string): Buffer {
+  if (typeof signingSecret !== 'string' || !SIGNING_SECRET_TEXT.test(signingSecret)) {
+    throw new TypeError('not a Celforge signing secret (43 base64url characters)');
+  }
+  return Buffer.from(signingSecret, 'base64url');
 }
 
 export interface SignedRequestInput {
@@ -42,6 +43,8 @@ export interface SignedRequestInput {
   /** the exact body bytes or text sent; omit for none */
   body?: Uint8Array | string;
   apiKey: string;
+  /** `signing_secret` from the answer that created the key (base64url) */
+  signingSecret: string;
   /** unix seconds; default now */
   created?: number;
   /** default: 128 random bits */
@@ -55,7 +58,7 @@ export function signedHeaders(input: SignedRequestInput): SignatureHeaders {
     url: input.url,
     body: input.body,
     keyId: apiKeyId(input.apiKey),
-    secret: deriveSigningSecret(input.apiKey),
+    secret: decodeSigningSecret(input.signingSecret),
     ...(input.created !== undefined && { created: input.created }),
     ...(input.nonce !== undefined && { nonce: input.nonce }),
   });

@@ -27,7 +27,7 @@ describeEachDialect('API keys while Redis is unreachable', (dialect) => {
       headers: {
         ...apiKeyHeader(key.key),
         'content-type': 'application/json',
-        ...signedHeaders({ method: 'POST', url: `${t.config.publicUrl}/test/critical/a`, body, apiKey: key.key }),
+        ...signedHeaders({ method: 'POST', url: `${t.config.publicUrl}/test/critical/a`, body, apiKey: key.key, signingSecret: key.signing_secret }),
       },
       payload: body,
     });

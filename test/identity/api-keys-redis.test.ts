@@ -70,7 +70,7 @@ describeEachDialect('API keys on two instances sharing Redis', (dialect) => {
     const headers = {
       ...apiKeyHeader(key.key),
       'content-type': 'application/json',
-      ...signedHeaders({ method: 'POST', url: `${config.publicUrl}/test/critical/x`, body, apiKey: key.key }),
+      ...signedHeaders({ method: 'POST', url: `${config.publicUrl}/test/critical/x`, body, apiKey: key.key, signingSecret: key.signing_secret }),
     };
     const first = await a.inject({ method: 'POST', url: '/test/critical/x', headers, payload: body });
     expect(first.statusCode, first.body).toBe(200);

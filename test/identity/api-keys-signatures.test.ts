@@ -1,6 +1,7 @@
+import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
 import { contentDigest, signRequest, type SignatureHeaders } from '../../src/identity/signatures.js';
-import { apiKeyId, deriveSigningSecret, signedHeaders } from '../../src/identity/client-signing.js';
+import { apiKeyId, signedHeaders } from '../../src/identity/client-signing.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { apiKeyHeader, createKey, testRoutes, type CreatedKey } from './api-keys-support.js';
@@ -48,7 +49,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
   it('with a valid signature: 200, once; the replay is refused', async () => {
     const { key } = await setup();
     const body = '{"visibility":"public"}';
-    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a?dry=0'), body, apiKey: key.key });
+    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a?dry=0'), body, apiKey: key.key, signingSecret: key.signing_secret });
     const ok = await send(key, 'POST', '/test/critical/a?dry=0', body, headers);
     expect(ok.statusCode, ok.body).toBe(200);
     expect(ok.json()).toEqual({ ok: true, method: 'POST', name: 'a', body: { visibility: 'public' } });
@@ -57,7 +58,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
 
   it('a body-less request signs the empty body', async () => {
     const { key } = await setup();
-    const headers = signedHeaders({ method: 'DELETE', url: url('/test/critical/b'), apiKey: key.key });
+    const headers = signedHeaders({ method: 'DELETE', url: url('/test/critical/b'), apiKey: key.key, signingSecret: key.signing_secret });
     const ok = await send(key, 'DELETE', '/test/critical/b', undefined, headers);
     expect(ok.statusCode, ok.body).toBe(200);
   });
@@ -67,7 +68,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     const body = '{"visibility":"public"}';
     const path = '/test/critical/a?dry=0';
     const sign = (over: { method?: Method; path?: string; body?: string; created?: number; url?: string } = {}) =>
-      signedHeaders({ method: over.method ?? 'POST', url: over.url ?? url(over.path ?? path), body: over.body ?? body, apiKey: key.key, created: over.created });
+      signedHeaders({ method: over.method ?? 'POST', url: over.url ?? url(over.path ?? path), body: over.body ?? body, apiKey: key.key, signingSecret: key.signing_secret, created: over.created });
 
     // method
     expectRefused(await send(key, 'PUT', path, body, sign()), 'bad-signature');
@@ -108,15 +109,60 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     const { key, other } = await setup();
     const body = '{}';
     const path = '/test/critical/a';
-    const wrongSecret = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret: deriveSigningSecret(other.key) });
+    const wrongSecret = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret: Buffer.from(other.signing_secret, 'base64url') });
     expectRefused(await send(key, 'POST', path, body, wrongSecret), 'bad-signature');
     // a valid signature by the other key, presented with this key's credential
-    const byOther = signedHeaders({ method: 'POST', url: url(path), body, apiKey: other.key });
+    const byOther = signedHeaders({ method: 'POST', url: url(path), body, apiKey: other.key, signingSecret: other.signing_secret });
     expectRefused(await send(key, 'POST', path, body, byOther), 'unknown-key');
-    // signed with the raw API key instead of the derived secret
-    const rawKey = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret: key.key });
-    expectRefused(await send(key, 'POST', path, body, rawKey), 'bad-signature');
     expect(apiKeyId(key.key)).toBe(key.id);
+  });
+
+  describe('a leaked key header alone cannot sign', () => {
+    // What an attacker can compute from nothing but the key text seen in one request.
+    const fromKeyAlone = (apiKey: string): Array<[string, Buffer | string]> => [
+      ['the secret derived from the key (HMAC(key, label), the former scheme)', createHmac('sha256', apiKey).update('celforge request signing v1', 'utf8').digest()],
+      ['the key text itself', apiKey],
+      ['the key’s random part', Buffer.from(apiKey.slice(-43), 'base64url')],
+      ['the key’s SHA-256 (what the store keeps)', createHash('sha256').update(apiKey, 'utf8').digest()],
+    ];
+
+    it('on a critical route: 401 signature-invalid for every secret computable from the key', async () => {
+      const { key } = await setup();
+      const body = '{"visibility":"public"}';
+      const path = '/test/critical/a';
+      for (const [what, secret] of fromKeyAlone(key.key)) {
+        const forged = signRequest({ method: 'POST', url: url(path), body, keyId: key.id, secret });
+        const res = await send(key, 'POST', path, body, forged);
+        expect(res.statusCode, what).toBe(401);
+        expect(res.json(), what).toMatchObject({ type: 'urn:celforge:problem:signature-invalid', reason: 'bad-signature' });
+      }
+      // the holder of the signing secret still passes
+      const genuine = signedHeaders({ method: 'POST', url: url(path), body, apiKey: key.key, signingSecret: key.signing_secret });
+      expect((await send(key, 'POST', path, body, genuine)).statusCode).toBe(200);
+    });
+
+    it('cannot revoke a key with a forged signature: 401, and the key still works', async () => {
+      const { key, other } = await setup();
+      const path = `/api/auth/api-keys/${other.id}`;
+      for (const [what, secret] of fromKeyAlone(key.key)) {
+        const forged = signRequest({ method: 'DELETE', url: url(path), keyId: key.id, secret });
+        const res = await t.app.inject({ method: 'DELETE', url: path, headers: { 'x-api-key': key.key, ...forged } });
+        expect(res.statusCode, what).toBe(401);
+        expect(res.json().type, what).toBe('urn:celforge:problem:signature-invalid');
+      }
+      expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(other.key) })).statusCode).toBe(200);
+      const row = await t.app.services.store.db.selectFrom('api_keys').select('revoked_at').where('id', '=', other.id).executeTakeFirstOrThrow();
+      expect(row.revoked_at).toBeNull();
+    });
+
+    it('the client helper takes only a signing secret, never the key in its place', () => {
+      const apiKey = `cfk_${'a'.repeat(24)}_${'B'.repeat(43)}`;
+      const base = { method: 'POST', url: url('/test/critical/a'), apiKey };
+      for (const signingSecret of [apiKey, '', 'short', `${'A'.repeat(43)}=`, 'A'.repeat(44), '+'.repeat(43)]) {
+        expect(() => signedHeaders({ ...base, signingSecret }), signingSecret).toThrow(TypeError);
+      }
+      expect(signedHeaders({ ...base, signingSecret: 'A'.repeat(43) })['signature-input']).toContain(`keyid="${'a'.repeat(24)}"`);
+    });
   });
 
   it('an admin route that changes something is critical by API key even when it does not say so', async () => {
@@ -128,7 +174,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
     const signed = await t.app.inject({
       method: 'POST',
       url: '/test/admin-action',
-      headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'POST', url: url('/test/admin-action'), apiKey: key.key }) },
+      headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'POST', url: url('/test/admin-action'), apiKey: key.key, signingSecret: key.signing_secret }) },
     });
     expect(signed.statusCode, signed.body).toBe(200);
     // reads stay unsigned; the session token needs no signature
@@ -154,7 +200,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
       });
       expect(res.statusCode, body).toBe(400);
       expect(res.json().type).toBe('urn:celforge:problem:malformed-json');
-      const signed = await send(key, 'POST', '/test/critical/a', body, signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key }));
+      const signed = await send(key, 'POST', '/test/critical/a', body, signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key, signingSecret: key.signing_secret }));
       expect(signed.statusCode, body).toBe(400);
     }
   });
@@ -175,7 +221,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
   it('a body read by another parser cannot be digested and is refused', async () => {
     const { key } = await setup();
     const body = 'plain words';
-    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key });
+    const headers = signedHeaders({ method: 'POST', url: url('/test/critical/a'), body, apiKey: key.key, signingSecret: key.signing_secret });
     const res = await t.app.inject({
       method: 'POST',
       url: '/test/critical/a',
@@ -194,7 +240,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
       expect(unsigned.json().type).toBe('urn:celforge:problem:signature-required');
       expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(other.key) })).statusCode).toBe(200);
 
-      const headers = signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key });
+      const headers = signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key, signingSecret: key.signing_secret });
       const signed = await t.app.inject({ method: 'DELETE', url: path, headers: { ...apiKeyHeader(key.key), ...headers } });
       expect(signed.statusCode, signed.body).toBe(204);
       expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(other.key) })).statusCode).toBe(401);
@@ -204,7 +250,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
       const own = await t.app.inject({
         method: 'DELETE',
         url: self,
-        headers: { 'x-api-key': key.key, ...signedHeaders({ method: 'DELETE', url: url(self), apiKey: key.key }) },
+        headers: { 'x-api-key': key.key, ...signedHeaders({ method: 'DELETE', url: url(self), apiKey: key.key, signingSecret: key.signing_secret }) },
       });
       expect(own.statusCode).toBe(204);
       expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(key.key) })).statusCode).toBe(401);
@@ -217,7 +263,7 @@ describeEachDialect('Signed critical operations by API key', (dialect) => {
       const res = await t.app.inject({
         method: 'DELETE',
         url: path,
-        headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key }) },
+        headers: { ...apiKeyHeader(key.key), ...signedHeaders({ method: 'DELETE', url: url(path), apiKey: key.key, signingSecret: key.signing_secret }) },
       });
       expect(res.statusCode).toBe(404);
     });

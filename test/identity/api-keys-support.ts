@@ -6,6 +6,7 @@ import type { SignedIn } from '../support/users.js';
 export interface CreatedKey {
   id: string;
   key: string;
+  signing_secret: string;
   prefix: string;
   name: string;
   scopes: string[];

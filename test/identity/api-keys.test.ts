@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { deriveSigningSecret } from '../../src/identity/client-signing.js';
 import { parseMasterKey } from '../../src/identity/encryption.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';
@@ -14,8 +13,9 @@ describeEachDialect('API keys', (dialect) => {
   const t = useTestApp(dialect, {}, { extraRoutes: testRoutes });
 
   describe('creation', () => {
-    it('shows the key once, stores only its SHA-256 and an encrypted signing secret', async () => {
+    it('shows the key and a random signing secret once, stores only the key’s SHA-256 and the secret encrypted', async () => {
       const user = await signIn(t.app);
+      const record = vi.spyOn(t.app.services.audit, 'record');
       const res = await t.app.inject({
         method: 'POST',
         url: '/api/auth/api-keys',
@@ -32,23 +32,47 @@ describeEachDialect('API keys', (dialect) => {
       const lifetimeDays = (Date.parse(created.expires_at) - Date.parse(created.created_at)) / 86_400_000;
       expect(lifetimeDays).toBeCloseTo(90, 3);
 
+      // the signing secret: 32 bytes, base64url, and nothing to do with the key
+      expect(created.signing_secret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      const secret = Buffer.from(created.signing_secret, 'base64url');
+      expect(secret).toHaveLength(32);
+      const keyBytes = Buffer.from(created.key.slice(-43), 'base64url');
+      expect(secret.equals(keyBytes)).toBe(false);
+      expect(secret.equals(createHmac('sha256', created.key).update('celforge request signing v1').digest())).toBe(false);
+      expect(secret.equals(createHash('sha256').update(created.key).digest())).toBe(false);
+
       const row = await t.app.services.store.db.selectFrom('api_keys').selectAll().where('id', '=', created.id).executeTakeFirstOrThrow();
       expect(row.key_hash).toBe(sha256(created.key));
       expect(row.user_id).toBe(user.userId);
       expect(JSON.parse(row.scopes)).toEqual(['jobs:read', 'jobs:write']);
-      const secret = deriveSigningSecret(created.key);
       expect(row.signing_secret).toMatch(/^v1\.k1\./);
+      // neither the key nor the signing secret is in the row in any usual encoding
+      const clear = [
+        created.key,
+        created.key.slice(-43),
+        keyBytes.toString('base64'),
+        keyBytes.toString('hex'),
+        created.signing_secret,
+        secret.toString('base64'),
+        secret.toString('hex'),
+      ];
       const stored = JSON.stringify(row);
-      for (const plain of [created.key, created.key.split('_')[2]!, secret.toString('base64'), secret.toString('base64url'), secret.toString('hex')]) {
-        expect(stored).not.toContain(plain);
-      }
+      for (const plain of clear) expect(stored).not.toContain(plain);
       expect(t.app.services.encryptor.decrypt(row.signing_secret!, created.id).equals(secret)).toBe(true);
+      // the secret is bound to its key id: under another id it does not open
+      expect(() => t.app.services.encryptor.decrypt(row.signing_secret!, '0'.repeat(24))).toThrow();
+      // nor does the audit trail carry either
+      const audited = JSON.stringify(record.mock.calls);
+      expect(audited).toContain('auth.apikey.create');
+      for (const plain of clear) expect(audited).not.toContain(plain);
+      record.mockRestore();
 
       const list = await t.app.inject({ method: 'GET', url: '/api/auth/api-keys', headers: user.authorization });
       expect(list.statusCode).toBe(200);
       expect(list.body).not.toContain(created.key);
       expect(list.body).not.toContain(row.key_hash);
       expect(list.body).not.toContain('signing_secret');
+      expect(list.body).not.toContain(created.signing_secret);
       expect(list.json().items).toEqual([
         {
           id: created.id,
@@ -67,6 +91,25 @@ describeEachDialect('API keys', (dialect) => {
       const file = path.join(t.config.dataDir, 'secrets', 'encryption-key');
       expect(statSync(file).mode & 0o777).toBe(0o600);
       expect(() => parseMasterKey(readFileSync(file, 'utf8'))).not.toThrow();
+    });
+
+    it('gives every key a signing secret of its own', async () => {
+      const user = await signIn(t.app);
+      const a = await createKey(t.app, user);
+      const b = await createKey(t.app, user);
+      expect(Buffer.from(a.signing_secret, 'base64url')).toHaveLength(32);
+      expect(Buffer.from(b.signing_secret, 'base64url')).toHaveLength(32);
+      expect(a.signing_secret).not.toBe(b.signing_secret);
+    });
+
+    it('describes the signing secret in the OpenAPI document, in the creation answer only', async () => {
+      const res = await t.app.inject({ method: 'GET', url: '/api/anime/openapi.json' });
+      const paths = res.json().paths;
+      const created = paths['/api/auth/api-keys'].post.responses['201'].content['application/json'].schema;
+      expect(created.required).toEqual(expect.arrayContaining(['key', 'signing_secret']));
+      expect(created.properties.signing_secret).toMatchObject({ type: 'string', minLength: 43, maxLength: 43 });
+      const listed = JSON.stringify(paths['/api/auth/api-keys'].get.responses);
+      expect(listed).not.toContain('signing_secret');
     });
 
     it('refuses bad names, scopes, expiries and unknown fields', async () => {
@@ -144,6 +187,46 @@ describeEachDialect('API keys', (dialect) => {
       });
       expect(res.statusCode).toBe(409);
       expect(res.json().type).toBe('urn:celforge:problem:too-many-api-keys');
+    });
+
+    it('keeps the cap exact under 30 concurrent creates: 25 keys, 5 problem answers', async () => {
+      const user = await signIn(t.app);
+      const other = await signIn(t.app);
+      const record = vi.spyOn(t.app.services.audit, 'record');
+      const post = (who: typeof user, i: number) =>
+        t.app.inject({ method: 'POST', url: '/api/auth/api-keys', headers: who.authorization, payload: { name: `burst ${i}`, scopes: ['jobs:read'] } });
+      // another user's creates run alongside and are not held to this user's cap
+      const [answers, others] = await Promise.all([
+        Promise.all(Array.from({ length: 30 }, (_, i) => post(user, i))),
+        Promise.all(Array.from({ length: 3 }, (_, i) => post(other, i))),
+      ]);
+      const created = answers.filter((res) => res.statusCode === 201);
+      const refused = answers.filter((res) => res.statusCode !== 201);
+      expect(created).toHaveLength(25);
+      expect(refused).toHaveLength(5);
+      for (const res of refused) {
+        expect(res.statusCode).toBe(409);
+        expect(res.headers['content-type']).toContain('application/problem+json');
+        expect(res.json()).toMatchObject({ type: 'urn:celforge:problem:too-many-api-keys', status: 409 });
+      }
+      expect(others.map((res) => res.statusCode)).toEqual([201, 201, 201]);
+
+      const { db } = t.app.services.store;
+      const rows = await db.selectFrom('api_keys').select(['id', 'revoked_at']).where('user_id', '=', user.userId).execute();
+      expect(rows).toHaveLength(25);
+      expect(rows.every((row) => row.revoked_at === null)).toBe(true);
+      expect(new Set(rows.map((row) => row.id))).toEqual(new Set(created.map((res) => res.json().id as string)));
+      const audited = record.mock.calls.filter(([event]) => event.action === 'auth.apikey.create' && event.actorId === user.userId);
+      expect(audited).toHaveLength(25);
+      record.mockRestore();
+      // every key that was answered works
+      for (const res of created.slice(0, 3)) {
+        expect((await t.app.inject({ method: 'GET', url: '/test/whoami', headers: apiKeyHeader(res.json().key) })).statusCode).toBe(200);
+      }
+      // after a revoke there is room for exactly one more
+      expect((await t.app.inject({ method: 'DELETE', url: `/api/auth/api-keys/${rows[0]!.id}`, headers: user.authorization })).statusCode).toBe(204);
+      const again = await Promise.all([post(user, 30), post(user, 31)]);
+      expect(again.map((res) => res.statusCode).sort()).toEqual([201, 409]);
     });
   });
 

@@ -31,7 +31,8 @@ export function startServer(
     }, options.timeoutMs ?? 30_000);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
-      const match = /listening on (http:\/\/\S+)/.exec(output);
+      // `celforge listening on …` when the log is silent, pino's `Server listening at …` otherwise
+      const match = /(?:listening on|Server listening at) (http:\/\/[^\s"]+)/.exec(output);
       if (match) {
         clearTimeout(timer);
         resolve({ url: match[1]!, process: child, output: () => output, stop });

@@ -25,8 +25,14 @@ const KeyFields = {
 
 const CreatedKey = Type.Object({
   ...KeyFields,
-  /** the only time the key is shown */
-  key: Type.String(),
+  key: Type.String({ description: 'The API key. Shown only in this answer; Celforge keeps only its SHA-256.' }),
+  signing_secret: Type.String({
+    description:
+      'The HMAC secret for RFC 9421 signatures of critical requests made with this key: 32 random bytes, base64url. ' +
+      'Shown only in this answer and never sent with a request; Celforge keeps it only encrypted.',
+    minLength: 43,
+    maxLength: 43,
+  }),
 });
 
 const ListedKey = Type.Object({

@@ -4,12 +4,11 @@ import type { Principal } from '../../access/principal.js';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { HttpProblem, notFound } from '../../http/problem.js';
-import { deriveSigningSecret } from '../client-signing.js';
 import type { Encryptor } from '../encryption.js';
 import { ApiKeyCache } from './cache.js';
 import { EvictionBus, type Eviction } from './eviction.js';
-import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey } from './format.js';
-import { countLiveApiKeys, findApiKeyState, insertApiKey, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
+import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey, newSigningSecret } from './format.js';
+import { findApiKeyState, insertApiKeyWithinCap, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
 
 /** Every scope an API key may carry. */
 export const API_KEY_SCOPES = ['jobs:read', 'jobs:write', 'gallery:publish', 'admin'] as const;
@@ -60,8 +59,9 @@ export interface ApiKeyServiceOptions {
 }
 
 /**
- * API keys: creation (shown once, stored as a SHA-256 hash, signing secret encrypted), listing,
- * revocation effective at once on every instance, and authentication from a cached row.
+ * API keys: creation (the key and a random signing secret shown once; the key stored as a SHA-256
+ * hash, the secret encrypted), listing, revocation effective at once on every instance, and
+ * authentication from a cached row.
  */
 export class ApiKeyService {
   readonly #cache: ApiKeyCache;
@@ -90,24 +90,27 @@ export class ApiKeyService {
     const now = this.#clock();
     const expiresAt = this.#expiry(input.expires_at, now);
     const nowIso = new Date(now).toISOString();
-    const { db } = this.options.store;
-    if ((await countLiveApiKeys(db, principal.userId, nowIso)) >= MAX_KEYS_PER_USER) {
-      throw new HttpProblem(409, 'too-many-api-keys', `A user can hold at most ${MAX_KEYS_PER_USER} live API keys; revoke one first.`);
-    }
-
     const { id, key } = newApiKey();
-    await insertApiKey(db, {
+    // Random, not derived from the key: whoever sees the key in a request header cannot sign.
+    const signingSecret = newSigningSecret();
+    const sealedSecret = this.options.encryptor.encrypt(signingSecret, id);
+    const signingSecretText = signingSecret.toString('base64url');
+    signingSecret.fill(0);
+    const row = {
       id,
       user_id: principal.userId,
       name,
       key_hash: hashApiKey(key),
       scopes: JSON.stringify(scopes),
-      signing_secret: this.options.encryptor.encrypt(deriveSigningSecret(key), id),
+      signing_secret: sealedSecret,
       created_at: nowIso,
       expires_at: expiresAt,
       last_used_at: null,
       revoked_at: null,
-    });
+    };
+    if (!(await insertApiKeyWithinCap(this.options.store, row, MAX_KEYS_PER_USER, nowIso))) {
+      throw new HttpProblem(409, 'too-many-api-keys', `A user can hold at most ${MAX_KEYS_PER_USER} live API keys; revoke one first.`);
+    }
     this.options.audit.record({
       action: 'auth.apikey.create',
       outcome: 'success',
@@ -117,7 +120,7 @@ export class ApiKeyService {
       requestId: context.requestId,
       detail: { scopes, expires_at: expiresAt },
     });
-    return { id, key, prefix: `cfk_${id}`, name, scopes, created_at: nowIso, expires_at: expiresAt };
+    return { id, key, signing_secret: signingSecretText, prefix: `cfk_${id}`, name, scopes, created_at: nowIso, expires_at: expiresAt };
   }
 
   async list(userId: string) {

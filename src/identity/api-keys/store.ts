@@ -1,4 +1,5 @@
 import type { Kysely, Selectable } from 'kysely';
+import type { Store } from '../../db/database.js';
 import type { ApiKeysTable, Database } from '../../db/schema.js';
 
 export type ApiKeyRow = Selectable<ApiKeysTable>;
@@ -17,8 +18,30 @@ export interface ApiKeyState {
   disabled: number;
 }
 
-export function insertApiKey(db: Kysely<Database>, row: ApiKeyRow): Promise<unknown> {
-  return db.insertInto('api_keys').values(row).execute();
+class OverCap extends Error {}
+
+/**
+ * Inserts the key unless its user would then hold more than `cap` live keys (false: nothing
+ * inserted). Insert and count share one write transaction, so concurrent creates cannot both slip
+ * under the cap. PostgreSQL: the user's row is locked first (`for no key update`: it queues this
+ * user's creates, not other users', and leaves foreign-key checks on the row free). SQLite runs
+ * one write transaction at a time; the insert comes first so the write lock is held before the
+ * count, also against another process on the same file.
+ */
+export async function insertApiKeyWithinCap(store: Store, row: ApiKeyRow, cap: number, now: string): Promise<boolean> {
+  try {
+    await store.db.transaction().execute(async (trx) => {
+      if (store.dialect === 'postgres') {
+        await trx.selectFrom('users').select('id').where('id', '=', row.user_id).forNoKeyUpdate().execute();
+      }
+      await trx.insertInto('api_keys').values(row).execute();
+      if ((await countLiveApiKeys(trx, row.user_id, now)) > cap) throw new OverCap();
+    });
+    return true;
+  } catch (error) {
+    if (error instanceof OverCap) return false;
+    throw error;
+  }
 }
 
 export function findApiKeyState(db: Kysely<Database>, id: string): Promise<ApiKeyState | undefined> {
