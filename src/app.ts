@@ -13,9 +13,19 @@ import { loggerOptions } from './http/logging.js';
 import { openApi } from './http/openapi.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { stepUp } from './access/step-up.js';
+import { ConfigError } from './config/config.js';
+import { localSecret } from './config/local-secrets.js';
 import { SessionAuthenticator } from './identity/authenticator.js';
+import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
 import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
+import { hashPassword } from './identity/passwords.js';
+import { RevocationFeedFollower, remoteKeyLookup } from './identity/remote.js';
+import { RevocationView, localPublisher, redisPublisher, type RevocationPublisher } from './identity/revocations.js';
 import { identityRoutes } from './identity/routes.js';
+import { IdentityService } from './identity/service.js';
+import { MemoryLoginThrottle, RedisLoginThrottle } from './identity/throttle.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
@@ -27,6 +37,11 @@ export interface Services {
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
   audit: Auditor;
+  /** secrets at rest (TOTP secrets, API-key signing secrets); aad = the owning row's id */
+  encryptor: Encryptor;
+  identity: IdentityService;
+  /** what the bearer hot path checks after the signature: revoked sessions, changed users */
+  revocations: RevocationView;
 }
 
 declare module 'fastify' {
@@ -40,6 +55,16 @@ export interface BuildOptions {
   store?: Store;
   /** extra routes mounted before the app is ready (the benchmark's baseline route) */
   extraRoutes?: (app: FastifyInstance, services: Services) => Promise<void>;
+  /** split deployment: only the auth service (`/api/auth` + health), or only the API (tokens checked against CELFORGE_AUTH_URL) */
+  only?: 'api' | 'auth';
+}
+
+/** The master key for secrets at rest: configured (env, *_FILE, Vault), else made once in the data dir. */
+function masterEncryptor(config: Config): Encryptor {
+  const text = config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', () => randomBytes(32).toString('base64'));
+  const key = parseMasterKey(text);
+  const id = `k${createHash('sha256').update(key).digest('base64url').slice(0, 10)}`;
+  return createEncryptor({ current: { id, key } });
 }
 
 /** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
@@ -49,8 +74,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   const signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
   const keys = () => signingKeys;
-  const verifier = new AccessTokenVerifier(localKeyLookup(keys));
+  // An API node of a split deployment trusts the auth service's keys and revocation feed.
+  const remote = config.authUrl !== undefined && options.only !== 'auth';
+  if (options.only === 'api' && !remote) throw new ConfigError('--only api needs CELFORGE_AUTH_URL (the auth service)');
+  if (remote && !config.secrets.serviceToken) throw new ConfigError('CELFORGE_AUTH_URL needs CELFORGE_SERVICE_TOKEN, the token of the auth service\'s revocation feed');
+  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys));
   const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
+  const encryptor = masterEncryptor(config);
+  const revocations = new RevocationView(config.accessTokenTtlSeconds);
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
@@ -62,9 +93,38 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
+  const audit = new LogAuditor(app.log);
+  const onError = (error: unknown) => app.log.warn({ err: error }, 'revocation view');
+  let publisher: RevocationPublisher;
+  let follower: RevocationFeedFollower | undefined;
+  if (remote) {
+    publisher = localPublisher(revocations);
+    follower = new RevocationFeedFollower({ authUrl: config.authUrl!, serviceToken: config.secrets.serviceToken!, view: revocations, onError });
+    follower.start();
+    await follower.waitUntilReady(3_000);
+  } else if (redis) {
+    publisher = await redisPublisher({ view: revocations, shared: redis, redisUrl: config.redisUrl!, prefix: config.redisPrefix, store, onError });
+  } else {
+    publisher = localPublisher(revocations);
+    await revocations.loadFrom(store);
+    // Changes made by HTTP here apply at once; a resync picks up those of `celforge user …` in another process.
+    revocations.resyncEvery(store, 5_000, onError);
+  }
+  const identity = new IdentityService({
+    config,
+    store,
+    keys,
+    revocations: publisher,
+    throttle: redis ? new RedisLoginThrottle(redis) : new MemoryLoginThrottle(),
+    encryptor,
+    audit,
+    dummyHash: await hashPassword(randomBytes(16).toString('hex')),
+  });
+  const services: Services = { config, store, redis, keys, verifier, audit, encryptor, identity, revocations };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
+    follower?.close();
+    await publisher.close();
     await services.audit.flush();
     redis?.disconnect();
     if (!options.store) await store.close();
@@ -73,11 +133,22 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(errorHandling);
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
-  await app.register(authentication, { bearer: new SessionAuthenticator(verifier, store) });
+  await app.register(authentication, { bearer: new SessionAuthenticator(verifier, revocations) });
+  await app.register(stepUp, { assertSteppedUp: (principal) => identity.assertSteppedUp(principal) });
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
-  await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
-  if (options.extraRoutes) await options.extraRoutes(app, services);
+  if (!remote) {
+    await app.register(identityRoutes, {
+      prefix: '/api/auth',
+      store,
+      keys,
+      identity,
+      verifier,
+      view: revocations,
+      serviceToken: config.secrets.serviceToken,
+    });
+  }
+  if (options.extraRoutes && options.only !== 'auth') await options.extraRoutes(app, services);
 
   await app.ready();
   return app;
