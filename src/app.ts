@@ -23,7 +23,7 @@ import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { hashPassword } from './identity/passwords.js';
 import { RevocationFeedFollower, remoteKeyLookup } from './identity/remote.js';
 import { RevocationView, localPublisher, redisPublisher, type RevocationPublisher } from './identity/revocations.js';
-import { identityRoutes } from './identity/routes.js';
+import { identityRoutes, verifyRoute } from './identity/routes.js';
 import { IdentityService } from './identity/service.js';
 import { MemoryLoginThrottle, RedisLoginThrottle } from './identity/throttle.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
@@ -147,6 +147,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       view: revocations,
       serviceToken: config.secrets.serviceToken,
     });
+  } else {
+    await app.register(verifyRoute, { prefix: '/api/auth', verifier });
   }
   if (options.extraRoutes && options.only !== 'auth') await options.extraRoutes(app, services);
 

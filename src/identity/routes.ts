@@ -217,6 +217,22 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
     async (request) => identity.stepUp(request.principal!, (request.body as { code: string }).code, context(request)),
   );
 
+  await app.register(verifyRoute, { verifier: options.verifier });
+
+  app.get('/jwks.json', { config: { auth: 'public' }, schema: { tags: ['identity'] } }, async (_request, reply) => {
+    reply.header('cache-control', 'public, max-age=300');
+    return publicJwks(options.keys());
+  });
+
+  revocationFeed(app, options);
+  await app.register(adminRoutes, { identity });
+}
+
+/**
+ * `GET /verify`: token facts for other services. Mounted on the auth service and on API nodes of a
+ * split deployment (which verify locally against the auth service's keys and revocation feed).
+ */
+export async function verifyRoute(app: FastifyInstance, options: { verifier: AccessTokenVerifier }) {
   app.get(
     '/verify',
     {
@@ -236,13 +252,6 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
     },
   );
 
-  app.get('/jwks.json', { config: { auth: 'public' }, schema: { tags: ['identity'] } }, async (_request, reply) => {
-    reply.header('cache-control', 'public, max-age=300');
-    return publicJwks(options.keys());
-  });
-
-  revocationFeed(app, options);
-  await app.register(adminRoutes, { identity });
 }
 
 const HEARTBEAT_MS = 5_000;
