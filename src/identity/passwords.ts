@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { hash, verify, type Algorithm, type Options } from '@node-rs/argon2';
 import { HttpProblem } from '../http/problem.js';
 
@@ -42,13 +43,33 @@ export function assertAcceptablePassword(password: string, email?: string): void
   if (problem) throw new HttpProblem(422, 'weak-password', problem);
 }
 
+/**
+ * At most (cores − 1) hashes at once: a login storm then queues for the argon2 slots instead of
+ * taking every core, and the event loop keeps a core to answer the other requests.
+ */
+const SLOTS = Math.max(1, availableParallelism() - 1);
+let busy = 0;
+const waiting: (() => void)[] = [];
+
+async function inSlot<T>(work: () => Promise<T>): Promise<T> {
+  if (busy >= SLOTS) await new Promise<void>((resolve) => waiting.push(resolve));
+  else busy++;
+  try {
+    return await work();
+  } finally {
+    const next = waiting.shift();
+    if (next) next(); // the slot passes straight to the next in line
+    else busy--;
+  }
+}
+
 export function hashPassword(password: string): Promise<string> {
-  return hash(password, ARGON2);
+  return inSlot(() => hash(password, ARGON2));
 }
 
 export async function verifyPassword(passwordHash: string, password: string): Promise<boolean> {
   try {
-    return await verify(passwordHash, password);
+    return await inSlot(() => verify(passwordHash, password));
   } catch {
     return false;
   }
