@@ -69,15 +69,25 @@ function masterEncryptor(config: Config): Encryptor {
 
 /** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
-  const store = options.store ?? openStore(config);
-  await migrate(store);
-
-  const signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
-  const keys = () => signingKeys;
   // An API node of a split deployment trusts the auth service's keys and revocation feed.
   const remote = config.authUrl !== undefined && options.only !== 'auth';
   if (options.only === 'api' && !remote) throw new ConfigError('--only api needs CELFORGE_AUTH_URL (the auth service)');
   if (remote && !config.secrets.serviceToken) throw new ConfigError('CELFORGE_AUTH_URL needs CELFORGE_SERVICE_TOKEN, the token of the auth service\'s revocation feed');
+  const store = options.store ?? openStore(config);
+  await migrate(store);
+
+  let signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
+  const keys = () => signingKeys;
+  // `celforge keys rotate` writes the key file; a running server takes the new key within a minute.
+  const keyReload = config.secrets.signingKey
+    ? undefined
+    : setInterval(() => {
+        try {
+          signingKeys = loadSigningKeys({ dataDir: config.dataDir });
+        } catch {
+          // keep the keys in use; the next start reports a broken key file
+        }
+      }, 60_000).unref();
   const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys));
   const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
   const encryptor = masterEncryptor(config);
@@ -123,6 +133,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const services: Services = { config, store, redis, keys, verifier, audit, encryptor, identity, revocations };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
+    clearInterval(keyReload);
     follower?.close();
     await publisher.close();
     await services.audit.flush();

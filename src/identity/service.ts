@@ -317,12 +317,14 @@ export class IdentityService {
   async changePassword(principal: Principal, input: { current_password: string; new_password: string }, ctx: RequestContext): Promise<void> {
     const user = await db.findUserById(this.db, principal.userId);
     if (!user) throw notFound();
-    const gate = await this.deps.throttle.attempt([{ kind: 'account', id: sha256(user.email) }]);
+    const keys: ThrottleKey[] = [{ kind: 'account', id: sha256(user.email) }];
+    const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) throw new HttpProblem(429, 'throttled', 'Too many attempts; wait before trying again.', { headers: { 'retry-after': String(gate.retryAfterSeconds) } });
     if (!(await verifyPassword(user.password_hash, input.current_password))) {
       this.audit({ action: 'auth.password', outcome: 'failure', actorId: user.id }, ctx);
       throw new HttpProblem(403, 'wrong-password', 'The current password is not right.');
     }
+    await this.deps.throttle.succeeded(keys);
     assertAcceptablePassword(input.new_password, user.email);
     await db.updateUser(this.db, user.id, { password_hash: await hashPassword(input.new_password), updated_at: iso() });
     const ended = await this.revokeAllSessions(user.id, 'password-changed', principal.sessionId ?? undefined);

@@ -85,3 +85,18 @@ describeEachDialect('split mode: auth service and API node as two processes', (d
     expect((await fetch(`${api.url}/api/anime/health`)).status).toBe(200);
   });
 });
+
+describeEachDialect('split mode: configuration', (dialect) => {
+  it('an API node needs the auth URL and the service token', async () => {
+    const { buildApp } = await import('../../src/app.js');
+    const { testConfig, ConfigError } = await import('../../src/config/config.js');
+    const storage = await createTestStorage(dialect);
+    try {
+      const base = { dataDir: storage.dataDir, databaseUrl: storage.databaseUrl };
+      await expect(buildApp(testConfig(base), { only: 'api' })).rejects.toThrow(/CELFORGE_AUTH_URL/);
+      await expect(buildApp(testConfig({ ...base, authUrl: 'http://127.0.0.1:9' }), { only: 'api' })).rejects.toBeInstanceOf(ConfigError);
+    } finally {
+      await storage.drop();
+    }
+  });
+});
