@@ -147,7 +147,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(authentication, { bearer: new SessionAuthenticator(verifier, revocations) });
   await app.register(stepUp, { assertSteppedUp: (principal) => identity.assertSteppedUp(principal) });
 
-  await app.register(healthRoutes, { prefix: '/api/anime', store });
+  // /ready is false while revocations cannot be trusted (feed or Redis subscriber down): take this node out.
+  await app.register(healthRoutes, { prefix: '/api/anime', store, dependenciesReady: () => revocations.isReady() });
   if (!remote) {
     await app.register(identityRoutes, {
       prefix: '/api/auth',

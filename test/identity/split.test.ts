@@ -62,8 +62,10 @@ describeEachDialect('split mode: auth service and API node as two processes', (d
     expect(await ok.json()).toMatchObject({ valid: true, email: ADMIN, role: 'admin' });
     const out = await fetch(`${auth.url}/api/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.access_token}` } });
     expect(out.status).toBe(204);
-    const after = await verifyAtApi(pair.access_token);
-    expect(after.status).toBe(401);
+    // The auth service pushes the revocation on its feed before it answers the logout; the API node
+    // applies it when the event arrives (milliseconds, another process): poll briefly, never sleep.
+    await expect.poll(async () => (await verifyAtApi(pair.access_token)).status, { timeout: 3_000, interval: 10 }).toBe(401);
+    expect((await verifyAtApi(pair.access_token)).status).toBe(401);
   });
 
   it('a forged token is refused at the API node', async () => {
@@ -75,7 +77,10 @@ describeEachDialect('split mode: auth service and API node as two processes', (d
   it('when the auth service is gone the API node answers 503, never accepts', async () => {
     const pair = await login();
     expect((await verifyAtApi(pair.access_token)).status).toBe(200);
+    expect((await fetch(`${api.url}/api/anime/ready`)).status).toBe(200);
     await auth.stop('SIGKILL');
+    // /ready (public) turns 503 as soon as the API node sees its feed die
+    await expect.poll(async () => (await fetch(`${api.url}/api/anime/ready`)).status, { timeout: 5_000, interval: 20 }).toBe(503);
     for (let i = 0; i < 3; i++) {
       const response = await verifyAtApi(pair.access_token);
       expect(response.status).toBe(503);
