@@ -155,6 +155,7 @@ export async function redisPublisher(options: {
   view.setReady(false);
   const resync = async () => {
     try {
+      await subscriber.subscribe(channel);
       await view.loadFrom(store);
       view.setReady(subscriber.status === 'ready');
     } catch (error) {
@@ -172,9 +173,9 @@ export async function redisPublisher(options: {
       // not ours: ignore
     }
   });
-  await subscriber.connect().catch(onError);
-  await subscriber.subscribe(channel).catch(onError);
-  await resync();
+  // A Redis that is down at start does not block start-up: the view stays unavailable (503) until it is back.
+  void subscriber.connect().catch(onError);
+  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
   view.resyncEvery(store, 30_000, onError);
   return {
     async publish(event) {
