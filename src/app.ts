@@ -1,10 +1,14 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
+import { replayGuardFor, requestSignatures } from './access/signatures.js';
+import { stepUp } from './access/step-up.js';
 import type { Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
-import type { Config } from './config/config.js';
+import { ConfigError, type Config } from './config/config.js';
+import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
 import { openRedis } from './db/redis.js';
 import { authentication } from './http/auth.js';
@@ -12,18 +16,21 @@ import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { loggerOptions } from './http/logging.js';
 import { openApi } from './http/openapi.js';
+import { rawJsonBody } from './http/raw-body.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
-import { SessionAuthenticator } from './identity/authenticator.js';
-import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
-import { identityRoutes } from './identity/routes.js';
-import { replayGuardFor, requestSignatures } from './access/signatures.js';
-import { localSecret, randomKey } from './config/local-secrets.js';
-import { rawJsonBody } from './http/raw-body.js';
 import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
 import { apiKeyRoutes } from './identity/api-keys/routes.js';
 import { ApiKeyService } from './identity/api-keys/service.js';
+import { SessionAuthenticator } from './identity/authenticator.js';
 import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
+import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
+import { hashPassword } from './identity/passwords.js';
+import { RevocationFeedFollower, remoteKeyLookup } from './identity/remote.js';
+import { RevocationView, localPublisher, redisPublisher, type RevocationPublisher } from './identity/revocations.js';
+import { identityRoutes, verifyRoute } from './identity/routes.js';
+import { IdentityService } from './identity/service.js';
+import { MemoryLoginThrottle, RedisLoginThrottle } from './identity/throttle.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 import { RateLimiter } from './limits/limiter.js';
 import { Metrics } from './limits/metrics.js';
@@ -46,9 +53,12 @@ export interface Services {
   quotas: QuotaService;
   /** Prometheus metrics of this app; `metrics.signinFailed(reason)` for the sign-in code */
   metrics: Metrics;
-  /** secrets at rest (TOTP, API-key signing secrets) */
+  /** secrets at rest (TOTP secrets, API-key signing secrets); aad = the owning row's id */
   encryptor: Encryptor;
+  identity: IdentityService;
   apiKeys: ApiKeyService;
+  /** what the bearer hot path checks after the signature: revoked sessions, changed users */
+  revocations: RevocationView;
 }
 
 declare module 'fastify' {
@@ -62,17 +72,44 @@ export interface BuildOptions {
   store?: Store;
   /** extra routes mounted before the app is ready (the benchmark's baseline route) */
   extraRoutes?: (app: FastifyInstance, services: Services) => Promise<void>;
+  /** split deployment: only the auth service (`/api/auth` + health), or only the API (tokens checked against CELFORGE_AUTH_URL) */
+  only?: 'api' | 'auth';
+}
+
+/** The master key for secrets at rest: configured (env, *_FILE, Vault), else made once in the data dir. */
+function masterEncryptor(config: Config): Encryptor {
+  const key = parseMasterKey(config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', randomKey));
+  const id = `k${createHash('sha256').update(key).digest('base64url').slice(0, 10)}`;
+  return createEncryptor({ current: { id, key } });
 }
 
 /** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  // An API node of a split deployment trusts the auth service's keys and revocation feed.
+  const remote = config.authUrl !== undefined && options.only !== 'auth';
+  if (options.only === 'api' && !remote) throw new ConfigError('--only api needs CELFORGE_AUTH_URL (the auth service)');
+  if (remote && !config.secrets.serviceToken) {
+    throw new ConfigError("CELFORGE_AUTH_URL needs CELFORGE_SERVICE_TOKEN, the token of the auth service's revocation feed");
+  }
   const store = options.store ?? openStore(config);
   await migrate(store);
 
-  const signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
+  let signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
   const keys = () => signingKeys;
-  const verifier = new AccessTokenVerifier(localKeyLookup(keys));
+  // `celforge keys rotate` writes the key file; a running server takes the new key within a minute.
+  const keyReload = config.secrets.signingKey
+    ? undefined
+    : setInterval(() => {
+        try {
+          signingKeys = loadSigningKeys({ dataDir: config.dataDir });
+        } catch {
+          // keep the keys in use; the next start reports a broken key file
+        }
+      }, 60_000).unref();
+  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys));
   const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
+  const encryptor = masterEncryptor(config);
+  const revocations = new RevocationView(config.accessTokenTtlSeconds);
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
@@ -84,6 +121,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
+
   const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
@@ -93,16 +131,43 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     storeFailed: (policy) => metrics.rateStoreFailed(policy),
   });
   const quotas = new QuotaService(store, config.limits, audit);
-  const masterKey = parseMasterKey(
-    config.secrets.encryptionKey ?? localSecret(config.dataDir, 'encryption-key', randomKey),
-  );
-  const encryptor = createEncryptor({ current: { id: 'k1', key: masterKey } });
   const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log });
-  const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics, encryptor, apiKeys };
+
+  const onError = (error: unknown) => app.log.warn({ err: error }, 'revocation view');
+  let publisher: RevocationPublisher;
+  let follower: RevocationFeedFollower | undefined;
+  if (remote) {
+    publisher = localPublisher(revocations);
+    follower = new RevocationFeedFollower({ authUrl: config.authUrl!, serviceToken: config.secrets.serviceToken!, view: revocations, onError });
+    follower.start();
+    await follower.waitUntilReady(3_000);
+  } else if (redis) {
+    publisher = await redisPublisher({ view: revocations, shared: redis, redisUrl: config.redisUrl!, prefix: config.redisPrefix, store, onError });
+  } else {
+    publisher = localPublisher(revocations);
+    await revocations.loadFrom(store);
+    // Changes made by HTTP here apply at once; a resync picks up those of `celforge user …` in another process.
+    revocations.resyncEvery(store, 5_000, onError);
+  }
+  const identity = new IdentityService({
+    config,
+    store,
+    keys,
+    revocations: publisher,
+    throttle: redis ? new RedisLoginThrottle(redis) : new MemoryLoginThrottle(),
+    encryptor,
+    audit,
+    dummyHash: await hashPassword(randomBytes(16).toString('hex')),
+  });
+
+  const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics, encryptor, identity, apiKeys, revocations };
   app.decorate('services', services);
   const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
   app.addHook('onClose', async () => {
+    clearInterval(keyReload);
     stopRetention();
+    follower?.close();
+    await publisher.close();
     await services.audit.flush();
     apiKeys.close();
     redis?.disconnect();
@@ -114,8 +179,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
   await app.register(rawJsonBody);
-  const bearer = new SessionAuthenticator(verifier, store);
+  const bearer = new SessionAuthenticator(verifier, revocations);
   await app.register(authentication, { bearer, apiKey: new ApiKeyAuthenticator(apiKeys, audit) });
+  await app.register(stepUp, { assertSteppedUp: (principal) => identity.assertSteppedUp(principal) });
   await app.register(limits, { limiter, quotas, metrics });
   await app.register(requestSignatures, {
     publicUrl: config.publicUrl,
@@ -124,13 +190,28 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     audit,
   });
 
-  await app.register(healthRoutes, { prefix: '/api/anime', store });
-  await app.register(auditRoutes, { prefix: '/api/anime', store });
-  await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
-  await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
-  await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
-  await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
-  if (options.extraRoutes) await options.extraRoutes(app, services);
+  // /ready is false while revocations cannot be trusted (feed or Redis subscriber down): take this node out.
+  await app.register(healthRoutes, { prefix: '/api/anime', store, dependenciesReady: () => revocations.isReady() });
+  if (remote) {
+    await app.register(verifyRoute, { prefix: '/api/auth', verifier });
+  } else {
+    await app.register(identityRoutes, {
+      prefix: '/api/auth',
+      store,
+      keys,
+      identity,
+      verifier,
+      view: revocations,
+      serviceToken: config.secrets.serviceToken,
+    });
+    await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
+  }
+  if (options.only !== 'auth') {
+    await app.register(auditRoutes, { prefix: '/api/anime', store });
+    await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
+    await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
+    if (options.extraRoutes) await options.extraRoutes(app, services);
+  }
 
   await app.ready();
   return app;

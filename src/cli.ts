@@ -1,10 +1,12 @@
 import { parseArgs } from 'node:util';
 import { buildApp } from './app.js';
 import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
-import { ConfigError, type Config } from './config/config.js';
+import type { FastifyInstance } from 'fastify';
+import { ConfigError, parseDuration, type Config } from './config/config.js';
 import { resolveConfig } from './config/secrets.js';
 import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
+import { HttpProblem } from './http/problem.js';
 import { rotateSigningKeys } from './identity/keys.js';
 
 type Command = (args: string[], config: Config) => Promise<number>;
@@ -14,6 +16,11 @@ const USAGE = `usage: celforge <command>
   serve [--only api|auth|worker]   run the service (default: everything in one process)
   migrate                          bring the store's schema up to date
   keys rotate                      make a new token signing key; the old one still verifies
+  user add --email E --role admin|user   add a user (password read from stdin)
+  user list                        list users
+  user disable --email E           disable a user; their sessions end
+  user role --email E --role R     change a user's role
+  token --email E [--ttl 15m]      mint an access token on a new session, for scripts
   audit verify                     check the audit trail's hash chain (exit 1 names the first bad row)
   audit export [--from T] [--to T] the audit trail as JSON lines (T: ISO-8601 time)
   audit prune [--days N]           delete audit rows older than the retention (CELFORGE_AUDIT_RETENTION_DAYS)
@@ -24,7 +31,19 @@ async function serve(args: string[], config: Config): Promise<number> {
   if (values.only !== undefined && !['api', 'auth', 'worker'].includes(values.only)) {
     throw new ConfigError(`--only: "${values.only}" is not one of api, auth, worker`);
   }
-  const app = await buildApp(config);
+  const only = values.only === 'api' || values.only === 'auth' ? values.only : undefined;
+  const portSet = Boolean(process.env.CELFORGE_PORT || process.env.CELFORGE_PORT_FILE);
+  if (only === 'auth' && !portSet) config = { ...config, port: 8088 };
+  const app = await buildApp(config, { only });
+  if (app.hasRoute({ method: 'POST', url: '/api/auth/login' })) {
+    const admin = await app.services.identity.ensureFirstAdmin();
+    // Shown once on the terminal, never written to the log.
+    if (admin?.generatedPassword) {
+      process.stdout.write(`celforge: first start: admin ${admin.email} created with password ${admin.generatedPassword} (shown once; change it)\n`);
+    } else if (admin) {
+      process.stdout.write(`celforge: first start: admin ${admin.email} created from CELFORGE_ADMIN_EMAIL/_PASSWORD\n`);
+    }
+  }
   const stop = async (signal: string) => {
     app.log.info({ signal }, 'shutting down');
     await app.close();
@@ -121,12 +140,104 @@ async function audit(args: string[], config: Config): Promise<number> {
   }
 }
 
-const COMMANDS: Record<string, Command> = { serve, migrate: migrateCommand, keys, audit };
-
 /** Commands that sign tokens, encrypt secrets or sign URLs: they need the shared secrets. */
 const NEEDS_SECRETS = new Set(['serve', 'worker', 'token']);
 
 let closeSecrets: () => void = () => {};
+/** Runs `work` with the app's services (no listener), and closes everything after. */
+async function withServices(config: Config, work: (app: FastifyInstance) => Promise<number>): Promise<number> {
+  const app = await buildApp(config);
+  try {
+    return await work(app);
+  } catch (error) {
+    if (error instanceof HttpProblem) {
+      process.stderr.write(`celforge: ${error.detail ?? error.slug}\n`);
+      return 1;
+    }
+    throw error;
+  } finally {
+    await app.close();
+  }
+}
+
+function readStdin(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = '';
+    process.stdin.setEncoding('utf8');
+    process.stdin.on('data', (chunk) => (text += chunk));
+    process.stdin.on('end', () => resolve(text));
+    process.stdin.on('error', reject);
+  });
+}
+
+function parseRole(text: string | undefined): 'admin' | 'user' {
+  if (text !== 'admin' && text !== 'user') throw new ConfigError('--role: must be admin or user');
+  return text;
+}
+
+async function user(args: string[], config: Config): Promise<number> {
+  const [action, ...rest] = args;
+  const { values } = parseArgs({ args: rest, options: { email: { type: 'string' }, role: { type: 'string' } }, strict: true });
+  const needEmail = () => {
+    if (!values.email) throw new ConfigError(`user ${action}: --email is required`);
+    return values.email;
+  };
+  switch (action) {
+    case 'add': {
+      const email = needEmail();
+      const role = parseRole(values.role ?? 'user');
+      const password = (await readStdin()).split(/\r?\n/)[0] ?? '';
+      return withServices(config, async (app) => {
+        const created = await app.services.identity.createUser({ email, password, role });
+        process.stdout.write(`added ${created.email} (${created.role}) ${created.id}\n`);
+        return 0;
+      });
+    }
+    case 'list':
+      return withServices(config, async (app) => {
+        let after: string | undefined;
+        for (;;) {
+          const page = await app.services.identity.listUsers({ after, limit: 200 });
+          for (const u of page) {
+            process.stdout.write(`${u.email}\t${u.role}\t${u.disabled ? 'disabled' : 'active'}\t${u.totp_enabled ? '2fa' : 'no-2fa'}\t${u.id}\n`);
+          }
+          if (page.length < 200) return 0;
+          after = page[page.length - 1]!.email;
+        }
+      });
+    case 'disable':
+    case 'role': {
+      const email = needEmail();
+      const change = action === 'disable' ? { disabled: true } : { role: parseRole(values.role) };
+      return withServices(config, async (app) => {
+        const found = await app.services.identity.findUserByEmail(email);
+        if (!found) throw new HttpProblem(404, 'not-found', 'no such user');
+        const updated = await app.services.identity.updateUser(found.id, change, { id: 'cli' });
+        process.stdout.write(`${updated.email}: ${updated.role}, ${updated.disabled ? 'disabled' : 'active'}\n`);
+        return 0;
+      });
+    }
+    default:
+      process.stderr.write('usage: celforge user add|list|disable|role …\n');
+      return 2;
+  }
+}
+
+async function token(args: string[], config: Config): Promise<number> {
+  const { values } = parseArgs({ args, options: { email: { type: 'string' }, ttl: { type: 'string' } }, strict: true });
+  if (!values.email) throw new ConfigError('token: --email is required');
+  const ttl = values.ttl ? parseDuration('--ttl', values.ttl) : config.accessTokenTtlSeconds;
+  // Revocations are remembered for the configured token lifetime; a longer token could outlive them.
+  if (ttl > config.accessTokenTtlSeconds) throw new ConfigError(`--ttl: at most CELFORGE_ACCESS_TOKEN_TTL (${config.accessTokenTtlSeconds}s)`);
+  const email = values.email;
+  return withServices(config, async (app) => {
+    const pair = await app.services.identity.mintToken(email, ttl);
+    process.stdout.write(`${pair.access_token}\n`);
+    return 0;
+  });
+}
+
+const COMMANDS: Record<string, Command> = { serve, migrate: migrateCommand, keys, audit, user, token };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;

@@ -131,6 +131,8 @@ export interface Secrets {
   /** key (base64) for signed asset URLs */
   urlSigningKey?: string;
   metricsToken?: string;
+  /** shared by the auth service and its API nodes in a split deployment (revocation feed) */
+  serviceToken?: string;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -292,6 +294,7 @@ export function loadConfig(env: Env = process.env): Config {
       encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),
       urlSigningKey: readVariable(env, 'CELFORGE_URL_SIGNING_KEY'),
       metricsToken: readVariable(env, 'CELFORGE_METRICS_TOKEN'),
+      serviceToken: readVariable(env, 'CELFORGE_SERVICE_TOKEN'),
     },
   };
 }

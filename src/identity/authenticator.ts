@@ -1,18 +1,22 @@
 import type { FastifyRequest } from 'fastify';
 import type { Principal } from '../access/principal.js';
-import type { Store } from '../db/database.js';
 import { unauthorized, type Authenticator } from '../http/auth.js';
-import { findSessionState } from './store.js';
-import { TokenError, type AccessClaims, type AccessTokenVerifier } from './tokens.js';
+import { HttpProblem } from '../http/problem.js';
+import type { RevocationView } from './revocations.js';
+import { KeysUnavailableError, TokenError, type AccessClaims, type AccessTokenVerifier } from './tokens.js';
+
+export const authUnavailable = () =>
+  new HttpProblem(503, 'auth-unavailable', 'Sign-in cannot be checked right now; retry shortly.', { headers: { 'retry-after': '5' } });
 
 /**
- * Bearer tokens: a verified (cached) signature, then the session's live state, so a logout,
- * revocation, disabled user or changed role counts on the very next request.
+ * Bearer tokens: a verified (cached) signature, then the revocation view — in memory, no database
+ * round trip — so a logout, revocation, disabled user or changed role counts on the very next
+ * request. When the view cannot be trusted (its source is down) the answer is 503, never "accept".
  */
 export class SessionAuthenticator implements Authenticator {
   constructor(
     private readonly verifier: AccessTokenVerifier,
-    private readonly store: Store,
+    private readonly view: RevocationView,
   ) {}
 
   async authenticate(token: string, _request: FastifyRequest): Promise<Principal> {
@@ -20,22 +24,13 @@ export class SessionAuthenticator implements Authenticator {
     try {
       claims = await this.verifier.verify(token);
     } catch (error) {
+      if (error instanceof KeysUnavailableError) throw authUnavailable();
       if (error instanceof TokenError) throw unauthorized('The access token is invalid or expired.');
       throw error;
     }
-    await this.assertLive(claims);
+    const verdict = this.view.check(claims);
+    if (verdict === 'unavailable') throw authUnavailable();
+    if (verdict === 'revoked') throw unauthorized('The session has ended; sign in again.');
     return { userId: claims.sub, email: claims.email, role: claims.role, sessionId: claims.sid, via: 'token', scopes: null };
-  }
-
-  private async assertLive(claims: AccessClaims): Promise<void> {
-    const state = await findSessionState(this.store.db, claims.sid);
-    const live =
-      state !== undefined &&
-      state.user_id === claims.sub &&
-      state.revoked_at === null &&
-      state.expires_at > new Date().toISOString() &&
-      state.disabled === 0 &&
-      state.role === claims.role;
-    if (!live) throw unauthorized('The session has ended; sign in again.');
   }
 }

@@ -1,27 +1,369 @@
-import type { FastifyInstance } from 'fastify';
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
-import { notFound } from '../http/problem.js';
+import { HttpProblem, notFound } from '../http/problem.js';
 import { publicJwks, type SigningKeySet } from './keys.js';
-import { findUserById } from './store.js';
+import type { RevocationView } from './revocations.js';
+import type { IdentityService, RequestContext } from './service.js';
+import { findUserById, type SessionRow, type UserRow } from './store.js';
+import type { AccessTokenVerifier } from './tokens.js';
+
+const RoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('user')]);
+const Email = Type.String({ minLength: 3, maxLength: 254 });
+const Password = Type.String({ minLength: 1, maxLength: 256 });
+const Code = Type.String({ minLength: 6, maxLength: 64 });
+const Uuid = Type.String({ minLength: 36, maxLength: 36, pattern: '^[0-9a-f-]{36}$' });
 
 const Me = Type.Object({
   id: Type.String(),
   email: Type.String(),
-  role: Type.Union([Type.Literal('admin'), Type.Literal('user')]),
+  role: RoleSchema,
   totp_enabled: Type.Boolean(),
   created_at: Type.String(),
 });
 
-export async function identityRoutes(app: FastifyInstance, options: { store: Store; keys: () => SigningKeySet }) {
-  app.get('/me', { schema: { tags: ['identity'], response: { 200: Me } } }, async (request) => {
+const TokenPair = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+  refresh_token: Type.String(),
+  session_id: Type.String(),
+});
+
+const Session = Type.Object({
+  id: Type.String(),
+  created_at: Type.String(),
+  last_seen_at: Type.String(),
+  expires_at: Type.String(),
+  mfa_at: Type.Union([Type.String(), Type.Null()]),
+  user_agent: Type.Union([Type.String(), Type.Null()]),
+  ip: Type.Union([Type.String(), Type.Null()]),
+  current: Type.Boolean(),
+});
+
+const UserView = Type.Object({
+  id: Type.String(),
+  email: Type.String(),
+  role: RoleSchema,
+  disabled: Type.Boolean(),
+  totp_enabled: Type.Boolean(),
+  created_at: Type.String(),
+  updated_at: Type.String(),
+});
+
+const Revoked = Type.Object({ revoked: Type.Integer() });
+
+export function context(request: FastifyRequest): RequestContext {
+  const agent = request.headers['user-agent'];
+  return { ip: request.ip, requestId: String(request.id), userAgent: typeof agent === 'string' ? agent : undefined };
+}
+
+const userView = (u: UserRow) => ({
+  id: u.id,
+  email: u.email,
+  role: u.role,
+  disabled: u.disabled === 1,
+  totp_enabled: u.totp_enabled === 1,
+  created_at: u.created_at,
+  updated_at: u.updated_at,
+});
+
+const sessionView = (s: SessionRow, currentId: string | null) => ({
+  id: s.id,
+  created_at: s.created_at,
+  last_seen_at: s.last_seen_at,
+  expires_at: s.expires_at,
+  mfa_at: s.mfa_at,
+  user_agent: s.user_agent,
+  ip: s.ip,
+  current: s.id === currentId,
+});
+
+export interface IdentityRouteOptions {
+  store: Store;
+  keys: () => SigningKeySet;
+  identity: IdentityService;
+  verifier: AccessTokenVerifier;
+  view: RevocationView;
+  /** shared secret of the services that may follow the revocation feed; unset = no feed */
+  serviceToken?: string;
+}
+
+/** `/api/auth`: HTTP and schemas only; the rules live in IdentityService. */
+export async function identityRoutes(app: FastifyInstance, options: IdentityRouteOptions) {
+  const { identity } = options;
+  const signin = { auth: 'public', rateClass: 'signin' } as const;
+
+  app.post(
+    '/login',
+    {
+      config: signin,
+      schema: {
+        tags: ['identity'],
+        body: Type.Object({ email: Email, password: Password, otp: Type.Optional(Code) }, { additionalProperties: false }),
+        response: { 200: TokenPair },
+      },
+    },
+    async (request) => identity.login(request.body as { email: string; password: string; otp?: string }, context(request)),
+  );
+
+  app.post(
+    '/refresh',
+    {
+      config: signin,
+      schema: {
+        tags: ['identity'],
+        body: Type.Object({ refresh_token: Type.String({ minLength: 1, maxLength: 128 }) }, { additionalProperties: false }),
+        response: { 200: TokenPair },
+      },
+    },
+    async (request) => identity.refresh((request.body as { refresh_token: string }).refresh_token, context(request)),
+  );
+
+  app.post('/logout', { config: { rateClass: 'write' }, schema: { tags: ['identity'], response: { 204: Type.Null() } } }, async (request, reply) => {
+    await identity.logout(request.principal!, context(request));
+    return reply.code(204).send();
+  });
+
+  app.get('/me', { config: { rateClass: 'read' }, schema: { tags: ['identity'], response: { 200: Me } } }, async (request) => {
     const user = await findUserById(options.store.db, request.principal!.userId);
     if (!user) throw notFound();
     return { id: user.id, email: user.email, role: user.role, totp_enabled: user.totp_enabled === 1, created_at: user.created_at };
   });
 
+  app.post(
+    '/password',
+    {
+      config: { rateClass: 'write' },
+      schema: {
+        tags: ['identity'],
+        body: Type.Object({ current_password: Password, new_password: Password }, { additionalProperties: false }),
+        response: { 204: Type.Null() },
+      },
+    },
+    async (request, reply) => {
+      await identity.changePassword(request.principal!, request.body as { current_password: string; new_password: string }, context(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/sessions',
+    { config: { rateClass: 'read' }, schema: { tags: ['identity'], response: { 200: Type.Object({ items: Type.Array(Session) }) } } },
+    async (request) => {
+      const principal = request.principal!;
+      const sessions = await identity.listSessions(principal.userId);
+      return { items: sessions.map((s) => sessionView(s, principal.sessionId)) };
+    },
+  );
+
+  app.delete(
+    '/sessions/:id',
+    {
+      config: { rateClass: 'write', critical: true },
+      schema: { tags: ['identity'], params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }), response: { 204: Type.Null() } },
+    },
+    async (request, reply) => {
+      await identity.revokeOwnSession(request.principal!, (request.params as { id: string }).id, context(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.delete(
+    '/sessions',
+    { config: { rateClass: 'write', critical: true }, schema: { tags: ['identity'], response: { 200: Revoked } } },
+    async (request) => ({ revoked: await identity.revokeOtherSessions(request.principal!, context(request)) }),
+  );
+
+  app.post(
+    '/totp/setup',
+    {
+      config: { rateClass: 'write' },
+      schema: {
+        tags: ['identity'],
+        response: { 200: Type.Object({ secret: Type.String(), otpauth_uri: Type.String(), qr_svg: Type.String() }) },
+      },
+    },
+    async (request) => identity.totpSetup(request.principal!, context(request)),
+  );
+
+  const CodeBody = Type.Object({ code: Code }, { additionalProperties: false });
+
+  app.post(
+    '/totp/enable',
+    {
+      config: { rateClass: 'write' },
+      schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) } },
+    },
+    async (request) => ({ recovery_codes: await identity.totpEnable(request.principal!, (request.body as { code: string }).code, context(request)) }),
+  );
+
+  app.post(
+    '/totp/disable',
+    { config: { rateClass: 'write', critical: true }, schema: { tags: ['identity'], body: CodeBody, response: { 204: Type.Null() } } },
+    async (request, reply) => {
+      await identity.totpDisable(request.principal!, (request.body as { code: string }).code, context(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.post(
+    '/step-up',
+    {
+      config: { rateClass: 'signin' },
+      schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ mfa_at: Type.String(), valid_until: Type.String() }) } },
+    },
+    async (request) => identity.stepUp(request.principal!, (request.body as { code: string }).code, context(request)),
+  );
+
+  await app.register(verifyRoute, { verifier: options.verifier });
+
   app.get('/jwks.json', { config: { auth: 'public' }, schema: { tags: ['identity'] } }, async (_request, reply) => {
     reply.header('cache-control', 'public, max-age=300');
     return publicJwks(options.keys());
   });
+
+  revocationFeed(app, options);
+  await app.register(adminRoutes, { identity });
 }
+
+/**
+ * `GET /verify`: token facts for other services. Mounted on the auth service and on API nodes of a
+ * split deployment (which verify locally against the auth service's keys and revocation feed).
+ */
+export async function verifyRoute(app: FastifyInstance, options: { verifier: AccessTokenVerifier }) {
+  app.get(
+    '/verify',
+    {
+      config: { rateClass: 'read' },
+      schema: {
+        tags: ['identity'],
+        response: {
+          200: Type.Object({ valid: Type.Boolean(), sub: Type.String(), email: Type.String(), role: RoleSchema, sid: Type.String(), exp: Type.Integer() }),
+        },
+      },
+    },
+    async (request) => {
+      const token = request.headers.authorization!.split(' ')[1]!;
+      // Already verified (and cached) by the authentication hook: this is a map lookup.
+      const claims = await options.verifier.verify(token);
+      return { valid: true, sub: claims.sub, email: claims.email, role: claims.role, sid: claims.sid, exp: claims.exp };
+    },
+  );
+
+}
+
+const HEARTBEAT_MS = 5_000;
+
+/**
+ * Server-sent events for API nodes of a split deployment: a snapshot of the revocations still
+ * relevant, then every change as it happens, and a heartbeat so the follower can tell a live feed
+ * from a dead one. Only for callers holding the shared service token.
+ */
+function revocationFeed(app: FastifyInstance, options: IdentityRouteOptions) {
+  const expected = options.serviceToken ? createHash('sha256').update(options.serviceToken).digest() : undefined;
+  const open = new Set<() => void>();
+  app.addHook('onClose', async () => {
+    for (const close of open) close();
+  });
+  app.get('/revocations', { config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
+    const presented = request.headers['x-celforge-service-token'];
+    const digest = typeof presented === 'string' ? createHash('sha256').update(presented).digest() : Buffer.alloc(32);
+    if (!expected || !timingSafeEqual(digest, expected)) throw notFound();
+    if (!options.view.isReady()) throw new HttpProblem(503, 'auth-unavailable', 'Revocations are not available right now.');
+    reply.hijack();
+    const raw = reply.raw;
+    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    send('snapshot', options.view.snapshot());
+    const unsubscribe = options.view.subscribe((event) => send('revocation', event));
+    const heartbeat = setInterval(() => {
+      if (!options.view.isReady()) raw.destroy();
+      else send('ping', Date.now());
+    }, HEARTBEAT_MS);
+    const stop = () => {
+      clearInterval(heartbeat);
+      unsubscribe();
+      open.delete(close);
+    };
+    const close = () => {
+      stop();
+      raw.destroy();
+    };
+    open.add(close);
+    raw.on('close', stop);
+  });
+}
+
+async function adminRoutes(app: FastifyInstance, options: { identity: IdentityService }) {
+  const { identity } = options;
+  const admin = { role: 'admin', critical: true, rateClass: 'admin' } as const;
+
+  app.get(
+    '/users',
+    {
+      config: admin,
+      schema: {
+        tags: ['admin'],
+        querystring: Type.Object(
+          { after: Type.Optional(Email), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: Type.Object({ items: Type.Array(UserView), next: Type.Union([Type.String(), Type.Null()]) }) },
+      },
+    },
+    async (request) => {
+      const query = request.query as { after?: string; limit?: number };
+      const limit = query.limit ?? 50;
+      const users = await identity.listUsers({ after: query.after, limit });
+      return { items: users.map(userView), next: users.length === limit ? users[users.length - 1]!.email : null };
+    },
+  );
+
+  app.post(
+    '/users',
+    {
+      config: admin,
+      schema: {
+        tags: ['admin'],
+        body: Type.Object({ email: Email, password: Password, role: RoleSchema }, { additionalProperties: false }),
+        response: { 201: UserView },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as { email: string; password: string; role: 'admin' | 'user' };
+      const user = await identity.createUser(body, { id: request.principal!.userId, ctx: context(request) });
+      return reply.code(201).send(userView(user));
+    },
+  );
+
+  app.patch(
+    '/users/:id',
+    {
+      config: admin,
+      schema: {
+        tags: ['admin'],
+        params: Type.Object({ id: Uuid }),
+        body: Type.Object({ role: Type.Optional(RoleSchema), disabled: Type.Optional(Type.Boolean()) }, { additionalProperties: false, minProperties: 1 }),
+        response: { 200: UserView },
+      },
+    },
+    async (request) => {
+      const user = await identity.updateUser((request.params as { id: string }).id, request.body as { role?: 'admin' | 'user'; disabled?: boolean }, {
+        id: request.principal!.userId,
+        ctx: context(request),
+      });
+      return userView(user);
+    },
+  );
+
+  app.delete(
+    '/users/:id/sessions',
+    { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: Revoked } } },
+    async (request) => ({
+      revoked: await identity.adminRevokeSessions((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) }),
+    }),
+  );
+}
+

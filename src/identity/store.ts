@@ -1,8 +1,14 @@
-import type { Kysely, Selectable } from 'kysely';
-import type { Database, SessionsTable, UsersTable } from '../db/schema.js';
+import type { Kysely, Selectable, Updateable } from 'kysely';
+import type { Database, RefreshTokensTable, SessionsTable, UsersTable } from '../db/schema.js';
 
 export type UserRow = Selectable<UsersTable>;
 export type SessionRow = Selectable<SessionsTable>;
+export type RefreshTokenRow = Selectable<RefreshTokensTable>;
+
+const changed = (result: { numUpdatedRows: bigint }[] | { numUpdatedRows: bigint }) =>
+  Number((Array.isArray(result) ? result[0]! : result).numUpdatedRows);
+
+// ---- users
 
 export function insertUser(db: Kysely<Database>, user: UserRow): Promise<unknown> {
   return db.insertInto('users').values(user).execute();
@@ -21,16 +27,168 @@ export async function countUsers(db: Kysely<Database>): Promise<number> {
   return Number(row.n);
 }
 
+/** A page of users ordered by e-mail, after the given e-mail (keyset paging). */
+export function listUsers(db: Kysely<Database>, options: { after?: string; limit: number }): Promise<UserRow[]> {
+  let query = db.selectFrom('users').selectAll().orderBy('email').limit(options.limit);
+  if (options.after !== undefined) query = query.where('email', '>', options.after);
+  return query.execute();
+}
+
+export async function updateUser(db: Kysely<Database>, id: string, values: Updateable<UsersTable>): Promise<boolean> {
+  return changed(await db.updateTable('users').set(values).where('id', '=', id).execute()) > 0;
+}
+
+/** Accepts a TOTP step only when it is later than the last one: two uses of one code cannot both win. */
+export async function claimTotpStep(db: Kysely<Database>, userId: string, step: number, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('users')
+    .set({ totp_last_step: step, updated_at: now })
+    .where('id', '=', userId)
+    .where((eb) => eb.or([eb('totp_last_step', 'is', null), eb('totp_last_step', '<', step)]))
+    .execute();
+  return changed(result) === 1;
+}
+
+/** Users changed since `since`: their current role and state, for the revocation view. */
+export function usersChangedSince(db: Kysely<Database>, since: string) {
+  return db.selectFrom('users').select(['id', 'role', 'disabled', 'updated_at']).where('updated_at', '>=', since).execute();
+}
+
+// ---- recovery codes
+
+export async function replaceRecoveryCodes(db: Kysely<Database>, userId: string, hashes: string[]): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    if (hashes.length) {
+      await trx
+        .insertInto('recovery_codes')
+        .values(hashes.map((code_hash) => ({ user_id: userId, code_hash, used_at: null })))
+        .execute();
+    }
+  });
+}
+
+export async function deleteRecoveryCodes(db: Kysely<Database>, userId: string): Promise<void> {
+  await db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+}
+
+/** Spends a recovery code; false when it is unknown or already spent. */
+export async function useRecoveryCode(db: Kysely<Database>, userId: string, codeHash: string, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('recovery_codes')
+    .set({ used_at: now })
+    .where('user_id', '=', userId)
+    .where('code_hash', '=', codeHash)
+    .where('used_at', 'is', null)
+    .execute();
+  return changed(result) === 1;
+}
+
+// ---- sessions
+
 export function insertSession(db: Kysely<Database>, session: SessionRow): Promise<unknown> {
   return db.insertInto('sessions').values(session).execute();
 }
 
-/** The session and its user's current state, for the revocation check. */
-export function findSessionState(db: Kysely<Database>, sessionId: string) {
+export function findSession(db: Kysely<Database>, id: string): Promise<SessionRow | undefined> {
+  return db.selectFrom('sessions').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export function listLiveSessions(db: Kysely<Database>, userId: string, now: string): Promise<SessionRow[]> {
   return db
     .selectFrom('sessions')
+    .selectAll()
+    .where('user_id', '=', userId)
+    .where('revoked_at', 'is', null)
+    .where('expires_at', '>', now)
+    .orderBy('created_at', 'desc')
+    .limit(200)
+    .execute();
+}
+
+export async function setSessionMfa(db: Kysely<Database>, id: string, at: string): Promise<void> {
+  await db.updateTable('sessions').set({ mfa_at: at }).where('id', '=', id).execute();
+}
+
+/** Ends one live session; false when it is not live (or not that user's). */
+export async function revokeSession(
+  db: Kysely<Database>,
+  id: string,
+  options: { userId?: string; reason: string; now: string },
+): Promise<boolean> {
+  let query = db
+    .updateTable('sessions')
+    .set({ revoked_at: options.now, revoked_reason: options.reason })
+    .where('id', '=', id)
+    .where('revoked_at', 'is', null);
+  if (options.userId !== undefined) query = query.where('user_id', '=', options.userId);
+  return changed(await query.execute()) === 1;
+}
+
+/** Ends every live session of a user (but `except`); returns the ids ended. */
+export async function revokeUserSessions(
+  db: Kysely<Database>,
+  userId: string,
+  options: { except?: string; reason: string; now: string },
+): Promise<string[]> {
+  return db.transaction().execute(async (trx) => {
+    let select = trx.selectFrom('sessions').select('id').where('user_id', '=', userId).where('revoked_at', 'is', null);
+    if (options.except !== undefined) select = select.where('id', '!=', options.except);
+    const ids = (await select.execute()).map((row) => row.id);
+    if (ids.length) {
+      await trx
+        .updateTable('sessions')
+        .set({ revoked_at: options.now, revoked_reason: options.reason })
+        .where('id', 'in', ids)
+        .where('revoked_at', 'is', null)
+        .execute();
+    }
+    return ids;
+  });
+}
+
+/** Sessions revoked since `since`, for the revocation view after a start or reconnect. */
+export function sessionsRevokedSince(db: Kysely<Database>, since: string) {
+  return db.selectFrom('sessions').select(['id', 'user_id', 'revoked_at']).where('revoked_at', '>=', since).execute();
+}
+
+// ---- refresh tokens
+
+export function insertRefreshToken(db: Kysely<Database>, row: RefreshTokenRow): Promise<unknown> {
+  return db.insertInto('refresh_tokens').values(row).execute();
+}
+
+export function findRefreshToken(db: Kysely<Database>, tokenHash: string) {
+  return db
+    .selectFrom('refresh_tokens')
+    .innerJoin('sessions', 'sessions.id', 'refresh_tokens.session_id')
     .innerJoin('users', 'users.id', 'sessions.user_id')
-    .select(['sessions.user_id', 'sessions.revoked_at', 'sessions.expires_at', 'sessions.mfa_at', 'users.role', 'users.disabled'])
-    .where('sessions.id', '=', sessionId)
+    .select([
+      'refresh_tokens.session_id',
+      'refresh_tokens.expires_at',
+      'refresh_tokens.used_at',
+      'sessions.user_id',
+      'sessions.revoked_at',
+      'sessions.expires_at as session_expires_at',
+      'users.email',
+      'users.role',
+      'users.disabled',
+    ])
+    .where('refresh_tokens.token_hash', '=', tokenHash)
     .executeTakeFirst();
+}
+
+/** Spends a refresh token; false when another request spent it first. */
+export async function spendRefreshToken(db: Kysely<Database>, tokenHash: string, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('refresh_tokens')
+    .set({ used_at: now })
+    .where('token_hash', '=', tokenHash)
+    .where('used_at', 'is', null)
+    .execute();
+  return changed(result) === 1;
+}
+
+export async function touchSession(db: Kysely<Database>, id: string, now: string): Promise<void> {
+  await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
 }

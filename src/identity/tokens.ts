@@ -23,6 +23,11 @@ export class TokenError extends Error {
   override name = 'TokenError';
 }
 
+/** The keys cannot be fetched (the auth service is unreachable): the caller answers 503, never accepts. */
+export class KeysUnavailableError extends Error {
+  override name = 'KeysUnavailableError';
+}
+
 /** Finds a verification key by kid among our own keys (local set, or the auth service's JWKS). */
 export type KeyLookup = (kid: string) => Promise<KeyObject | undefined> | KeyObject | undefined;
 
@@ -104,7 +109,7 @@ export class AccessTokenVerifier {
       }
       return { sub: sub!, email, role, sid, jti: jti!, iat: iat!, exp: exp! };
     } catch (error) {
-      if (error instanceof TokenError) throw error;
+      if (error instanceof TokenError || error instanceof KeysUnavailableError) throw error;
       if (error instanceof joseErrors.JOSEError) throw new TokenError(error.code);
       throw error;
     }

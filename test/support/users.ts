@@ -46,3 +46,32 @@ export async function signIn(app: FastifyInstance, options: { role?: Role; email
   const { token } = await issueAccessToken(keys(), { userId, email, role, sessionId }, config.accessTokenTtlSeconds);
   return { userId, email, sessionId, token, authorization: { authorization: `Bearer ${token}` } };
 }
+
+export const TEST_PASSWORD = 'correct horse battery staple 42';
+
+/** A user made through the identity service (argon2id password), signed in through POST /api/auth/login. */
+export async function registerAndLogin(
+  app: FastifyInstance,
+  options: { role?: Role; email?: string; password?: string; remoteAddress?: string } = {},
+): Promise<SignedIn & { refreshToken: string; password: string }> {
+  const password = options.password ?? TEST_PASSWORD;
+  const email = options.email ?? `u-${randomUUID().slice(0, 8)}@example.test`;
+  const user = await app.services.identity.createUser({ email, password, role: options.role ?? 'user' });
+  const response = await app.inject({
+    method: 'POST',
+    url: '/api/auth/login',
+    payload: { email, password },
+    remoteAddress: options.remoteAddress ?? `10.1.${Math.floor(Math.random() * 250)}.${Math.floor(Math.random() * 250)}`,
+  });
+  if (response.statusCode !== 200) throw new Error(`login failed: ${response.statusCode} ${response.body}`);
+  const body = response.json() as { access_token: string; refresh_token: string; session_id: string };
+  return {
+    userId: user.id,
+    email: user.email,
+    sessionId: body.session_id,
+    token: body.access_token,
+    refreshToken: body.refresh_token,
+    password,
+    authorization: { authorization: `Bearer ${body.access_token}` },
+  };
+}

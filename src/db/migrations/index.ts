@@ -2,10 +2,12 @@ import type { Migration } from 'kysely';
 import * as initial from './0001_initial.js';
 import * as userQuotas from './0005_user_quotas.js';
 import * as auditHead from './0006_audit_head.js';
+import * as identity from './0002_identity.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0005_user_quotas': userQuotas,
   '0006_audit_head': auditHead,
+  '0002_identity': identity,
 };

@@ -1,0 +1,436 @@
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import type { Auditor, AuditEvent } from '../audit/events.js';
+import type { Config } from '../config/config.js';
+import type { Store } from '../db/database.js';
+import type { Principal } from '../access/principal.js';
+import { HttpProblem, conflict, notFound } from '../http/problem.js';
+import type { Encryptor } from './encryption.js';
+import type { SigningKeySet } from './keys.js';
+import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwords.js';
+import type { RevocationPublisher } from './revocations.js';
+import * as db from './store.js';
+import type { LoginThrottle, ThrottleKey } from './throttle.js';
+import { issueAccessToken, type Role } from './tokens.js';
+import {
+  checkTotp,
+  hashRecoveryCode,
+  isWellFormedRecoveryCode,
+  newRecoveryCodes,
+  newTotpSecret,
+  otpauthUri,
+  qrSvg,
+} from './totp.js';
+
+/** A refresh token unused this long ends the session (idle lifetime). */
+export const SESSION_IDLE_SECONDS = 7 * 86_400;
+/** No session outlives this, however often it is refreshed (absolute lifetime). */
+export const SESSION_ABSOLUTE_SECONDS = 30 * 86_400;
+/** Admin operations need a second factor verified this recently in the session. */
+export const STEP_UP_SECONDS = 15 * 60;
+
+const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/;
+const CODE = /^[0-9]{6}$/;
+
+/** Where a request came from, for the audit trail and throttling. */
+export interface RequestContext {
+  ip: string;
+  requestId: string;
+  userAgent?: string;
+}
+
+export interface TokenPair {
+  access_token: string;
+  token_type: 'Bearer';
+  expires_in: number;
+  refresh_token: string;
+  session_id: string;
+}
+
+export interface IdentityDeps {
+  config: Config;
+  store: Store;
+  keys: () => SigningKeySet;
+  revocations: RevocationPublisher;
+  throttle: LoginThrottle;
+  encryptor: Encryptor;
+  audit: Auditor;
+  /** an argon2 hash of a random password: unknown e-mails are checked against it, for equal timing */
+  dummyHash: string;
+}
+
+const invalidCredentials = () =>
+  new HttpProblem(401, 'invalid-credentials', 'The e-mail, password or code is not right.', {
+    headers: { 'www-authenticate': 'Bearer realm="celforge"' },
+  });
+const invalidRefresh = () =>
+  new HttpProblem(401, 'invalid-grant', 'The refresh token is invalid or expired; sign in again.', {
+    headers: { 'www-authenticate': 'Bearer realm="celforge", error="invalid_token"' },
+  });
+
+export function normaliseEmail(email: string): string {
+  return email.trim().toLowerCase();
+}
+
+const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
+const iso = (ms = Date.now()) => new Date(ms).toISOString();
+
+/** Users, passwords, sessions, refresh tokens, second factors: the rules of §5 and §6. */
+export class IdentityService {
+  constructor(private readonly deps: IdentityDeps) {}
+
+  private get db() {
+    return this.deps.store.db;
+  }
+
+  private audit(event: AuditEvent, ctx?: RequestContext): void {
+    this.deps.audit.record({ ip: ctx?.ip ?? null, requestId: ctx?.requestId ?? null, ...event });
+  }
+
+  // ---- users
+
+  async createUser(input: { email: string; password: string; role: Role }, actor?: { id: string; ctx?: RequestContext }) {
+    const email = normaliseEmail(input.email);
+    if (!/^[^\s@]{1,64}@[^\s@]{1,253}$/.test(email)) throw new HttpProblem(422, 'invalid-email', 'That is not an e-mail address.');
+    assertAcceptablePassword(input.password, email);
+    if (await db.findUserByEmail(this.db, email)) throw conflict('A user with that e-mail exists.');
+    const now = iso();
+    const user: db.UserRow = {
+      id: randomUUID(),
+      email,
+      password_hash: await hashPassword(input.password),
+      role: input.role,
+      disabled: 0,
+      totp_secret: null,
+      totp_enabled: 0,
+      totp_last_step: null,
+      created_at: now,
+      updated_at: now,
+    };
+    try {
+      await db.insertUser(this.db, user);
+    } catch {
+      throw conflict('A user with that e-mail exists.');
+    }
+    this.audit({ action: 'user.create', outcome: 'success', actorId: actor?.id ?? null, target: user.id, detail: { role: user.role } }, actor?.ctx);
+    return user;
+  }
+
+  /**
+   * First start: when no user exists, creates the admin from CELFORGE_ADMIN_EMAIL/_PASSWORD, or
+   * with a random password that the caller prints once.
+   */
+  async ensureFirstAdmin(): Promise<{ email: string; generatedPassword?: string } | null> {
+    if ((await db.countUsers(this.db)) > 0) return null;
+    const email = this.deps.config.adminEmail ?? 'admin@celforge.local';
+    const generated = this.deps.config.adminPassword ? undefined : randomBytes(18).toString('base64url');
+    await this.createUser({ email, password: this.deps.config.adminPassword ?? generated!, role: 'admin' });
+    return { email: normaliseEmail(email), generatedPassword: generated };
+  }
+
+  listUsers(options: { after?: string; limit: number }) {
+    return db.listUsers(this.db, options);
+  }
+
+  findUserByEmail(email: string) {
+    return db.findUserByEmail(this.db, normaliseEmail(email));
+  }
+
+  /** Role and disabled changes take effect on the next request of every session of the user. */
+  async updateUser(userId: string, change: { role?: Role; disabled?: boolean }, actor: { id: string; ctx?: RequestContext }) {
+    if (userId === actor.id) throw conflict('Change your own role or state through another administrator.');
+    const user = await db.findUserById(this.db, userId);
+    if (!user) throw notFound('No such user.');
+    const at = Date.now();
+    const role = change.role ?? user.role;
+    const disabled = change.disabled ?? user.disabled === 1;
+    await db.updateUser(this.db, userId, { role, disabled: disabled ? 1 : 0, updated_at: iso(at) });
+    await this.deps.revocations.publish({ kind: 'user', userId, role, disabled, at });
+    if (disabled) await this.revokeAllSessions(userId, 'user-disabled');
+    if (change.role !== undefined && change.role !== user.role) {
+      this.audit({ action: 'admin.user.role', outcome: 'success', actorId: actor.id, target: userId, detail: { from: user.role, to: role } }, actor.ctx);
+    }
+    if (change.disabled !== undefined && change.disabled !== (user.disabled === 1)) {
+      this.audit({ action: disabled ? 'admin.user.disable' : 'admin.user.enable', outcome: 'success', actorId: actor.id, target: userId }, actor.ctx);
+    }
+    return (await db.findUserById(this.db, userId))!;
+  }
+
+  async revokeAllSessions(userId: string, reason: string, except?: string): Promise<number> {
+    const at = Date.now();
+    const ids = await db.revokeUserSessions(this.db, userId, { except, reason, now: iso(at) });
+    for (const sid of ids) await this.deps.revocations.publish({ kind: 'session', sid, userId, at });
+    return ids.length;
+  }
+
+  async adminRevokeSessions(userId: string, actor: { id: string; ctx?: RequestContext }): Promise<number> {
+    if (!(await db.findUserById(this.db, userId))) throw notFound('No such user.');
+    const count = await this.revokeAllSessions(userId, 'admin');
+    this.audit({ action: 'admin.user.sessions.revoke', outcome: 'success', actorId: actor.id, target: userId, detail: { count } }, actor.ctx);
+    return count;
+  }
+
+  // ---- login, sessions, tokens
+
+  async login(input: { email: string; password: string; otp?: string }, ctx: RequestContext): Promise<TokenPair> {
+    const email = normaliseEmail(input.email);
+    const keys: ThrottleKey[] = [
+      { kind: 'account', id: sha256(email) },
+      { kind: 'client', id: ctx.ip },
+    ];
+    const gate = await this.deps.throttle.attempt(keys);
+    if (!gate.allowed) {
+      this.audit({ action: 'auth.login', outcome: 'denied', target: email, detail: { reason: 'throttled' } }, ctx);
+      throw new HttpProblem(429, 'login-throttled', 'Too many sign-in attempts; wait before trying again.', {
+        headers: { 'retry-after': String(gate.retryAfterSeconds) },
+        extensions: { retry_after: gate.retryAfterSeconds },
+      });
+    }
+    const user = await db.findUserByEmail(this.db, email);
+    // Unknown e-mails cost one argon2 verification too, so timing does not tell who has an account.
+    const passwordOk = await verifyPassword(user?.password_hash ?? this.deps.dummyHash, input.password);
+    if (!user || !passwordOk || user.disabled === 1) {
+      this.audit(
+        { action: 'auth.login', outcome: 'failure', actorId: user?.id ?? null, target: email, detail: { reason: !user ? 'unknown' : !passwordOk ? 'password' : 'disabled' } },
+        ctx,
+      );
+      throw invalidCredentials();
+    }
+    let mfa = false;
+    if (user.totp_enabled === 1) {
+      if (input.otp === undefined) {
+        this.audit({ action: 'auth.login', outcome: 'failure', actorId: user.id, target: email, detail: { reason: 'otp-missing' } }, ctx);
+        throw new HttpProblem(401, 'otp-required', 'Enter the code from your authenticator app (or a recovery code).', {
+          headers: { 'www-authenticate': 'Bearer realm="celforge"' },
+        });
+      }
+      if (!(await this.checkSecondFactor(user, input.otp))) {
+        this.audit({ action: 'auth.login', outcome: 'failure', actorId: user.id, target: email, detail: { reason: 'otp' } }, ctx);
+        throw invalidCredentials();
+      }
+      mfa = true;
+    }
+    await this.deps.throttle.succeeded(keys);
+    const pair = await this.openSession(user, ctx, mfa);
+    this.audit({ action: 'auth.login', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { mfa } }, ctx);
+    return pair;
+  }
+
+  /** A new session with its first token pair (login, and `celforge token`). */
+  async openSession(user: db.UserRow, ctx: Partial<RequestContext>, mfa: boolean, accessTtlSeconds?: number): Promise<TokenPair> {
+    const now = Date.now();
+    const session: db.SessionRow = {
+      id: randomUUID(),
+      user_id: user.id,
+      created_at: iso(now),
+      last_seen_at: iso(now),
+      expires_at: iso(now + SESSION_ABSOLUTE_SECONDS * 1000),
+      revoked_at: null,
+      revoked_reason: null,
+      mfa_at: mfa ? iso(now) : null,
+      user_agent: ctx.userAgent?.slice(0, 300) ?? null,
+      ip: ctx.ip ?? null,
+    };
+    await db.insertSession(this.db, session);
+    return this.issuePair(user, session.id, Date.parse(session.expires_at), accessTtlSeconds);
+  }
+
+  private async issuePair(
+    user: { id: string; email: string; role: Role },
+    sessionId: string,
+    sessionEnd: number,
+    accessTtlSeconds = this.deps.config.accessTokenTtlSeconds,
+  ): Promise<TokenPair> {
+    const now = Date.now();
+    const refresh = randomBytes(32).toString('base64url');
+    await db.insertRefreshToken(this.db, {
+      token_hash: sha256(refresh),
+      session_id: sessionId,
+      created_at: iso(now),
+      expires_at: iso(Math.min(now + SESSION_IDLE_SECONDS * 1000, sessionEnd)),
+      used_at: null,
+    });
+    const ttl = Math.max(1, Math.min(accessTtlSeconds, Math.floor((sessionEnd - now) / 1000)));
+    const { token } = await issueAccessToken(this.deps.keys(), { userId: user.id, email: user.email, role: user.role, sessionId }, ttl);
+    return { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: refresh, session_id: sessionId };
+  }
+
+  /**
+   * Rotates a refresh token (RFC 9700 §4.14.2): the presented one is spent; presenting a spent one
+   * again, or losing a race for it, ends the whole session, including the pair just issued.
+   */
+  async refresh(refreshToken: string, ctx: RequestContext): Promise<TokenPair> {
+    if (!REFRESH_TOKEN.test(refreshToken)) throw invalidRefresh();
+    const hash = sha256(refreshToken);
+    const row = await db.findRefreshToken(this.db, hash);
+    if (!row) {
+      this.audit({ action: 'auth.refresh', outcome: 'failure', detail: { reason: 'unknown' } }, ctx);
+      throw invalidRefresh();
+    }
+    const now = Date.now();
+    if (row.used_at !== null || !(await db.spendRefreshToken(this.db, hash, iso(now)))) {
+      await this.endSession(row.session_id, row.user_id, 'refresh-reuse');
+      this.audit({ action: 'auth.refresh.reuse', outcome: 'denied', actorId: row.user_id, target: row.session_id }, ctx);
+      throw invalidRefresh();
+    }
+    if (row.revoked_at !== null || Date.parse(row.session_expires_at) <= now || Date.parse(row.expires_at) <= now || row.disabled === 1) {
+      this.audit({ action: 'auth.refresh', outcome: 'failure', actorId: row.user_id, target: row.session_id, detail: { reason: 'ended' } }, ctx);
+      throw invalidRefresh();
+    }
+    await db.touchSession(this.db, row.session_id, iso(now));
+    const pair = await this.issuePair({ id: row.user_id, email: row.email, role: row.role }, row.session_id, Date.parse(row.session_expires_at));
+    this.audit({ action: 'auth.refresh', outcome: 'success', actorId: row.user_id, target: row.session_id }, ctx);
+    return pair;
+  }
+
+  private async endSession(sessionId: string, userId: string, reason: string): Promise<boolean> {
+    const at = Date.now();
+    const ended = await db.revokeSession(this.db, sessionId, { reason, now: iso(at) });
+    await this.deps.revocations.publish({ kind: 'session', sid: sessionId, userId, at });
+    return ended;
+  }
+
+  async logout(principal: Principal, ctx: RequestContext): Promise<void> {
+    if (!principal.sessionId) throw new HttpProblem(400, 'no-session', 'This credential has no session to end.');
+    await this.endSession(principal.sessionId, principal.userId, 'logout');
+    this.audit({ action: 'auth.logout', outcome: 'success', actorId: principal.userId, target: principal.sessionId }, ctx);
+  }
+
+  listSessions(userId: string) {
+    return db.listLiveSessions(this.db, userId, iso());
+  }
+
+  /** Someone else's session is a 404, exactly like one that does not exist. */
+  async revokeOwnSession(principal: Principal, sessionId: string, ctx: RequestContext): Promise<void> {
+    const at = Date.now();
+    const ended = await db.revokeSession(this.db, sessionId, { userId: principal.userId, reason: 'user', now: iso(at) });
+    if (!ended) throw notFound('No such session.');
+    await this.deps.revocations.publish({ kind: 'session', sid: sessionId, userId: principal.userId, at });
+    this.audit({ action: 'auth.session.revoke', outcome: 'success', actorId: principal.userId, target: sessionId }, ctx);
+  }
+
+  async revokeOtherSessions(principal: Principal, ctx: RequestContext): Promise<number> {
+    const count = await this.revokeAllSessions(principal.userId, 'user', principal.sessionId ?? undefined);
+    this.audit({ action: 'auth.session.revoke-others', outcome: 'success', actorId: principal.userId, detail: { count } }, ctx);
+    return count;
+  }
+
+  async changePassword(principal: Principal, input: { current_password: string; new_password: string }, ctx: RequestContext): Promise<void> {
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    const keys: ThrottleKey[] = [{ kind: 'account', id: sha256(user.email) }];
+    const gate = await this.deps.throttle.attempt(keys);
+    if (!gate.allowed) throw new HttpProblem(429, 'throttled', 'Too many attempts; wait before trying again.', { headers: { 'retry-after': String(gate.retryAfterSeconds) } });
+    if (!(await verifyPassword(user.password_hash, input.current_password))) {
+      this.audit({ action: 'auth.password', outcome: 'failure', actorId: user.id }, ctx);
+      throw new HttpProblem(403, 'wrong-password', 'The current password is not right.');
+    }
+    await this.deps.throttle.succeeded(keys);
+    assertAcceptablePassword(input.new_password, user.email);
+    await db.updateUser(this.db, user.id, { password_hash: await hashPassword(input.new_password), updated_at: iso() });
+    const ended = await this.revokeAllSessions(user.id, 'password-changed', principal.sessionId ?? undefined);
+    this.audit({ action: 'auth.password', outcome: 'success', actorId: user.id, detail: { sessions_ended: ended } }, ctx);
+  }
+
+  // ---- second factor
+
+  /** A TOTP code (once per time step) or an unused recovery code; both spent atomically. */
+  private async checkSecondFactor(user: db.UserRow, code: string): Promise<boolean> {
+    if (CODE.test(code)) {
+      if (!user.totp_secret) return false;
+      const secret = this.deps.encryptor.decryptText(user.totp_secret, user.id);
+      const result = await checkTotp(secret, code, { lastUsedStep: user.totp_last_step });
+      return result.ok && (await db.claimTotpStep(this.db, user.id, result.step, iso()));
+    }
+    if (user.totp_enabled === 1 && isWellFormedRecoveryCode(code)) {
+      return db.useRecoveryCode(this.db, user.id, hashRecoveryCode(code), iso());
+    }
+    return false;
+  }
+
+  private async gateSecondFactor(user: db.UserRow, code: string, action: string, ctx: RequestContext): Promise<void> {
+    const keys: ThrottleKey[] = [{ kind: 'account', id: `2fa:${user.id}` }];
+    const gate = await this.deps.throttle.attempt(keys);
+    if (!gate.allowed) {
+      this.audit({ action, outcome: 'denied', actorId: user.id, detail: { reason: 'throttled' } }, ctx);
+      throw new HttpProblem(429, 'throttled', 'Too many code attempts; wait before trying again.', { headers: { 'retry-after': String(gate.retryAfterSeconds) } });
+    }
+    if (!(await this.checkSecondFactor(user, code))) {
+      this.audit({ action, outcome: 'failure', actorId: user.id }, ctx);
+      throw new HttpProblem(403, 'invalid-code', 'The code is not right, or it was already used.');
+    }
+    await this.deps.throttle.succeeded(keys);
+  }
+
+  async totpSetup(principal: Principal, ctx: RequestContext) {
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    if (user.totp_enabled === 1) throw conflict('Two-factor sign-in is already on; turn it off first.');
+    const secret = newTotpSecret();
+    await db.updateUser(this.db, user.id, { totp_secret: this.deps.encryptor.encrypt(secret, user.id), totp_last_step: null, updated_at: iso() });
+    const uri = otpauthUri({ secret, accountName: user.email });
+    this.audit({ action: 'auth.2fa.setup', outcome: 'success', actorId: user.id }, ctx);
+    return { secret, otpauth_uri: uri, qr_svg: await qrSvg(uri) };
+  }
+
+  async totpEnable(principal: Principal, code: string, ctx: RequestContext): Promise<string[]> {
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    if (user.totp_enabled === 1) throw conflict('Two-factor sign-in is already on.');
+    if (!user.totp_secret) throw conflict('Start with POST /api/auth/totp/setup.');
+    if (!CODE.test(code)) throw new HttpProblem(403, 'invalid-code', 'The code is not right, or it was already used.');
+    await this.gateSecondFactor(user, code, 'auth.2fa.enable', ctx);
+    const codes = newRecoveryCodes();
+    await db.replaceRecoveryCodes(this.db, user.id, codes.map(hashRecoveryCode));
+    await db.updateUser(this.db, user.id, { totp_enabled: 1, updated_at: iso() });
+    if (principal.sessionId) await db.setSessionMfa(this.db, principal.sessionId, iso());
+    this.audit({ action: 'auth.2fa.enable', outcome: 'success', actorId: user.id }, ctx);
+    return codes;
+  }
+
+  async totpDisable(principal: Principal, code: string, ctx: RequestContext): Promise<void> {
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    if (user.totp_enabled !== 1) throw conflict('Two-factor sign-in is not on.');
+    await this.gateSecondFactor(user, code, 'auth.2fa.disable', ctx);
+    await db.updateUser(this.db, user.id, { totp_enabled: 0, totp_secret: null, totp_last_step: null, updated_at: iso() });
+    await db.deleteRecoveryCodes(this.db, user.id);
+    this.audit({ action: 'auth.2fa.disable', outcome: 'success', actorId: user.id }, ctx);
+  }
+
+  /** Verifies a second factor in this session: admin operations are allowed for STEP_UP_SECONDS. */
+  async stepUp(principal: Principal, code: string, ctx: RequestContext): Promise<{ mfa_at: string; valid_until: string }> {
+    if (!principal.sessionId) throw new HttpProblem(400, 'no-session', 'Step-up is for session tokens.');
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    if (user.totp_enabled !== 1) throw enrolProblem();
+    await this.gateSecondFactor(user, code, 'auth.2fa.step-up', ctx);
+    const now = Date.now();
+    await db.setSessionMfa(this.db, principal.sessionId, iso(now));
+    this.audit({ action: 'auth.2fa.step-up', outcome: 'success', actorId: user.id, target: principal.sessionId }, ctx);
+    return { mfa_at: iso(now), valid_until: iso(now + STEP_UP_SECONDS * 1000) };
+  }
+
+  /** Whether a session may do admin work now; a problem telling what is missing otherwise. */
+  async assertSteppedUp(principal: Principal): Promise<void> {
+    if (!principal.sessionId) return;
+    const [session, user] = await Promise.all([db.findSession(this.db, principal.sessionId), db.findUserById(this.db, principal.userId)]);
+    if (!user || user.totp_enabled !== 1) throw enrolProblem();
+    const mfaAt = session?.mfa_at ? Date.parse(session.mfa_at) : 0;
+    if (Date.now() - mfaAt > STEP_UP_SECONDS * 1000) {
+      throw new HttpProblem(403, 'step-up-required', 'Confirm with your second factor (POST /api/auth/step-up) to do administrative work.');
+    }
+  }
+
+  /** `celforge token`: a new session and an access token for scripts. */
+  async mintToken(email: string, ttlSeconds: number): Promise<TokenPair> {
+    const user = await db.findUserByEmail(this.db, normaliseEmail(email));
+    if (!user || user.disabled === 1) throw notFound('No such active user.');
+    const pair = await this.openSession(user, { ip: 'cli' }, false, ttlSeconds);
+    this.audit({ action: 'auth.token.mint', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { via: 'cli' } });
+    return pair;
+  }
+}
+
+function enrolProblem(): HttpProblem {
+  return new HttpProblem(403, 'enrol-2fa', 'Administrative work needs two-factor sign-in: set it up with POST /api/auth/totp/setup and /totp/enable.');
+}
