@@ -182,7 +182,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const bearer = new SessionAuthenticator(verifier, revocations);
   await app.register(authentication, { bearer, apiKey: new ApiKeyAuthenticator(apiKeys, audit) });
   await app.register(stepUp, { assertSteppedUp: (principal) => identity.assertSteppedUp(principal) });
-  await app.register(limits, { limiter, quotas, metrics });
+  await app.register(limits, { limiter, quotas, metrics, audit });
   await app.register(requestSignatures, {
     publicUrl: config.publicUrl,
     lookupSecret: (id) => apiKeys.signingSecret(id),

@@ -1,7 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import type { Auditor } from '../audit/events.js';
 import type { RatePolicyName } from '../config/config.js';
+import { HttpProblem } from '../http/problem.js';
 import type { Charge, RateLimiter } from './limiter.js';
 import type { Metrics } from './metrics.js';
 import type { QuotaService } from './quotas.js';
@@ -17,6 +19,7 @@ export interface LimitsOptions {
   limiter: RateLimiter;
   quotas: QuotaService;
   metrics: Metrics;
+  audit: Auditor;
 }
 
 /** A user's budget is theirs wherever they call from; an anonymous caller's is their address's. */
@@ -42,12 +45,27 @@ function accountOf(body: unknown): string | null {
  * - signed-in callers: the route's class (`read` when it names none) per user.
  */
 export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) => {
-  const { limiter, quotas, metrics } = options;
+  const { limiter, quotas, metrics, audit } = options;
   app.decorateRequest('rateCharges', null);
 
   const charge = async (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) => {
     const earlier = request.rateCharges ?? [];
-    const made = await limiter.consume(policy, subject, cost, earlier);
+    let made: Charge;
+    try {
+      made = await limiter.consume(policy, subject, cost, earlier);
+    } catch (error) {
+      if (error instanceof HttpProblem && error.status === 429) {
+        audit.record({
+          action: 'ratelimit.reject',
+          outcome: 'denied',
+          actorId: request.principal?.userId ?? null,
+          ip: request.ip,
+          requestId: request.id,
+          detail: { policy, route: request.routeOptions.url ?? null },
+        });
+      }
+      throw error;
+    }
     request.rateCharges = [...earlier, made];
     reply.headers(limiter.headers(request.rateCharges));
   };

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { testConfig } from '../../src/config/config.js';
-import { runCli } from '../support/cli.js';
+import { runCli, testSharedSecrets } from '../support/cli.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer } from '../support/server.js';
 import { TEST_PASSWORD } from '../support/users.js';
@@ -39,7 +39,15 @@ describeEachDialect('celforge user and token commands', (dialect) => {
     const token = minted.stdout.trim();
     expect((await runCli(['token', '--email', 'ops@example.test', '--ttl', '2h'], storage)).code).toBe(2);
 
-    const app = await buildApp(testConfig({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl }));
+    // On PostgreSQL the processes use the shared test secrets; this app must verify with the same key.
+    const shared = storage.databaseUrl ? testSharedSecrets() : undefined;
+    const app = await buildApp(
+      testConfig({
+        dataDir: storage.dataDir,
+        databaseUrl: storage.databaseUrl,
+        secrets: { signingKey: shared?.CELFORGE_SIGNING_KEY, encryptionKey: shared?.CELFORGE_ENCRYPTION_KEY },
+      }),
+    );
     try {
       const me = await app.inject({ method: 'GET', url: '/api/auth/me', headers: { authorization: `Bearer ${token}` } });
       expect(me.json()).toMatchObject({ email: 'ops@example.test', role: 'admin' });

@@ -74,7 +74,7 @@ describeEachDialect('identity: TOTP, recovery codes, step-up, admin user endpoin
   });
 
   it('admin routes need 2FA: a clear problem for admins without it', async () => {
-    const admin = await signIn(t.app, { role: 'admin' });
+    const admin = await signIn(t.app, { role: 'admin', steppedUp: false });
     const response = await t.app.inject({ method: 'GET', url: '/api/auth/users', headers: admin.authorization });
     expect(response.statusCode).toBe(403);
     expect(response.json()).toMatchObject({ type: 'urn:celforge:problem:enrol-2fa' });

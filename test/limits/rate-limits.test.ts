@@ -167,12 +167,18 @@ describeEachDialect('rate limits while Redis is down', (dialect) => {
     expect(jobs).toEqual([]);
   });
 
-  it('reads fail open, without rate-limit headers, and the failure is counted', async () => {
-    const user = await signIn(t.app);
-    const response = await t.app.inject({ url: '/api/anime/_test/read', headers: user.authorization });
+  it('anonymous reads fail open, without rate-limit headers, and the failure is counted', async () => {
+    const response = await t.app.inject({ url: '/api/anime/health' });
     expect(response.statusCode).toBe(200);
     expect(response.headers.ratelimit).toBeUndefined();
     const metrics = await t.app.services.metrics.render();
-    expect(metrics.body).toMatch(/celforge_rate_limit_store_failures_total\{policy="read"\} [1-9]/);
+    expect(metrics.body).toMatch(/celforge_rate_limit_store_failures_total\{policy="anonymous"\} [1-9]/);
+  });
+
+  it('signed-in reads fail closed: revocations cannot be confirmed without Redis', async () => {
+    const user = await signIn(t.app);
+    const response = await t.app.inject({ url: '/api/anime/_test/read', headers: user.authorization });
+    expect(response.statusCode).toBe(503);
+    expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
   });
 });

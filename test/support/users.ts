@@ -11,13 +11,21 @@ export interface SignedIn {
   authorization: { authorization: string };
 }
 
-/** A user with a live session and an access token, made directly in the store. */
-export async function signIn(app: FastifyInstance, options: { role?: Role; email?: string } = {}): Promise<SignedIn> {
+/**
+ * A user with a live session and an access token, made directly in the store. An admin is by
+ * default enrolled in 2FA and stepped up in this session, as admin routes require; pass
+ * `steppedUp: false` for one who is not.
+ */
+export async function signIn(
+  app: FastifyInstance,
+  options: { role?: Role; email?: string; steppedUp?: boolean } = {},
+): Promise<SignedIn> {
   const { store, keys, config } = app.services;
   const now = new Date();
   const userId = randomUUID();
   const email = options.email ?? `user-${userId.slice(0, 8)}@example.test`;
   const role = options.role ?? 'user';
+  const steppedUp = options.steppedUp ?? role === 'admin';
   await insertUser(store.db, {
     id: userId,
     email,
@@ -25,7 +33,7 @@ export async function signIn(app: FastifyInstance, options: { role?: Role; email
     role,
     disabled: 0,
     totp_secret: null,
-    totp_enabled: 0,
+    totp_enabled: steppedUp ? 1 : 0,
     totp_last_step: null,
     created_at: now.toISOString(),
     updated_at: now.toISOString(),
@@ -39,7 +47,7 @@ export async function signIn(app: FastifyInstance, options: { role?: Role; email
     expires_at: new Date(now.getTime() + 86_400_000).toISOString(),
     revoked_at: null,
     revoked_reason: null,
-    mfa_at: null,
+    mfa_at: steppedUp ? now.toISOString() : null,
     user_agent: null,
     ip: null,
   });
