@@ -17,6 +17,19 @@ import { SessionAuthenticator } from './identity/authenticator.js';
 import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { identityRoutes } from './identity/routes.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
+import { assetRoutes } from './assets/routes.js';
+import { loadUrlSigningKey, UrlSigner } from './assets/signed-urls.js';
+import { AssetStorage } from './assets/storage.js';
+import { galleryRoutes } from './gallery/routes.js';
+import { GalleryService } from './gallery/service.js';
+import { JobEvents } from './production/events.js';
+import { LocalQueue } from './production/local-queue.js';
+import type { JobQueue } from './production/queue.js';
+import { productionRoutes } from './production/routes.js';
+import { ProductionService } from './production/service.js';
+import { JobWorker } from './production/worker.js';
+import { createRenderer } from './renderers/index.js';
+import type { Renderer } from './renderers/renderer.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
 export interface Services {
@@ -27,6 +40,18 @@ export interface Services {
   keys: () => SigningKeySet;
   verifier: AccessTokenVerifier;
   audit: Auditor;
+  production: ProductionServices;
+}
+
+/** The job pipeline's parts, for the command line, tests and benchmark. */
+export interface ProductionServices {
+  queue: JobQueue;
+  events: JobEvents;
+  renderer: Renderer;
+  assets: AssetStorage;
+  signer: UrlSigner;
+  /** the embedded worker; null when the app was built without one */
+  worker: JobWorker | null;
 }
 
 declare module 'fastify' {
@@ -40,6 +65,10 @@ export interface BuildOptions {
   store?: Store;
   /** extra routes mounted before the app is ready (the benchmark's baseline route) */
   extraRoutes?: (app: FastifyInstance, services: Services) => Promise<void>;
+  /** run the embedded job worker in this process (default true; false for `serve --only api` and tests) */
+  worker?: boolean;
+  /** a renderer to use instead of the configured one (tests) */
+  renderer?: Renderer;
 }
 
 /** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
@@ -62,9 +91,35 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log) };
+  const renderer = options.renderer ?? (await createRenderer(config));
+  const queue = new LocalQueue(store);
+  const production: ProductionServices = {
+    queue,
+    events: new JobEvents(),
+    renderer,
+    assets: new AssetStorage(config.dataDir),
+    signer: new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey })),
+    worker: null,
+  };
+  if (options.worker !== false) {
+    production.worker = new JobWorker({
+      store,
+      renderer,
+      events: production.events,
+      assets: production.assets,
+      concurrency: config.workerConcurrency,
+      jobTimeoutMs: config.jobTimeoutSeconds * 1000,
+      leaseMs: config.jobLeaseSeconds * 1000,
+      log: app.log,
+    });
+    queue.attach(production.worker);
+  }
+  const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log), production };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
+    await production.worker?.stop();
+    await queue.close();
+    await renderer.close?.();
     await services.audit.flush();
     redis?.disconnect();
     if (!options.store) await store.close();
@@ -77,8 +132,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
+  const jobs = new ProductionService({ store, queue, events: production.events, signer: production.signer, audit: services.audit, renderer });
+  const gallery = new GalleryService({ store, signer: production.signer, audit: services.audit, production: jobs });
+  await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events: production.events });
+  await app.register(assetRoutes, { prefix: '/api/anime', store, signer: production.signer, storage: production.assets });
+  await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
   if (options.extraRoutes) await options.extraRoutes(app, services);
 
   await app.ready();
+  await production.worker?.start();
   return app;
 }

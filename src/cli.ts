@@ -18,7 +18,8 @@ async function serve(args: string[], config: Config): Promise<number> {
   if (values.only !== undefined && !['api', 'auth', 'worker'].includes(values.only)) {
     throw new ConfigError(`--only: "${values.only}" is not one of api, auth, worker`);
   }
-  const app = await buildApp(config);
+  // The embedded job worker runs beside the API unless this process serves only the API or auth.
+  const app = await buildApp(config, { worker: values.only !== 'api' && values.only !== 'auth' });
   const stop = async (signal: string) => {
     app.log.info({ signal }, 'shutting down');
     await app.close();
