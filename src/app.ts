@@ -18,17 +18,11 @@ import { loadSigningKeys, type SigningKeySet } from './identity/keys.js';
 import { identityRoutes } from './identity/routes.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 import { assetRoutes } from './assets/routes.js';
-import { loadUrlSigningKey, UrlSigner } from './assets/signed-urls.js';
-import { AssetStorage } from './assets/storage.js';
 import { galleryRoutes } from './gallery/routes.js';
 import { GalleryService } from './gallery/service.js';
-import { JobEvents } from './production/events.js';
-import { LocalQueue } from './production/local-queue.js';
-import type { JobQueue } from './production/queue.js';
 import { productionRoutes } from './production/routes.js';
+import { createProduction, type ProductionServices } from './production/runtime.js';
 import { ProductionService } from './production/service.js';
-import { JobWorker } from './production/worker.js';
-import { createRenderer } from './renderers/index.js';
 import type { Renderer } from './renderers/renderer.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
@@ -41,17 +35,6 @@ export interface Services {
   verifier: AccessTokenVerifier;
   audit: Auditor;
   production: ProductionServices;
-}
-
-/** The job pipeline's parts, for the command line, tests and benchmark. */
-export interface ProductionServices {
-  queue: JobQueue;
-  events: JobEvents;
-  renderer: Renderer;
-  assets: AssetStorage;
-  signer: UrlSigner;
-  /** the embedded worker; null when the app was built without one */
-  worker: JobWorker | null;
 }
 
 declare module 'fastify' {
@@ -91,35 +74,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     routerOptions: { maxParamLength: 200 },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
-  const renderer = options.renderer ?? (await createRenderer(config));
-  const queue = new LocalQueue(store);
-  const production: ProductionServices = {
-    queue,
-    events: new JobEvents(),
-    renderer,
-    assets: new AssetStorage(config.dataDir),
-    signer: new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey })),
-    worker: null,
-  };
-  if (options.worker !== false) {
-    production.worker = new JobWorker({
-      store,
-      renderer,
-      events: production.events,
-      assets: production.assets,
-      concurrency: config.workerConcurrency,
-      jobTimeoutMs: config.jobTimeoutSeconds * 1000,
-      leaseMs: config.jobLeaseSeconds * 1000,
-      log: app.log,
-    });
-    queue.attach(production.worker);
-  }
+  const production = await createProduction(config, store, app.log, { worker: options.worker !== false, renderer: options.renderer });
   const services: Services = { config, store, redis, keys, verifier, audit: new LogAuditor(app.log), production };
   app.decorate('services', services);
   app.addHook('onClose', async () => {
-    await production.worker?.stop();
-    await queue.close();
-    await renderer.close?.();
+    await production.stop();
     await services.audit.flush();
     redis?.disconnect();
     if (!options.store) await store.close();
@@ -132,6 +91,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   await app.register(healthRoutes, { prefix: '/api/anime', store });
   await app.register(identityRoutes, { prefix: '/api/auth', store, keys });
+  const { queue, renderer } = production;
   const jobs = new ProductionService({ store, queue, events: production.events, signer: production.signer, audit: services.audit, renderer });
   const gallery = new GalleryService({ store, signer: production.signer, audit: services.audit, production: jobs });
   await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events: production.events });
@@ -140,6 +100,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (options.extraRoutes) await options.extraRoutes(app, services);
 
   await app.ready();
-  await production.worker?.start();
+  await production.start();
   return app;
 }

@@ -111,6 +111,45 @@ export function claimJob(store: Store, workerId: string, now: string, leaseUntil
     .executeTakeFirst();
 }
 
+/**
+ * Takes one named job (scale-out: BullMQ says which): a due queued job, or a running one whose
+ * worker's lease lapsed. The conditions are re-checked in the update itself, so it is exactly-once.
+ */
+export function claimJobById(store: Store, id: string, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
+  return store.db
+    .updateTable('jobs')
+    .set((eb) => ({
+      status: 'running',
+      locked_by: workerId,
+      locked_until: leaseUntil,
+      attempts: eb('attempts', '+', 1),
+      progress: 0,
+      run_after: null,
+      started_at: now,
+      updated_at: now,
+    }))
+    .where('id', '=', id)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('status', '=', 'queued'), eb.or([eb('run_after', 'is', null), eb('run_after', '<=', now)])]),
+        eb.and([eb('status', '=', 'running'), eb('locked_until', '<', now)]),
+      ]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Queued jobs (oldest first), for re-announcing them to a distributed queue. */
+export function queuedJobs(db: Kysely<Database>, limit: number) {
+  return db
+    .selectFrom('jobs')
+    .select(['id', 'attempts', 'run_after'])
+    .where('status', '=', 'queued')
+    .orderBy('created_at')
+    .limit(limit)
+    .execute();
+}
+
 /** Extends this worker's lease; false when the job is no longer its own (canceled, taken over). */
 export async function renewLease(db: Kysely<Database>, id: string, workerId: string, leaseUntil: string): Promise<boolean> {
   const result = await db

@@ -8,6 +8,7 @@ import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
 import {
   claimJob,
+  claimJobById,
   completeJob,
   failJob,
   findJob,
@@ -34,6 +35,13 @@ export interface WorkerOptions {
   maxAttempts?: number;
   /** first retry delay; doubles with each attempt */
   backoffMs?: number;
+  /**
+   * `store`: the worker finds due jobs in the store itself (embedded). `external`: something else
+   * (BullMQ) names the jobs through `process(jobId)`; the worker still sweeps lapsed leases.
+   */
+  source?: 'store' | 'external';
+  /** a job went back to the queue (retry, recovery): tell a distributed queue about it */
+  onRequeue?: () => void;
 }
 
 type StopReason = 'cancel' | 'timeout' | 'shutdown' | 'lost';
@@ -61,21 +69,22 @@ const PROGRESS_WRITE_MS = 500;
 export class JobWorker implements LocalWorkerHandle {
   readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly #running = new Map<string, Running>();
-  readonly #options: Required<WorkerOptions>;
+  readonly #options: Required<Omit<WorkerOptions, 'onRequeue'>> & Pick<WorkerOptions, 'onRequeue'>;
   #timers: NodeJS.Timeout[] = [];
   #filling = false;
   #again = false;
   #stopped = true;
 
   constructor(options: WorkerOptions) {
-    this.#options = { pollMs: 500, maxAttempts: 3, backoffMs: 1000, ...options };
+    this.#options = { pollMs: 500, maxAttempts: 3, backoffMs: 1000, source: 'store', ...options };
   }
 
   async start(): Promise<void> {
     this.#stopped = false;
     await this.#recover();
-    const { pollMs, leaseMs } = this.#options;
-    this.#timers.push(setInterval(() => this.wake(), pollMs), setInterval(() => void this.#recover(), Math.max(leaseMs / 2, 250)));
+    const { pollMs, leaseMs, source } = this.#options;
+    this.#timers.push(setInterval(() => void this.#recover(), Math.max(leaseMs / 2, 250)));
+    if (source === 'store') this.#timers.push(setInterval(() => this.wake(), pollMs));
     for (const timer of this.#timers) timer.unref();
     this.wake();
   }
@@ -89,8 +98,21 @@ export class JobWorker implements LocalWorkerHandle {
     await Promise.all([...this.#running.values()].map((entry) => entry.done));
   }
 
+  /**
+   * Renders the named job if it can be claimed (external source), resolving when it has ended
+   * here; a job that is not due, already taken or ended is left alone.
+   */
+  async process(jobId: string): Promise<void> {
+    if (this.#stopped || this.#running.has(jobId)) return;
+    const now = new Date();
+    const job = await claimJobById(this.#options.store, jobId, this.id, now.toISOString(), this.#leaseUntil(now));
+    if (!job) return;
+    this.#launch(job);
+    await this.#running.get(jobId)?.done;
+  }
+
   wake(): void {
-    if (this.#stopped) return;
+    if (this.#stopped || this.#options.source !== 'store') return;
     if (this.#filling) {
       this.#again = true;
       return;
@@ -135,6 +157,7 @@ export class JobWorker implements LocalWorkerHandle {
       const count = await recoverExpired(this.#options.store.db, new Date().toISOString(), this.#options.maxAttempts, MESSAGES.crashed);
       if (count > 0) {
         this.#options.log.warn({ count }, 'took over jobs whose worker stopped');
+        this.#options.onRequeue?.();
         this.wake();
       }
     } catch (error) {
@@ -208,6 +231,7 @@ export class JobWorker implements LocalWorkerHandle {
       }
       entry.controller.signal.throwIfAborted();
       if (await completeJob(db, job.id, this.id, rows, new Date().toISOString())) {
+        this.#options.log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
         events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });
       } else {
         await this.#discardIfEnded(job.id, rows);
@@ -237,7 +261,9 @@ export class JobWorker implements LocalWorkerHandle {
       case 'lost':
         return;
       case 'shutdown':
-        await releaseJob(db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true });
+        if (await releaseJob(db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true })) {
+          this.#options.onRequeue?.();
+        }
         return;
       case 'timeout': {
         const message = MESSAGES.timeout(Math.round(jobTimeoutMs / 1000));
@@ -254,6 +280,7 @@ export class JobWorker implements LocalWorkerHandle {
       log.warn({ job: job.id, attempt: job.attempts }, 'renderer fault; the job will be retried');
       if (await releaseJob(db, job.id, this.id, { runAfter, now: now.toISOString() })) {
         events.publish({ kind: 'status', jobId: job.id, status: 'queued', progress: 0 });
+        this.#options.onRequeue?.();
       }
       return;
     }
