@@ -1,48 +1,12 @@
-import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
-import { loadSigningKeys } from '../../src/identity/keys.js';
-import { insertSession, insertUser } from '../../src/identity/store.js';
-import { issueAccessToken } from '../../src/identity/tokens.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
+import { mintToken } from './real-process.js';
 
 type Json = Record<string, any>;
-
-/** A user, a live session and a token, written straight into the server's store. */
-async function mintToken(store: Store, dataDir: string): Promise<string> {
-  const now = new Date();
-  const userId = randomUUID();
-  const sessionId = randomUUID();
-  await insertUser(store.db, {
-    id: userId,
-    email: `crash-${userId.slice(0, 8)}@example.test`,
-    password_hash: 'not-a-password-hash',
-    role: 'user',
-    disabled: 0,
-    totp_secret: null,
-    totp_enabled: 0,
-    totp_last_step: null,
-    created_at: now.toISOString(),
-    updated_at: now.toISOString(),
-  });
-  await insertSession(store.db, {
-    id: sessionId,
-    user_id: userId,
-    created_at: now.toISOString(),
-    last_seen_at: now.toISOString(),
-    expires_at: new Date(now.getTime() + 3_600_000).toISOString(),
-    revoked_at: null,
-    revoked_reason: null,
-    mfa_at: null,
-    user_agent: null,
-    ip: null,
-  });
-  const { token } = await issueAccessToken(loadSigningKeys({ dataDir }), { userId, email: `crash@example.test`, role: 'user', sessionId }, 3600);
-  return token;
-}
 
 const ENV = { CELFORGE_PREVIEW_STEP_MS: '100', CELFORGE_JOB_LEASE: '2s', CELFORGE_WORKER_CONCURRENCY: '2' };
 const JOBS = 6;
