@@ -51,6 +51,11 @@ const HEARTBEAT_MS = 15_000;
 /** The job pipeline's HTTP face: `/api/anime/generate`, `/jobs…`, the old status path, admin stats. */
 export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionService; events: JobEvents }> = async (app, options) => {
   const { service, events } = options;
+  // Open event streams would keep the server from closing: end them when it begins to close.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const close of streams) close();
+  });
 
   app.post(
     '/generate',
@@ -100,6 +105,8 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
       const job = await service.ownJob(principal, request.params.id);
       // Listen first, then read the state, so no change falls between the two.
       const pending: JobEvent[] = [];
+      // Status changes are serialised so the last event seen is the newest state.
+      let chain = Promise.resolve();
       let deliver: (event: JobEvent) => void = (event) => {
         pending.push(event);
       };
@@ -114,28 +121,38 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
         'x-request-id': String(request.id),
       });
       let open = true;
-      const heartbeat = setInterval(() => raw.write(': keep-alive\n\n'), HEARTBEAT_MS);
+      let lastSent = '';
+      // A comment keeps proxies from closing the stream; the state is re-read then too, so a change
+      // announced where this process cannot hear it (a worker elsewhere without Redis) still arrives.
+      const heartbeat = setInterval(() => {
+        raw.write(': keep-alive\n\n');
+        chain = chain.then(() => sendStatus(true)).catch(close);
+      }, HEARTBEAT_MS);
       const close = () => {
         if (!open) return;
         open = false;
         clearInterval(heartbeat);
         unsubscribe();
+        streams.delete(close);
         raw.end();
       };
+      streams.add(close);
       raw.on('close', close);
       const send = (name: string, data: unknown) => {
         if (open) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
       };
-      const sendStatus = async () => {
+      const sendStatus = async (onlyIfChanged = false) => {
+        if (!open) return;
         const view = await service.get(principal, job.id);
+        const state = `${view.status}:${view.progress}`;
+        if (onlyIfChanged && state === lastSent) return;
+        lastSent = state;
         send('status', view);
         if (TERMINAL.has(view.status)) close();
       };
-      // Status changes are serialised so the last event seen is the newest state.
-      let chain = Promise.resolve();
       const onEvent = (event: JobEvent) => {
         if (event.kind === 'progress') send('progress', { job_id: event.jobId, status: event.status, progress: event.progress });
-        else chain = chain.then(sendStatus).catch(close);
+        else chain = chain.then(() => sendStatus()).catch(close);
       };
       try {
         await sendStatus();

@@ -333,3 +333,20 @@ describeEachDialect('production jobs', (dialect) => {
     }
   });
 });
+
+describeEachDialect('event streams and shutdown', (dialect) => {
+  const t = useTestApp(dialect, {}, { renderer: new HoldingRenderer() });
+
+  it('closing the server ends open event streams instead of hanging', async () => {
+    const user = await signIn(t.app);
+    const job = (await generate(t.app, user.authorization, { prompt: 'hold: until shutdown', type: 'image' })).json() as Json;
+    const base = await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const response = await fetch(`${base}/api/anime/jobs/${job.job_id}/events`, { headers: user.authorization });
+    const reader = response.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    expect(first).toMatch(/^event: status\n/);
+    const closing = t.app.close();
+    for (;;) if ((await reader.read()).done) break;
+    await closing;
+  });
+});
