@@ -9,6 +9,7 @@ import type { JobWorker } from './worker.js';
 
 const QUEUE_NAME = 'jobs';
 const RECONCILE_BATCH = 1000;
+const ENQUEUE_WAIT_MS = 1000;
 
 export interface RedisSettings {
   url: string;
@@ -57,8 +58,17 @@ export class BullMQQueue implements JobQueue {
     this.#channel = `${settings.prefix}job-cancel`;
   }
 
+  /**
+   * The job is already stored, so it is accepted whatever Redis says: if the announcement fails or
+   * is slow, the answer does not wait for it and the next reconcile announces the job.
+   */
   async enqueue(job: JobRow): Promise<void> {
-    await this.#queue.add('render', { jobId: job.id }, { jobId: bullJobId(job), delay: delayOf(job.run_after), removeOnComplete: true, removeOnFail: 1000 });
+    const adding = this.#queue
+      .add('render', { jobId: job.id }, { jobId: bullJobId(job), delay: delayOf(job.run_after), removeOnComplete: true, removeOnFail: 1000 })
+      .then(() => undefined, () => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([adding, new Promise<void>((resolve) => (timer = setTimeout(resolve, ENQUEUE_WAIT_MS)))]);
+    clearTimeout(timer);
   }
 
   /** Re-announces every queued row (BullMQ ignores ids it already holds). */
