@@ -1,25 +1,109 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import os from 'node:os';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance } from 'fastify';
-import { buildApp, type Services } from '../src/app.js';
-import { testConfig } from '../src/config/config.js';
-import { findUserById } from '../src/identity/store.js';
-import { signIn, TEST_PASSWORD } from '../test/support/users.js';
+import { Worker } from 'node:worker_threads';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { buildApp } from '../src/app.js';
+import { DEFAULT_LIMITS, parseRateLimits, testConfig } from '../src/config/config.js';
+import { findJob } from '../src/production/store.js';
+import { signIn, TEST_PASSWORD, type SignedIn } from '../test/support/users.js';
 import { measure, printTable, securityCost, writeResults, type Measurement } from './harness.js';
+import { temporaryPostgres } from './postgres.js';
 
 /**
- * (c) A login storm: 50 logins kept in flight (50 accounts, 50 client addresses behind a trusted
- * proxy, so throttling does not cut the storm short) while an authenticated read is measured.
+ * The benchmark keeps every security layer in the path (authentication, revocation view, rate
+ * limits, audit) but gives the budgets room, so it measures their cost, not their 429s.
  */
-async function loginStorm(app: FastifyInstance, base: string, authorization: Record<string, string>, seconds: number) {
+const UNLIMITED = 1_000_000_000;
+const BENCH_LIMITS = {
+  ...DEFAULT_LIMITS,
+  rates: parseRateLimits(
+    ['signin-ip', 'signin-account', 'generation', 'read', 'write', 'anonymous'].map((p) => `${p}=${UNLIMITED}/60s`).join(','),
+  ),
+  activeJobs: UNLIMITED,
+  jobsPerDay: UNLIMITED,
+};
+
+const GENERATE_BODY = JSON.stringify({ prompt: 'bench: a lantern festival at dusk', type: 'image', width: 64, height: 64, steps: 1 });
+
+interface Bench {
+  app: FastifyInstance;
+  base: string;
+  user: SignedIn;
+}
+
+async function withApp<T>(databaseUrl: string | undefined, options: { worker: boolean }, run: (bench: Bench) => Promise<T>): Promise<T> {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'celforge-bench-'));
+  // The login storm's clients sit behind a trusted proxy on 127.0.0.1 (X-Forwarded-For).
+  const config = testConfig({ dataDir, databaseUrl, limits: BENCH_LIMITS, previewStepMs: 0, workerConcurrency: 4, trustProxy: ['127.0.0.1'] });
+  const app = await buildApp(config, { worker: options.worker });
+  const base = await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    return await run({ app, base, user: await signIn(app) });
+  } finally {
+    await app.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function submit(bench: Bench): Promise<string> {
+  const response = await bench.app.inject({
+    method: 'POST',
+    url: '/api/anime/generate',
+    headers: { ...bench.user.authorization, 'content-type': 'application/json' },
+    payload: GENERATE_BODY,
+  });
+  return (response.json() as { job_id: string }).job_id;
+}
+
+/**
+ * (a) The same job read as GET /api/anime/jobs/{id}, on the same store, from a bare Fastify with no
+ * plugin at all: no authentication, no headers, no limits, no audit.
+ */
+async function baselineServer(bench: Bench): Promise<{ url: string; close: () => Promise<void> }> {
+  const bare = Fastify();
+  const { db } = bench.app.services.store;
+  bare.get<{ Params: { id: string } }>('/raw/jobs/:id', async (request) => {
+    const job = await findJob(db, request.params.id);
+    return job && { job_id: job.id, type: job.type, status: job.status, progress: job.progress, prompt: job.prompt, created_at: job.created_at };
+  });
+  const url = await bare.listen({ host: '127.0.0.1', port: 0 });
+  return { url, close: () => bare.close() };
+}
+
+/** (a) against (b) and an API-key read, alternated twice; each keeps its best round, so a busy machine skews all alike. */
+async function securedReads(bench: Bench, seconds: number): Promise<Measurement[]> {
+  const id = await submit(bench);
+  const baseline = await baselineServer(bench);
+  const principal = { userId: bench.user.userId, email: bench.user.email, role: 'user' as const, sessionId: bench.user.sessionId, via: 'token' as const, scopes: null };
+  const key = await bench.app.services.apiKeys.create(principal, { name: 'bench', scopes: ['jobs:read'] });
+  const scenarios: [string, string, Record<string, string>][] = [
+    ['(a) baseline: raw job row read, no security', `${baseline.url}/raw/jobs/${id}`, {}],
+    ['(b) secured: GET /api/anime/jobs/{id} (bearer)', `${bench.base}/api/anime/jobs/${id}`, bench.user.authorization],
+    ['(b2) secured: GET /api/anime/jobs/{id} (API key)', `${bench.base}/api/anime/jobs/${id}`, { authorization: `ApiKey ${key.key}` }],
+  ];
+  const best = new Map<string, Measurement>();
+  try {
+    for (let round = 0; round < 2; round++) {
+      for (const [name, url, headers] of scenarios) {
+        const result = await measure(name, { url, headers, seconds });
+        const kept = best.get(name);
+        if (!kept || result.requests_per_second > kept.requests_per_second) best.set(name, result);
+      }
+    }
+  } finally {
+    await baseline.close();
+  }
+  return [...best.values()];
+}
+
+/** (c) 50 logins kept in flight from another thread while an authenticated read is measured. */
+async function loginStorm(bench: Bench, seconds: number) {
+  const id = await submit(bench);
   const users = await Promise.all(
-    Array.from({ length: 50 }, (_, i) => app.services.identity.createUser({ email: `storm-${i}@bench.test`, password: TEST_PASSWORD, role: 'user' })),
+    Array.from({ length: 50 }, (_, i) => bench.app.services.identity.createUser({ email: `storm-${i}@bench.test`, password: TEST_PASSWORD, role: 'user' })),
   );
-  // The storm's clients run on a thread of their own, so their work does not slow the server's event loop.
   const storm = new Worker(
     `const { workerData, parentPort } = require('node:worker_threads');
     let stop = false, logins = 0, failures = 0;
@@ -34,11 +118,16 @@ async function loginStorm(app: FastifyInstance, base: string, authorization: Rec
       }
     };
     Promise.all(workerData.emails.map((_, i) => one(i))).then(() => parentPort.postMessage({ logins, failures }));`,
-    { eval: true, workerData: { base, emails: users.map((u) => u.email), password: TEST_PASSWORD } },
+    { eval: true, workerData: { base: bench.base, emails: users.map((u) => u.email), password: TEST_PASSWORD } },
   );
   const done = new Promise<{ logins: number; failures: number }>((resolve) => storm.once('message', resolve));
   const started = Date.now();
-  const read = await measure('secured read during a 50-login storm', { url: `${base}/api/auth/me`, headers: authorization, seconds, connections: 4 });
+  const read = await measure('(c) secured read during a 50-login storm', {
+    url: `${bench.base}/api/anime/jobs/${id}`,
+    headers: bench.user.authorization,
+    seconds,
+    connections: 4,
+  });
   storm.postMessage('stop');
   const { logins, failures } = await done;
   await storm.terminate();
@@ -46,57 +135,85 @@ async function loginStorm(app: FastifyInstance, base: string, authorization: Rec
   return { read, logins_per_second: Number((logins / elapsed).toFixed(1)), login_failures: failures };
 }
 
-/** The same store read as GET /api/auth/me, with no security at all: the baseline. */
-async function baselineRoutes(app: FastifyInstance, services: Services) {
-  app.get<{ Params: { id: string } }>('/bench/raw/users/:id', { config: { auth: 'public' } }, async (request) => {
-    const user = await findUserById(services.store.db, request.params.id);
-    return user && { id: user.id, email: user.email, role: user.role, totp_enabled: user.totp_enabled === 1, created_at: user.created_at };
+/** (d) POST /generate as fast as clients send it; no worker runs, so only acceptance is measured. */
+function acceptance(bench: Bench, name: string, seconds: number): Promise<Measurement> {
+  return measure(name, {
+    url: `${bench.base}/api/anime/generate`,
+    method: 'POST',
+    headers: { ...bench.user.authorization, 'content-type': 'application/json' },
+    body: GENERATE_BODY,
+    seconds,
   });
+}
+
+/** (e) Time from sending POST /generate to the worker reporting the job running, one job after another. */
+async function submitToRunning(bench: Bench, count: number) {
+  const { events } = bench.app.services.production;
+  const latencies: number[] = [];
+  for (let i = 0; i < count; i++) {
+    const started = performance.now();
+    const id = await submit(bench);
+    await new Promise<void>((resolve) => {
+      const stop = events.subscribe(id, (event) => {
+        if (event.status !== 'queued') {
+          stop();
+          resolve();
+        }
+      });
+      // the worker may have taken it before the subscription
+      void findJob(bench.app.services.store.db, id).then((now) => {
+        if (now && now.status !== 'queued') {
+          stop();
+          resolve();
+        }
+      });
+    });
+    latencies.push(performance.now() - started);
+  }
+  latencies.sort((a, b) => a - b);
+  const at = (p: number) => Number(latencies[Math.min(latencies.length - 1, Math.ceil(p * latencies.length) - 1)]!.toFixed(2));
+  return { store: bench.app.services.store.dialect, jobs: count, p50_ms: at(0.5), p99_ms: at(0.99) };
 }
 
 async function main() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 5);
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'celforge-bench-'));
-  const databaseUrl = process.env.BENCH_DATABASE_URL;
-  // The storm's clients sit behind a trusted proxy on 127.0.0.1 (X-Forwarded-For).
-  const app = await buildApp(testConfig({ dataDir, databaseUrl, trustProxy: ['127.0.0.1'] }), { extraRoutes: baselineRoutes });
-  const base = await app.listen({ host: '127.0.0.1', port: 0 });
+  const jobs = Number(process.env.BENCH_JOBS ?? 200);
+  const postgres = await temporaryPostgres(process.env.BENCH_DATABASE_URL);
   try {
-    const user = await signIn(app);
-    // Alternate the two, twice, and keep each one's best round: a busy machine then skews both alike.
-    const best = (a: Measurement, b: Measurement) => (b.requests_per_second > a.requests_per_second ? b : a);
-    let baseline: Measurement | undefined;
-    let secured: Measurement | undefined;
-    for (let round = 0; round < 2; round++) {
-      const b = await measure('baseline: raw store read, no security', { url: `${base}/bench/raw/users/${user.userId}`, seconds });
-      const s = await measure('secured: GET /api/auth/me (bearer)', { url: `${base}/api/auth/me`, headers: user.authorization, seconds });
-      baseline = baseline ? best(baseline, b) : b;
-      secured = secured ? best(secured, s) : s;
+    const stores: [string, string | undefined][] = [['sqlite', undefined]];
+    if (postgres) stores.push(['postgres', postgres.url]);
+    else console.log('PostgreSQL not reachable: its figures are skipped');
+
+    const reads = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds));
+    const storm = await withApp(undefined, { worker: false }, (bench) => loginStorm(bench, seconds));
+    const accepted: Measurement[] = [];
+    const latency = [];
+    for (const [name, url] of stores) {
+      accepted.push(await withApp(url, { worker: false }, (bench) => acceptance(bench, `(d) jobs accepted: POST /generate [${name}]`, seconds)));
+      latency.push(await withApp(url, { worker: true }, (bench) => submitToRunning(bench, jobs)));
     }
-    const rows: Measurement[] = [baseline!, secured!];
-    const storm = await loginStorm(app, base, user.authorization, seconds);
-    rows.push(storm.read);
+
+    const rows = [...reads, storm.read, ...accepted];
     printTable(rows);
-    const cost = securityCost(rows[0]!, rows[1]!);
+    const [baseline, bearer, apiKey] = reads;
+    const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!)];
     console.log(`\nload average ${os.loadavg().map((n) => n.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
-    console.log(`secured/baseline = ${cost.ratio}; security costs ${cost.cost_per_request_us} µs per request`);
-    console.log(
-      `login storm: ${storm.logins_per_second} logins/s (${storm.login_failures} failed); authenticated read p99 ${storm.read.latency_p99_ms} ms during it (UV_THREADPOOL_SIZE=${process.env.UV_THREADPOOL_SIZE ?? 4})`,
-    );
+    for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× the baseline; security costs ${cost.cost_per_request_us} µs per request`);
+    console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
+    for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
     const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
       at: new Date().toISOString(),
-      store: app.services.store.dialect,
       node: process.version,
       load_average: os.loadavg().map((n) => Number(n.toFixed(2))),
       seconds,
       measurements: rows,
-      security_cost: cost,
+      security_cost: costs,
       login_storm: { logins_per_second: storm.logins_per_second, login_failures: storm.login_failures, read_p99_ms: storm.read.latency_p99_ms },
+      submit_to_running: latency,
     });
     console.log(`results: ${path.relative(process.cwd(), file)}`);
   } finally {
-    await app.close();
-    rmSync(dataDir, { recursive: true, force: true });
+    await postgres?.drop();
   }
 }
 

@@ -7,6 +7,7 @@ import { stepUp } from './access/step-up.js';
 import type { Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
+import { assetRoutes } from './assets/routes.js';
 import { ConfigError, type Config } from './config/config.js';
 import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
@@ -14,6 +15,8 @@ import { openRedis } from './db/redis.js';
 import { authentication } from './http/auth.js';
 import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
+import { galleryRoutes } from './gallery/routes.js';
+import { GalleryService } from './gallery/service.js';
 import { loggerOptions } from './http/logging.js';
 import { openApi } from './http/openapi.js';
 import { rawJsonBody } from './http/raw-body.js';
@@ -38,6 +41,10 @@ import { limits } from './limits/plugin.js';
 import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
+import { productionRoutes } from './production/routes.js';
+import { createProduction, type ProductionServices } from './production/runtime.js';
+import { ProductionService } from './production/service.js';
+import type { Renderer } from './renderers/renderer.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
 export interface Services {
@@ -59,6 +66,8 @@ export interface Services {
   apiKeys: ApiKeyService;
   /** what the bearer hot path checks after the signature: revoked sessions, changed users */
   revocations: RevocationView;
+  /** the job pipeline: queue, renderer, worker, assets, events */
+  production: ProductionServices;
 }
 
 declare module 'fastify' {
@@ -74,6 +83,10 @@ export interface BuildOptions {
   extraRoutes?: (app: FastifyInstance, services: Services) => Promise<void>;
   /** split deployment: only the auth service (`/api/auth` + health), or only the API (tokens checked against CELFORGE_AUTH_URL) */
   only?: 'api' | 'auth';
+  /** run the embedded job worker in this process (default true; never with `only`) */
+  worker?: boolean;
+  /** a renderer to use instead of the configured one (tests) */
+  renderer?: Renderer;
 }
 
 /** The master key for secrets at rest: configured (env, *_FILE, Vault), else made once in the data dir. */
@@ -160,12 +173,33 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     dummyHash: await hashPassword(randomBytes(16).toString('hex')),
   });
 
-  const services: Services = { config, store, redis, keys, verifier, audit, limiter, quotas, metrics, encryptor, identity, apiKeys, revocations };
+  const production = await createProduction(config, store, app.log, {
+    worker: options.worker !== false && options.only === undefined,
+    renderer: options.renderer,
+  });
+
+  const services: Services = {
+    config,
+    store,
+    redis,
+    keys,
+    verifier,
+    audit,
+    limiter,
+    quotas,
+    metrics,
+    encryptor,
+    identity,
+    apiKeys,
+    revocations,
+    production,
+  };
   app.decorate('services', services);
   const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
   app.addHook('onClose', async () => {
     clearInterval(keyReload);
     stopRetention();
+    await production.stop();
     follower?.close();
     await publisher.close();
     await services.audit.flush();
@@ -207,6 +241,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
   }
   if (options.only !== 'auth') {
+    const { queue, renderer, events, signer, assets } = production;
+    const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
+    const gallery = new GalleryService({ store, signer, audit, production: jobs });
+    await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events });
+    await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets });
+    await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
     await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
@@ -214,5 +254,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
 
   await app.ready();
+  await production.start();
   return app;
 }

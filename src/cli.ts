@@ -1,19 +1,22 @@
 import { parseArgs } from 'node:util';
+import { pino } from 'pino';
 import { buildApp } from './app.js';
-import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
 import type { FastifyInstance } from 'fastify';
+import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
 import { ConfigError, parseDuration, type Config } from './config/config.js';
 import { resolveConfig } from './config/secrets.js';
 import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
 import { HttpProblem } from './http/problem.js';
 import { rotateSigningKeys } from './identity/keys.js';
+import { createProduction } from './production/runtime.js';
 
 type Command = (args: string[], config: Config) => Promise<number>;
 
 const USAGE = `usage: celforge <command>
 
   serve [--only api|auth|worker]   run the service (default: everything in one process)
+  worker                           render jobs only (BullMQ on REDIS_URL, else the store's queue)
   migrate                          bring the store's schema up to date
   keys rotate                      make a new token signing key; the old one still verifies
   user add --email E --role admin|user   add a user (password read from stdin)
@@ -31,6 +34,7 @@ async function serve(args: string[], config: Config): Promise<number> {
   if (values.only !== undefined && !['api', 'auth', 'worker'].includes(values.only)) {
     throw new ConfigError(`--only: "${values.only}" is not one of api, auth, worker`);
   }
+  if (values.only === 'worker') return worker([], config);
   const only = values.only === 'api' || values.only === 'auth' ? values.only : undefined;
   const portSet = Boolean(process.env.CELFORGE_PORT || process.env.CELFORGE_PORT_FILE);
   if (only === 'auth' && !portSet) config = { ...config, port: 8088 };
@@ -54,6 +58,26 @@ async function serve(args: string[], config: Config): Promise<number> {
   process.once('SIGTERM', () => void stop('SIGTERM'));
   const address = await app.listen({ host: config.host, port: config.port });
   if (config.logLevel === 'silent') process.stdout.write(`celforge listening on ${address}\n`);
+  return -1;
+}
+
+/** A job worker without HTTP: for other machines in scale-out, or beside an API-only server. */
+async function worker(args: string[], config: Config): Promise<number> {
+  parseArgs({ args, options: {}, strict: true });
+  const store = openStore(config);
+  await migrate(store);
+  const log = pino({ level: config.logLevel === 'silent' ? 'silent' : config.logLevel });
+  const production = await createProduction(config, store, log, { worker: true });
+  await production.start();
+  const stop = async (signal: string) => {
+    log.info({ signal }, 'worker shutting down');
+    await production.stop();
+    await store.close();
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.stdout.write(`celforge worker ${production.worker!.id} ready (${config.redisUrl ? 'bullmq' : 'store queue'}, concurrency ${config.workerConcurrency})\n`);
   return -1;
 }
 
@@ -237,7 +261,7 @@ async function token(args: string[], config: Config): Promise<number> {
   });
 }
 
-const COMMANDS: Record<string, Command> = { serve, migrate: migrateCommand, keys, audit, user, token };
+const COMMANDS: Record<string, Command> = { serve, worker, migrate: migrateCommand, keys, audit, user, token };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;

@@ -70,3 +70,15 @@ describe('config', () => {
     expect(parseDuration('X', '45')).toBe(45);
   });
 });
+
+describe('job pipeline settings', () => {
+  it('has defaults and reads the worker, time limit, lease and preview pace', () => {
+    expect(loadConfig({})).toMatchObject({ workerConcurrency: 2, jobTimeoutSeconds: 600, jobLeaseSeconds: 30, previewStepMs: undefined });
+    expect(
+      loadConfig({ CELFORGE_WORKER_CONCURRENCY: '8', CELFORGE_JOB_TIMEOUT: '2m', CELFORGE_JOB_LEASE: '5s', CELFORGE_PREVIEW_STEP_MS: '100' }),
+    ).toMatchObject({ workerConcurrency: 8, jobTimeoutSeconds: 120, jobLeaseSeconds: 5, previewStepMs: 100 });
+    expect(() => loadConfig({ CELFORGE_WORKER_CONCURRENCY: '0' })).toThrow(/CELFORGE_WORKER_CONCURRENCY/);
+    expect(() => loadConfig({ CELFORGE_PREVIEW_STEP_MS: '-1' })).toThrow(/CELFORGE_PREVIEW_STEP_MS/);
+    expect(() => loadConfig({ CELFORGE_JOB_LEASE: 'soon' })).toThrow(/CELFORGE_JOB_LEASE/);
+  });
+});

@@ -27,6 +27,14 @@ export interface Config {
   accessTokenTtlSeconds: number;
   renderer: RendererName;
   comfyuiUrls: string[];
+  /** preview renderer: pause between progress ticks (CELFORGE_PREVIEW_STEP_MS); unset = its default */
+  previewStepMs?: number;
+  /** jobs one worker renders at once */
+  workerConcurrency: number;
+  /** a job running longer than this fails */
+  jobTimeoutSeconds: number;
+  /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
+  jobLeaseSeconds: number;
   authUrl?: string;
   vault?: VaultSettings;
   adminEmail?: string;
@@ -176,6 +184,11 @@ function parseInteger(name: string, text: string, min: number, max: number): num
   return value;
 }
 
+function optionalInteger(env: Env, name: string, min: number, max: number): number | undefined {
+  const text = readVariable(env, name);
+  return text === undefined ? undefined : parseInteger(name, text, min, max);
+}
+
 function parseUrl(name: string, text: string, protocols: string[]): string {
   let url: URL;
   try {
@@ -281,6 +294,10 @@ export function loadConfig(env: Env = process.env): Config {
     accessTokenTtlSeconds: parseDuration('CELFORGE_ACCESS_TOKEN_TTL', readVariable(env, 'CELFORGE_ACCESS_TOKEN_TTL') ?? '15m'),
     renderer,
     comfyuiUrls,
+    previewStepMs: optionalInteger(env, 'CELFORGE_PREVIEW_STEP_MS', 0, 60_000),
+    workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
+    jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
+    jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
     authUrl: authUrl && parseUrl('CELFORGE_AUTH_URL', authUrl, ['http:', 'https:']),
     vault: parseVault(env),
     adminEmail: readVariable(env, 'CELFORGE_ADMIN_EMAIL'),

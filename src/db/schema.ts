@@ -87,6 +87,8 @@ export interface JobsTable {
   /** text meant for the job's owner */
   error: string | null;
   idempotency_key: string | null;
+  /** SHA-256 of the normalised request (0004), to tell a retry from a reuse of its Idempotency-Key */
+  request_hash: string | null;
   attempts: number;
   /** worker lease for the durable local queue */
   locked_by: string | null;

@@ -3,6 +3,7 @@ import * as initial from './0001_initial.js';
 import * as userQuotas from './0005_user_quotas.js';
 import * as auditHead from './0006_audit_head.js';
 import * as identity from './0002_identity.js';
+import * as jobRequestHash from './0004_job_request_hash.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -10,4 +11,5 @@ export const migrations: Record<string, Migration> = {
   '0005_user_quotas': userQuotas,
   '0006_audit_head': auditHead,
   '0002_identity': identity,
+  '0004_job_request_hash': jobRequestHash,
 };

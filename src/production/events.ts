@@ -1,0 +1,35 @@
+import { EventEmitter } from 'node:events';
+import type { JobStatus } from './store.js';
+
+export interface JobEvent {
+  kind: 'progress' | 'status';
+  jobId: string;
+  status: JobStatus;
+  progress: number;
+  /** text for the owner when the job failed */
+  error?: string | null;
+}
+
+export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+
+/**
+ * Job changes inside this process, fed by the worker and the service, read by event streams: one
+ * emitter for every listener, so many followers cost no store reads.
+ */
+export class JobEvents {
+  readonly #emitter = new EventEmitter();
+
+  constructor() {
+    this.#emitter.setMaxListeners(0);
+  }
+
+  publish(event: JobEvent): void {
+    this.#emitter.emit(event.jobId, event);
+  }
+
+  /** Calls `listener` for every change of the job until the returned function is called. */
+  subscribe(jobId: string, listener: (event: JobEvent) => void): () => void {
+    this.#emitter.on(jobId, listener);
+    return () => this.#emitter.off(jobId, listener);
+  }
+}

@@ -1,0 +1,172 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
+import { GenerateBody } from './params.js';
+import type { ProductionService, RequestContext } from './service.js';
+import { JobPage, JobView } from './views.js';
+
+const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+const Status = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('canceled'),
+]);
+const Kind = Type.Union([Type.Literal('image'), Type.Literal('video')]);
+const ListQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
+    cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+    status: Type.Optional(Status),
+    type: Type.Optional(Kind),
+  },
+  { additionalProperties: false },
+);
+const Count = Type.Record(Type.String(), Type.Integer());
+const Stats = Type.Object({
+  jobs: Type.Object({ by_state: Count, by_type: Count }),
+  active_jobs: Type.Integer(),
+  queue_depth: Type.Integer(),
+  users: Type.Integer(),
+  render_ms_24h: Type.Object({
+    count: Type.Integer(),
+    p50: Type.Union([Type.Number(), Type.Null()]),
+    p95: Type.Union([Type.Number(), Type.Null()]),
+  }),
+  renderer: Type.Object({
+    name: Type.String(),
+    ok: Type.Boolean(),
+    backends: Type.Optional(Type.Array(Type.Object({ id: Type.String(), ok: Type.Boolean(), queue: Type.Optional(Type.Integer()) }))),
+  }),
+});
+
+export function contextOf(request: FastifyRequest): RequestContext {
+  return { ip: request.ip, requestId: String(request.id) };
+}
+
+const HEARTBEAT_MS = 15_000;
+
+/** The job pipeline's HTTP face: `/api/anime/generate`, `/jobs…`, the old status path, admin stats. */
+export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionService; events: JobEvents }> = async (app, options) => {
+  const { service, events } = options;
+  // Open event streams would keep the server from closing: end them when it begins to close.
+  const streams = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const close of streams) close();
+  });
+
+  app.post(
+    '/generate',
+    {
+      config: { rateClass: 'generation', jobQuota: true },
+      schema: {
+        tags: ['production'],
+        body: GenerateBody,
+        headers: Type.Object({ 'idempotency-key': Type.Optional(Type.String({ maxLength: 128 })) }),
+        response: { 200: JobView, 202: JobView },
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers['idempotency-key'];
+      const { job, replayed } = await service.generate(request.principal!, request.body, typeof key === 'string' ? key : undefined, contextOf(request));
+      reply.header('location', `/api/anime/jobs/${job.job_id}`);
+      if (replayed) reply.header('idempotent-replayed', 'true');
+      return reply.code(replayed ? 200 : 202).send(job);
+    },
+  );
+
+  app.get(
+    '/jobs',
+    { config: { rateClass: 'read' }, schema: { tags: ['production'], querystring: ListQuery, response: { 200: JobPage } } },
+    async (request) => service.list(request.principal!, request.query),
+  );
+
+  for (const url of ['/jobs/:id', '/generation/:id/status']) {
+    app.get(
+      url,
+      { config: { rateClass: 'read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+      async (request) => service.get(request.principal!, request.params.id),
+    );
+  }
+
+  app.post(
+    '/jobs/:id/cancel',
+    { config: { rateClass: 'write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+    async (request) => service.cancel(request.principal!, request.params.id, contextOf(request)),
+  );
+
+  app.get(
+    '/jobs/:id/events',
+    { config: { rateClass: 'read' }, schema: { tags: ['production'], params: JobParams } },
+    async (request, reply) => {
+      const principal = request.principal!;
+      const job = await service.ownJob(principal, request.params.id);
+      // Listen first, then read the state, so no change falls between the two.
+      const pending: JobEvent[] = [];
+      // Status changes are serialised so the last event seen is the newest state.
+      let chain = Promise.resolve();
+      let deliver: (event: JobEvent) => void = (event) => {
+        pending.push(event);
+      };
+      const unsubscribe = events.subscribe(job.id, (event) => deliver(event));
+      const raw = reply.raw;
+      reply.hijack();
+      raw.writeHead(200, {
+        ...(reply.getHeaders() as Record<string, string>),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-store',
+        'x-accel-buffering': 'no',
+        'x-request-id': String(request.id),
+      });
+      let open = true;
+      let lastSent = '';
+      // A comment keeps proxies from closing the stream; the state is re-read then too, so a change
+      // announced where this process cannot hear it (a worker elsewhere without Redis) still arrives.
+      const heartbeat = setInterval(() => {
+        raw.write(': keep-alive\n\n');
+        chain = chain.then(() => sendStatus(true)).catch(close);
+      }, HEARTBEAT_MS);
+      const close = () => {
+        if (!open) return;
+        open = false;
+        clearInterval(heartbeat);
+        unsubscribe();
+        streams.delete(close);
+        raw.end();
+      };
+      streams.add(close);
+      raw.on('close', close);
+      const send = (name: string, data: unknown) => {
+        if (open) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+      };
+      const sendStatus = async (onlyIfChanged = false) => {
+        if (!open) return;
+        const view = await service.get(principal, job.id);
+        const state = `${view.status}:${view.progress}`;
+        if (onlyIfChanged && state === lastSent) return;
+        lastSent = state;
+        send('status', view);
+        if (TERMINAL.has(view.status)) close();
+      };
+      const onEvent = (event: JobEvent) => {
+        if (event.kind === 'progress') send('progress', { job_id: event.jobId, status: event.status, progress: event.progress });
+        else chain = chain.then(() => sendStatus()).catch(close);
+      };
+      try {
+        await sendStatus();
+      } catch {
+        close();
+      }
+      deliver = onEvent;
+      for (const event of pending) onEvent(event);
+    },
+  );
+
+  app.get(
+    '/admin/stats',
+    { config: { role: 'admin', rateClass: 'admin' }, schema: { tags: ['admin'], response: { 200: Stats } } },
+    async () => service.stats(),
+  );
+};

@@ -1,0 +1,87 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
+import { AssetStorage } from '../assets/storage.js';
+import type { Config } from '../config/config.js';
+import type { Store } from '../db/database.js';
+import { createRenderer } from '../renderers/index.js';
+import type { Renderer } from '../renderers/renderer.js';
+import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
+import { JobEvents } from './events.js';
+import { LocalQueue } from './local-queue.js';
+import type { JobQueue } from './queue.js';
+import { JobWorker } from './worker.js';
+
+/** The job pipeline's parts, for the API, the worker command, tests and the benchmark. */
+export interface ProductionServices {
+  queue: JobQueue;
+  events: JobEvents;
+  renderer: Renderer;
+  assets: AssetStorage;
+  signer: UrlSigner;
+  /** the worker in this process; null when built without one (`serve --only api`, tests) */
+  worker: JobWorker | null;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface ProductionOptions {
+  /** run a job worker in this process */
+  worker: boolean;
+  /** a renderer instead of the configured one (tests) */
+  renderer?: Renderer;
+}
+
+/**
+ * Embedded (no REDIS_URL): the jobs table is the queue and the worker polls it. Scale-out: BullMQ
+ * announces jobs to workers anywhere and Redis pub/sub carries events and cancels; the store stays
+ * the truth in both.
+ */
+export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
+  const renderer = options.renderer ?? (await createRenderer(config));
+  const assets = new AssetStorage(config.dataDir);
+  const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
+  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
+  const events = redis ? new RedisJobEvents(redis) : new JobEvents();
+  const bullQueue = redis ? new BullMQQueue(store, redis) : null;
+  const localQueue = redis ? null : new LocalQueue(store);
+  const queue: JobQueue = bullQueue ?? localQueue!;
+  const leaseMs = config.jobLeaseSeconds * 1000;
+
+  const worker = options.worker
+    ? new JobWorker({
+        store,
+        renderer,
+        events,
+        assets,
+        concurrency: config.workerConcurrency,
+        jobTimeoutMs: config.jobTimeoutSeconds * 1000,
+        leaseMs,
+        log,
+        source: bullQueue ? 'external' : 'store',
+        onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => {}) : undefined,
+      })
+    : null;
+  localQueue?.attach(worker);
+  let host: BullMQWorkerHost | null = null;
+
+  return {
+    queue,
+    events,
+    renderer,
+    assets,
+    signer,
+    worker,
+    async start() {
+      if (!worker) return;
+      await worker.start();
+      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log });
+    },
+    async stop() {
+      await worker?.stop();
+      await host?.close();
+      await queue.close();
+      if (events instanceof RedisJobEvents) events.close();
+      await renderer.close?.();
+    },
+  };
+}

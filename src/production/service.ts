@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import type { Principal } from '../access/principal.js';
+import type { UrlSigner } from '../assets/signed-urls.js';
+import type { Auditor } from '../audit/events.js';
+import type { Store } from '../db/database.js';
+import { HttpProblem, badRequest, conflict, notFound } from '../http/problem.js';
+import type { Renderer, RendererHealth } from '../renderers/renderer.js';
+import { decodeCursor, encodeCursor, UUID } from './cursor.js';
+import type { JobEvents } from './events.js';
+import { IDEMPOTENCY_KEY, normalise, type GenerateBody } from './params.js';
+import type { JobQueue } from './queue.js';
+import {
+  assetsOf,
+  cancelJob,
+  countByStateAndType,
+  countUsers,
+  findJob,
+  findJobByKey,
+  insertJob,
+  listJobs,
+  recentRuns,
+  type JobRow,
+  type JobStatus,
+  type JobType,
+} from './store.js';
+import { jobView, type JobPage, type JobView } from './views.js';
+
+/** Where a request came from, for the audit trail. */
+export interface RequestContext {
+  ip: string;
+  requestId: string;
+}
+
+export interface ListQuery {
+  limit?: number;
+  cursor?: string;
+  status?: JobStatus;
+  type?: JobType;
+}
+
+export interface ProductionDeps {
+  store: Store;
+  queue: JobQueue;
+  events: JobEvents;
+  signer: UrlSigner;
+  audit: Auditor;
+  renderer: Renderer;
+}
+
+const HEALTH_TIMEOUT_MS = 2000;
+
+/** The rules of the job pipeline: who may see and change which job, and what a job answer holds. */
+export class ProductionService {
+  constructor(private readonly deps: ProductionDeps) {}
+
+  async generate(
+    principal: Principal,
+    body: GenerateBody,
+    idempotencyKey: string | undefined,
+    context: RequestContext,
+  ): Promise<{ job: JobView; replayed: boolean }> {
+    if (idempotencyKey !== undefined && !IDEMPOTENCY_KEY.test(idempotencyKey)) {
+      throw badRequest('Idempotency-Key must be 1–128 visible ASCII characters.', [{ pointer: '/headers/idempotency-key', detail: 'is not valid' }]);
+    }
+    const request = normalise(body);
+    const { db } = this.deps.store;
+    if (idempotencyKey !== undefined) {
+      const existing = await findJobByKey(db, principal.userId, idempotencyKey);
+      if (existing) return { job: await this.#replay(existing, request.requestHash), replayed: true };
+    }
+    const now = new Date().toISOString();
+    const row: JobRow = {
+      id: randomUUID(),
+      user_id: principal.userId,
+      type: request.type,
+      status: 'queued',
+      prompt: request.prompt,
+      negative_prompt: request.negativePrompt,
+      params: JSON.stringify(request.params),
+      progress: 0,
+      error: null,
+      idempotency_key: idempotencyKey ?? null,
+      request_hash: request.requestHash,
+      attempts: 0,
+      locked_by: null,
+      locked_until: null,
+      run_after: null,
+      visibility: null,
+      published_at: null,
+      created_at: now,
+      updated_at: now,
+      started_at: null,
+      finished_at: null,
+    };
+    if (!(await insertJob(db, row))) {
+      // The same key won a race a moment ago.
+      const existing = await findJobByKey(db, principal.userId, idempotencyKey!);
+      if (!existing) throw new HttpProblem(503, 'retry', 'Please retry the request.', { headers: { 'retry-after': '1' } });
+      return { job: await this.#replay(existing, request.requestHash), replayed: true };
+    }
+    await this.deps.queue.enqueue(row);
+    this.deps.audit.record({
+      action: 'job.create',
+      outcome: 'success',
+      actorId: principal.userId,
+      target: row.id,
+      ip: context.ip,
+      requestId: context.requestId,
+      detail: { type: row.type, idempotent: idempotencyKey !== undefined },
+    });
+    return { job: jobView(row, [], this.deps.signer), replayed: false };
+  }
+
+  async #replay(existing: JobRow, requestHash: string): Promise<JobView> {
+    if (existing.request_hash !== requestHash) {
+      throw conflict('This Idempotency-Key was used for a different request; use a new key.');
+    }
+    return this.#view(existing);
+  }
+
+  async get(principal: Principal, id: string): Promise<JobView> {
+    return this.#view(await this.ownJob(principal, id));
+  }
+
+  /** The caller's job, or a 404 exactly like a job that does not exist. */
+  async ownJob(principal: Principal, id: string): Promise<JobRow> {
+    const job = UUID.test(id) ? await findJob(this.deps.store.db, id) : undefined;
+    if (!job || job.user_id !== principal.userId) throw notFound('No such job.');
+    return job;
+  }
+
+  async list(principal: Principal, query: ListQuery): Promise<JobPage> {
+    const limit = query.limit ?? 20;
+    const after = decodeCursor(query.cursor);
+    const rows = await listJobs(this.deps.store.db, {
+      userId: principal.userId,
+      status: query.status,
+      type: query.type,
+      after,
+      limit: limit + 1,
+    });
+    const page = rows.slice(0, limit);
+    const assets = await assetsOf(this.deps.store.db, page.map((job) => job.id));
+    const last = page.at(-1);
+    return {
+      items: page.map((job) => jobView(job, assets.filter((a) => a.job_id === job.id), this.deps.signer)),
+      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.created_at, id: last.id }) : null,
+    };
+  }
+
+  async cancel(principal: Principal, id: string, context: RequestContext): Promise<JobView> {
+    const job = await this.ownJob(principal, id);
+    const now = new Date().toISOString();
+    if (!(await cancelJob(this.deps.store.db, job.id, now))) {
+      throw conflict(`The job has already ended (${(await findJob(this.deps.store.db, job.id))?.status ?? job.status}).`);
+    }
+    await this.deps.queue.cancel(job.id);
+    this.deps.events.publish({ kind: 'status', jobId: job.id, status: 'canceled', progress: job.progress });
+    this.deps.audit.record({
+      action: 'job.cancel',
+      outcome: 'success',
+      actorId: principal.userId,
+      target: job.id,
+      ip: context.ip,
+      requestId: context.requestId,
+      detail: { was: job.status },
+    });
+    return this.get(principal, job.id);
+  }
+
+  async #view(job: JobRow): Promise<JobView> {
+    const assets = job.status === 'succeeded' ? await assetsOf(this.deps.store.db, [job.id]) : [];
+    return jobView(job, assets, this.deps.signer);
+  }
+
+  async stats() {
+    const { db } = this.deps.store;
+    const since = new Date(Date.now() - 86_400_000).toISOString();
+    const [groups, users, depth, runs, renderer] = await Promise.all([
+      countByStateAndType(db),
+      countUsers(db),
+      this.deps.queue.depth(),
+      recentRuns(db, since, 50_000),
+      this.#rendererHealth(),
+    ]);
+    const byState: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
+    const byType: Record<string, number> = { image: 0, video: 0 };
+    for (const group of groups) {
+      byState[group.status] = (byState[group.status] ?? 0) + Number(group.n);
+      byType[group.type] = (byType[group.type] ?? 0) + Number(group.n);
+    }
+    const durations = runs
+      .filter((run) => run.started_at && run.finished_at)
+      .map((run) => Date.parse(run.finished_at!) - Date.parse(run.started_at!))
+      .sort((a, b) => a - b);
+    return {
+      jobs: { by_state: byState, by_type: byType },
+      active_jobs: byState.running ?? 0,
+      queue_depth: depth,
+      users,
+      render_ms_24h: { count: durations.length, p50: percentile(durations, 0.5), p95: percentile(durations, 0.95) },
+      renderer,
+    };
+  }
+
+  async #rendererHealth(): Promise<RendererHealth> {
+    const name = this.deps.renderer.name;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.deps.renderer.health(),
+        new Promise<RendererHealth>((resolve) => {
+          timer = setTimeout(() => resolve({ name, ok: false }), HEALTH_TIMEOUT_MS);
+        }),
+      ]);
+    } catch {
+      return { name, ok: false };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
+}

@@ -1,0 +1,299 @@
+import type { Kysely, Selectable } from 'kysely';
+import type { Store } from '../db/database.js';
+import type { AssetsTable, Database, JobsTable } from '../db/schema.js';
+
+export type JobRow = Selectable<JobsTable>;
+export type AssetRow = Selectable<AssetsTable>;
+export type JobStatus = JobRow['status'];
+export type JobType = JobRow['type'];
+
+export const ACTIVE: JobStatus[] = ['queued', 'running'];
+
+export interface PageKey {
+  at: string;
+  id: string;
+}
+
+export interface JobFilter {
+  userId: string;
+  status?: JobStatus;
+  type?: JobType;
+  after?: PageKey;
+  limit: number;
+}
+
+/** Inserts a job; with an idempotency key already used by this user nothing is inserted (false). */
+export async function insertJob(db: Kysely<Database>, job: JobRow): Promise<boolean> {
+  const result = await db
+    .insertInto('jobs')
+    .values(job)
+    .onConflict((oc) => oc.columns(['user_id', 'idempotency_key']).doNothing())
+    .executeTakeFirst();
+  return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+}
+
+export function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {
+  return db.selectFrom('jobs').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export function findJobByKey(db: Kysely<Database>, userId: string, key: string): Promise<JobRow | undefined> {
+  return db.selectFrom('jobs').selectAll().where('user_id', '=', userId).where('idempotency_key', '=', key).executeTakeFirst();
+}
+
+/** One page of a user's jobs, newest first, by keyset (never an offset scan). */
+export function listJobs(db: Kysely<Database>, filter: JobFilter): Promise<JobRow[]> {
+  let query = db.selectFrom('jobs').selectAll().where('user_id', '=', filter.userId);
+  if (filter.status) query = query.where('status', '=', filter.status);
+  if (filter.type) query = query.where('type', '=', filter.type);
+  const after = filter.after;
+  if (after) {
+    query = query.where((eb) =>
+      eb.or([eb('created_at', '<', after.at), eb.and([eb('created_at', '=', after.at), eb('id', '<', after.id)])]),
+    );
+  }
+  return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
+}
+
+export function assetsOf(db: Kysely<Database>, jobIds: string[]): Promise<AssetRow[]> {
+  if (jobIds.length === 0) return Promise.resolve([]);
+  return db.selectFrom('assets').selectAll().where('job_id', 'in', jobIds).orderBy('job_id').orderBy('position').execute();
+}
+
+export function findAsset(db: Kysely<Database>, id: string): Promise<AssetRow | undefined> {
+  return db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** Ends a queued or running job as canceled; false if it had already ended. */
+export async function cancelJob(db: Kysely<Database>, id: string, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set({ status: 'canceled', finished_at: now, updated_at: now, locked_by: null, locked_until: null, run_after: null })
+    .where('id', '=', id)
+    .where('status', 'in', ACTIVE)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the durable local queue: the jobs table itself
+
+/**
+ * Takes the oldest due queued job for this worker, atomically: the inner select picks a candidate
+ * (PostgreSQL skips rows other workers hold), the outer update re-checks `status = 'queued'`, so
+ * two workers can never both get the same job. SQLite runs the statement under its write lock.
+ */
+export function claimJob(store: Store, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
+  const { db, dialect } = store;
+  let candidate = db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', '=', 'queued')
+    .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', now)]))
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(1);
+  if (dialect === 'postgres') candidate = candidate.forUpdate().skipLocked();
+  return db
+    .updateTable('jobs')
+    .set((eb) => ({
+      status: 'running',
+      locked_by: workerId,
+      locked_until: leaseUntil,
+      attempts: eb('attempts', '+', 1),
+      progress: 0,
+      run_after: null,
+      started_at: now,
+      updated_at: now,
+    }))
+    .where('id', '=', candidate)
+    .where('status', '=', 'queued')
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/**
+ * Takes one named job (scale-out: BullMQ says which): a due queued job, or a running one whose
+ * worker's lease lapsed. The conditions are re-checked in the update itself, so it is exactly-once.
+ */
+export function claimJobById(store: Store, id: string, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
+  return store.db
+    .updateTable('jobs')
+    .set((eb) => ({
+      status: 'running',
+      locked_by: workerId,
+      locked_until: leaseUntil,
+      attempts: eb('attempts', '+', 1),
+      progress: 0,
+      run_after: null,
+      started_at: now,
+      updated_at: now,
+    }))
+    .where('id', '=', id)
+    .where((eb) =>
+      eb.or([
+        eb.and([eb('status', '=', 'queued'), eb.or([eb('run_after', 'is', null), eb('run_after', '<=', now)])]),
+        eb.and([eb('status', '=', 'running'), eb('locked_until', '<', now)]),
+      ]),
+    )
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Queued jobs (oldest first), for re-announcing them to a distributed queue. */
+export function queuedJobs(db: Kysely<Database>, limit: number) {
+  return db
+    .selectFrom('jobs')
+    .select(['id', 'attempts', 'run_after'])
+    .where('status', '=', 'queued')
+    .orderBy('created_at')
+    .limit(limit)
+    .execute();
+}
+
+/** Extends this worker's lease; false when the job is no longer its own (canceled, taken over). */
+export async function renewLease(db: Kysely<Database>, id: string, workerId: string, leaseUntil: string): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set({ locked_until: leaseUntil })
+    .where('id', '=', id)
+    .where('locked_by', '=', workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export async function recordProgress(db: Kysely<Database>, id: string, workerId: string, progress: number, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set({ progress, updated_at: now })
+    .where('id', '=', id)
+    .where('locked_by', '=', workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+/** A running job of this worker goes back to the queue (retry after `runAfter`, or shutdown). */
+export async function releaseJob(
+  db: Kysely<Database>,
+  id: string,
+  workerId: string,
+  changes: { runAfter: string | null; now: string; refundAttempt?: boolean },
+): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set((eb) => ({
+      status: 'queued',
+      locked_by: null,
+      locked_until: null,
+      progress: 0,
+      run_after: changes.runAfter,
+      updated_at: changes.now,
+      ...(changes.refundAttempt && { attempts: eb('attempts', '-', 1) }),
+    }))
+    .where('id', '=', id)
+    .where('locked_by', '=', workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export async function failJob(db: Kysely<Database>, id: string, workerId: string, error: string, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set({ status: 'failed', error, finished_at: now, updated_at: now, locked_by: null, locked_until: null })
+    .where('id', '=', id)
+    .where('locked_by', '=', workerId)
+    .where('status', '=', 'running')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+/**
+ * Stores the outputs' rows and marks the job succeeded in one transaction, only while this worker
+ * still holds it. Rows are keyed by (job, position): a re-run after a crash adds nothing twice.
+ */
+export async function completeJob(
+  db: Kysely<Database>,
+  id: string,
+  workerId: string,
+  assets: AssetRow[],
+  now: string,
+): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const result = await trx
+      .updateTable('jobs')
+      .set({ status: 'succeeded', progress: 100, error: null, finished_at: now, updated_at: now, locked_by: null, locked_until: null })
+      .where('id', '=', id)
+      .where('locked_by', '=', workerId)
+      .where('status', '=', 'running')
+      .executeTakeFirst();
+    if (Number(result.numUpdatedRows) !== 1) return false;
+    if (assets.length > 0) {
+      await trx
+        .insertInto('assets')
+        .values(assets)
+        .onConflict((oc) => oc.columns(['job_id', 'position']).doNothing())
+        .execute();
+    }
+    return true;
+  });
+}
+
+/**
+ * Jobs whose worker vanished (lease lapsed): back to the queue, or failed once they have used up
+ * their attempts (a job that keeps killing its worker must not loop forever).
+ */
+export async function recoverExpired(db: Kysely<Database>, now: string, maxAttempts: number, error: string): Promise<number> {
+  const failed = await db
+    .updateTable('jobs')
+    .set({ status: 'failed', error, finished_at: now, updated_at: now, locked_by: null, locked_until: null })
+    .where('status', '=', 'running')
+    .where('locked_until', '<', now)
+    .where('attempts', '>=', maxAttempts)
+    .executeTakeFirst();
+  const requeued = await db
+    .updateTable('jobs')
+    .set({ status: 'queued', locked_by: null, locked_until: null, progress: 0, updated_at: now })
+    .where('status', '=', 'running')
+    .where('locked_until', '<', now)
+    .executeTakeFirst();
+  return Number(failed.numUpdatedRows) + Number(requeued.numUpdatedRows);
+}
+
+export async function countQueued(db: Kysely<Database>): Promise<number> {
+  const row = await db
+    .selectFrom('jobs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('status', '=', 'queued')
+    .executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+// ---------------------------------------------------------------------------------------------
+// statistics
+
+export function countByStateAndType(db: Kysely<Database>) {
+  return db
+    .selectFrom('jobs')
+    .select(['status', 'type', (eb) => eb.fn.countAll<number>().as('n')])
+    .groupBy(['status', 'type'])
+    .execute();
+}
+
+export async function countUsers(db: Kysely<Database>): Promise<number> {
+  const row = await db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
+  return Number(row.n);
+}
+
+/** Start and end of jobs that succeeded since `since` (newest first, bounded). */
+export function recentRuns(db: Kysely<Database>, since: string, limit: number) {
+  return db
+    .selectFrom('jobs')
+    .select(['started_at', 'finished_at'])
+    .where('status', '=', 'succeeded')
+    .where('finished_at', '>=', since)
+    .orderBy('finished_at', 'desc')
+    .limit(limit)
+    .execute();
+}

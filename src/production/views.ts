@@ -1,0 +1,83 @@
+import { Type, type Static } from 'typebox';
+import type { UrlSigner } from '../assets/signed-urls.js';
+import { parseParams } from './params.js';
+import type { AssetRow, JobRow } from './store.js';
+
+const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const AssetView = Type.Object({
+  id: Type.String(),
+  content_type: Type.String(),
+  byte_size: Type.Integer(),
+  /** a signed, short-lived URL that works without credentials (for <img> and <video>) */
+  url: Type.String(),
+});
+
+export const JobView = Type.Object({
+  job_id: Type.String(),
+  type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
+  status: Type.Union([
+    Type.Literal('queued'),
+    Type.Literal('running'),
+    Type.Literal('succeeded'),
+    Type.Literal('failed'),
+    Type.Literal('canceled'),
+  ]),
+  progress: Type.Integer({ minimum: 0, maximum: 100 }),
+  prompt: Type.String(),
+  negative_prompt: Type.String(),
+  params: Type.Object({
+    width: Type.Integer(),
+    height: Type.Integer(),
+    seed: Type.Integer(),
+    steps: Type.Integer(),
+    frames: Type.Optional(Type.Integer()),
+    fps: Type.Optional(Type.Integer()),
+    style: Type.Optional(Type.String()),
+  }),
+  error: Nullable(Type.String()),
+  visibility: Nullable(Type.Union([Type.Literal('public'), Type.Literal('members')])),
+  published_at: Nullable(Type.String()),
+  created_at: Type.String(),
+  updated_at: Type.String(),
+  started_at: Nullable(Type.String()),
+  finished_at: Nullable(Type.String()),
+  assets: Type.Array(AssetView),
+});
+export type JobView = Static<typeof JobView>;
+
+export const JobPage = Type.Object({ items: Type.Array(JobView), next_cursor: Nullable(Type.String()) });
+export type JobPage = Static<typeof JobPage>;
+
+export function assetView(asset: AssetRow, signer: UrlSigner) {
+  return { id: asset.id, content_type: asset.content_type, byte_size: asset.byte_size, url: signer.url(asset.id) };
+}
+
+/** What a job's owner sees: never a renderer path, a worker id or an attempt counter. */
+export function jobView(job: JobRow, assets: AssetRow[], signer: UrlSigner): JobView {
+  const params = parseParams(job.params);
+  return {
+    job_id: job.id,
+    type: job.type,
+    status: job.status,
+    progress: job.status === 'succeeded' ? 100 : job.progress,
+    prompt: job.prompt,
+    negative_prompt: job.negative_prompt,
+    params: {
+      width: params.width,
+      height: params.height,
+      seed: params.seed,
+      steps: params.steps,
+      ...(job.type === 'video' && { frames: params.frames, fps: params.fps }),
+      ...(params.style !== undefined && { style: params.style }),
+    },
+    error: job.error,
+    visibility: job.visibility,
+    published_at: job.published_at,
+    created_at: job.created_at,
+    updated_at: job.updated_at,
+    started_at: job.started_at,
+    finished_at: job.finished_at,
+    assets: assets.map((asset) => assetView(asset, signer)),
+  };
+}

@@ -1,0 +1,310 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { AssetStorage } from '../assets/storage.js';
+import type { Store } from '../db/database.js';
+import { RendererError, type RenderRequest, type Renderer } from '../renderers/renderer.js';
+import type { JobEvents } from './events.js';
+import type { LocalWorkerHandle } from './local-queue.js';
+import { parseParams } from './params.js';
+import {
+  claimJob,
+  claimJobById,
+  completeJob,
+  failJob,
+  findJob,
+  recordProgress,
+  recoverExpired,
+  releaseJob,
+  renewLease,
+  type AssetRow,
+  type JobRow,
+} from './store.js';
+
+export interface WorkerOptions {
+  store: Store;
+  renderer: Renderer;
+  events: JobEvents;
+  assets: AssetStorage;
+  concurrency: number;
+  jobTimeoutMs: number;
+  leaseMs: number;
+  log: FastifyBaseLogger;
+  /** how often to look for due jobs when nothing nudged the worker */
+  pollMs?: number;
+  /** tries per job before a renderer fault fails it */
+  maxAttempts?: number;
+  /** first retry delay; doubles with each attempt */
+  backoffMs?: number;
+  /**
+   * `store`: the worker finds due jobs in the store itself (embedded). `external`: something else
+   * (BullMQ) names the jobs through `process(jobId)`; the worker still sweeps lapsed leases.
+   */
+  source?: 'store' | 'external';
+  /** a job went back to the queue (retry, recovery): tell a distributed queue about it */
+  onRequeue?: () => void;
+}
+
+type StopReason = 'cancel' | 'timeout' | 'shutdown' | 'lost';
+
+interface Running {
+  controller: AbortController;
+  reason: StopReason | null;
+  done: Promise<void>;
+}
+
+const MESSAGES = {
+  crashed: 'The job could not be finished; please submit it again.',
+  failed: 'The renderer could not make this; please try again later.',
+  timeout: (seconds: number) => `The job ran longer than its ${seconds}-second limit.`,
+};
+
+/** A progress write to the store at most this often; events go out on every tick. */
+const PROGRESS_WRITE_MS = 500;
+
+/**
+ * Takes queued jobs from the store (at most `concurrency` at once), renders them with a time
+ * limit, keeps its lease alive while rendering, retries renderer faults with back-off, and
+ * takes over jobs whose worker died (their lease lapsed).
+ */
+export class JobWorker implements LocalWorkerHandle {
+  readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
+  readonly #running = new Map<string, Running>();
+  readonly #options: Required<Omit<WorkerOptions, 'onRequeue'>> & Pick<WorkerOptions, 'onRequeue'>;
+  #timers: NodeJS.Timeout[] = [];
+  #filling = false;
+  #again = false;
+  #stopped = true;
+
+  constructor(options: WorkerOptions) {
+    this.#options = { pollMs: 500, maxAttempts: 3, backoffMs: 1000, source: 'store', ...options };
+  }
+
+  async start(): Promise<void> {
+    this.#stopped = false;
+    await this.#recover();
+    const { pollMs, leaseMs, source } = this.#options;
+    this.#timers.push(setInterval(() => void this.#recover(), Math.max(leaseMs / 2, 250)));
+    if (source === 'store') this.#timers.push(setInterval(() => this.wake(), pollMs));
+    for (const timer of this.#timers) timer.unref();
+    this.wake();
+  }
+
+  /** Stops taking jobs; jobs rendering here go back to the queue for the next start. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const timer of this.#timers) clearInterval(timer);
+    this.#timers = [];
+    for (const entry of this.#running.values()) this.#abort(entry, 'shutdown');
+    await Promise.all([...this.#running.values()].map((entry) => entry.done));
+  }
+
+  /**
+   * Renders the named job if it can be claimed (external source), resolving when it has ended
+   * here; a job that is not due, already taken or ended is left alone.
+   */
+  async process(jobId: string): Promise<void> {
+    if (this.#stopped || this.#running.has(jobId)) return;
+    const now = new Date();
+    const job = await claimJobById(this.#options.store, jobId, this.id, now.toISOString(), this.#leaseUntil(now));
+    if (!job) return;
+    this.#launch(job);
+    await this.#running.get(jobId)?.done;
+  }
+
+  wake(): void {
+    if (this.#stopped || this.#options.source !== 'store') return;
+    if (this.#filling) {
+      this.#again = true;
+      return;
+    }
+    void this.#fill();
+  }
+
+  interrupt(jobId: string): void {
+    const entry = this.#running.get(jobId);
+    if (entry) this.#abort(entry, 'cancel');
+  }
+
+  get active(): number {
+    return this.#running.size;
+  }
+
+  async #fill(): Promise<void> {
+    this.#filling = true;
+    try {
+      do {
+        this.#again = false;
+        while (!this.#stopped && this.#running.size < this.#options.concurrency) {
+          const now = new Date();
+          const job = await claimJob(this.#options.store, this.id, now.toISOString(), this.#leaseUntil(now));
+          if (!job) break;
+          if (this.#stopped) {
+            await releaseJob(this.#options.store.db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true });
+            break;
+          }
+          this.#launch(job);
+        }
+      } while (this.#again && !this.#stopped);
+    } catch (error) {
+      if (!this.#stopped) this.#options.log.error({ err: error }, 'job worker could not claim a job');
+    } finally {
+      this.#filling = false;
+    }
+  }
+
+  async #recover(): Promise<void> {
+    try {
+      const count = await recoverExpired(this.#options.store.db, new Date().toISOString(), this.#options.maxAttempts, MESSAGES.crashed);
+      if (count > 0) {
+        this.#options.log.warn({ count }, 'took over jobs whose worker stopped');
+        this.#options.onRequeue?.();
+        this.wake();
+      }
+    } catch (error) {
+      if (!this.#stopped) this.#options.log.error({ err: error }, 'job recovery failed');
+    }
+  }
+
+  #leaseUntil(now = new Date()): string {
+    return new Date(now.getTime() + this.#options.leaseMs).toISOString();
+  }
+
+  #abort(entry: Running, reason: StopReason): void {
+    if (entry.reason) return;
+    entry.reason = reason;
+    entry.controller.abort(new Error(`job stopped: ${reason}`));
+  }
+
+  #launch(job: JobRow): void {
+    const entry: Running = { controller: new AbortController(), reason: null, done: Promise.resolve() };
+    this.#running.set(job.id, entry);
+    entry.done = this.#run(job, entry)
+      .catch((error: unknown) => this.#options.log.error({ err: error, job: job.id }, 'job worker fault'))
+      .finally(() => {
+        this.#running.delete(job.id);
+        this.wake();
+      });
+  }
+
+  async #run(job: JobRow, entry: Running): Promise<void> {
+    const { store, renderer, events, assets, jobTimeoutMs, leaseMs } = this.#options;
+    const db = store.db;
+    events.publish({ kind: 'status', jobId: job.id, status: 'running', progress: 0 });
+
+    const timeout = setTimeout(() => this.#abort(entry, 'timeout'), jobTimeoutMs);
+    const lease = setInterval(() => {
+      renewLease(db, job.id, this.id, this.#leaseUntil()).then(
+        (held) => {
+          if (!held) this.#abort(entry, 'lost');
+        },
+        () => {},
+      );
+    }, Math.max(leaseMs / 3, 100));
+    let lastWrite = 0;
+    const onProgress = (percent: number) => {
+      if (entry.reason) return;
+      events.publish({ kind: 'progress', jobId: job.id, status: 'running', progress: percent });
+      const now = Date.now();
+      if (now - lastWrite >= PROGRESS_WRITE_MS) {
+        lastWrite = now;
+        recordProgress(db, job.id, this.id, percent, new Date(now).toISOString()).catch(() => {});
+      }
+    };
+
+    try {
+      const outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress });
+      entry.controller.signal.throwIfAborted();
+      const rows: AssetRow[] = [];
+      const createdAt = new Date().toISOString();
+      for (const [position, output] of outputs.entries()) {
+        const file = await assets.write(job.id, position, output);
+        rows.push({
+          id: randomUUID(),
+          job_id: job.id,
+          user_id: job.user_id,
+          position,
+          content_type: file.contentType,
+          byte_size: file.byteSize,
+          storage_key: file.storageKey,
+          created_at: createdAt,
+        });
+      }
+      entry.controller.signal.throwIfAborted();
+      if (await completeJob(db, job.id, this.id, rows, new Date().toISOString())) {
+        this.#options.log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
+        events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });
+      } else {
+        await this.#discardIfEnded(job.id, rows);
+      }
+    } catch (error) {
+      await this.#handleFailure(job, entry, error);
+    } finally {
+      clearTimeout(timeout);
+      clearInterval(lease);
+    }
+  }
+
+  /** The job ended elsewhere (canceled while the files were written): its files must not linger. */
+  async #discardIfEnded(jobId: string, rows: AssetRow[]): Promise<void> {
+    const current = await findJob(this.#options.store.db, jobId);
+    if (current && (current.status === 'canceled' || current.status === 'failed')) {
+      await Promise.all(rows.map((row) => this.#options.assets.remove(row.storage_key)));
+    }
+  }
+
+  async #handleFailure(job: JobRow, entry: Running, error: unknown): Promise<void> {
+    const { store, events, maxAttempts, backoffMs, jobTimeoutMs, log } = this.#options;
+    const db = store.db;
+    const now = new Date();
+    switch (entry.reason) {
+      case 'cancel':
+      case 'lost':
+        return;
+      case 'shutdown':
+        if (await releaseJob(db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true })) {
+          this.#options.onRequeue?.();
+        }
+        return;
+      case 'timeout': {
+        const message = MESSAGES.timeout(Math.round(jobTimeoutMs / 1000));
+        if (await failJob(db, job.id, this.id, message, now.toISOString())) {
+          events.publish({ kind: 'status', jobId: job.id, status: 'failed', progress: 0, error: message });
+        }
+        return;
+      }
+    }
+    const retryable = error instanceof RendererError && error.retryable;
+    if (retryable && job.attempts < maxAttempts) {
+      const delay = backoffMs * 2 ** (job.attempts - 1) * (0.8 + Math.random() * 0.4);
+      const runAfter = new Date(now.getTime() + delay).toISOString();
+      log.warn({ job: job.id, attempt: job.attempts }, 'renderer fault; the job will be retried');
+      if (await releaseJob(db, job.id, this.id, { runAfter, now: now.toISOString() })) {
+        events.publish({ kind: 'status', jobId: job.id, status: 'queued', progress: 0 });
+        this.#options.onRequeue?.();
+      }
+      return;
+    }
+    if (!(error instanceof RendererError)) log.error({ err: error, job: job.id }, 'job failed');
+    const message = error instanceof RendererError ? error.message : MESSAGES.failed;
+    if (await failJob(db, job.id, this.id, message, now.toISOString())) {
+      events.publish({ kind: 'status', jobId: job.id, status: 'failed', progress: 0, error: message });
+    }
+  }
+}
+
+function toRenderRequest(job: JobRow): RenderRequest {
+  const params = parseParams(job.params);
+  return {
+    jobId: job.id,
+    type: job.type,
+    prompt: job.prompt,
+    negativePrompt: job.negative_prompt,
+    width: params.width,
+    height: params.height,
+    seed: params.seed,
+    steps: params.steps,
+    frames: job.type === 'video' ? params.frames : 1,
+    fps: params.fps,
+    ...(params.style !== undefined && { style: params.style }),
+  };
+}
