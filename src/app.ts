@@ -98,9 +98,9 @@ function masterEncryptor(config: Config): Encryptor {
 
 /** Builds the whole service from a config: the server, the tests and the benchmark all start here. */
 export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
-  // An API node of a split deployment trusts the auth service's keys and revocation feed.
+  // An API node of a split deployment trusts the auth service's keys and revocation feed. Without
+  // CELFORGE_AUTH_URL, `--only api` is a full API node that leaves rendering to `celforge worker`s.
   const remote = config.authUrl !== undefined && options.only !== 'auth';
-  if (options.only === 'api' && !remote) throw new ConfigError('--only api needs CELFORGE_AUTH_URL (the auth service)');
   if (remote && !config.secrets.serviceToken) {
     throw new ConfigError("CELFORGE_AUTH_URL needs CELFORGE_SERVICE_TOKEN, the token of the auth service's revocation feed");
   }

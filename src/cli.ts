@@ -1,6 +1,5 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { buildApp } from './app.js';
 import type { FastifyInstance } from 'fastify';
 import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
 import { ConfigError, parseDuration, type Config } from './config/config.js';
@@ -9,8 +8,8 @@ import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
 import { HttpProblem } from './http/problem.js';
 import { rotateSigningKeys } from './identity/keys.js';
-import { createProduction } from './production/runtime.js';
 
+// The service itself is loaded only by the commands that run it, so `migrate`, `keys` and `audit` start fast.
 type Command = (args: string[], config: Config) => Promise<number>;
 
 const USAGE = `usage: celforge <command>
@@ -38,6 +37,7 @@ async function serve(args: string[], config: Config): Promise<number> {
   const only = values.only === 'api' || values.only === 'auth' ? values.only : undefined;
   const portSet = Boolean(process.env.CELFORGE_PORT || process.env.CELFORGE_PORT_FILE);
   if (only === 'auth' && !portSet) config = { ...config, port: 8088 };
+  const { buildApp } = await import('./app.js');
   const app = await buildApp(config, { only });
   if (app.hasRoute({ method: 'POST', url: '/api/auth/login' })) {
     const admin = await app.services.identity.ensureFirstAdmin();
@@ -67,6 +67,7 @@ async function worker(args: string[], config: Config): Promise<number> {
   const store = openStore(config);
   await migrate(store);
   const log = pino({ level: config.logLevel === 'silent' ? 'silent' : config.logLevel });
+  const { createProduction } = await import('./production/runtime.js');
   const production = await createProduction(config, store, log, { worker: true });
   await production.start();
   const stop = async (signal: string) => {
@@ -170,6 +171,7 @@ const NEEDS_SECRETS = new Set(['serve', 'worker', 'token']);
 let closeSecrets: () => void = () => {};
 /** Runs `work` with the app's services (no listener), and closes everything after. */
 async function withServices(config: Config, work: (app: FastifyInstance) => Promise<number>): Promise<number> {
+  const { buildApp } = await import('./app.js');
   const app = await buildApp(config);
   try {
     return await work(app);

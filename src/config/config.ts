@@ -27,6 +27,8 @@ export interface Config {
   accessTokenTtlSeconds: number;
   renderer: RendererName;
   comfyuiUrls: string[];
+  /** checkpoint the ComfyUI workflows load (unset: the renderer's default) */
+  comfyuiCheckpoint?: string;
   /** preview renderer: pause between progress ticks (CELFORGE_PREVIEW_STEP_MS); unset = its default */
   previewStepMs?: number;
   /** jobs one worker renders at once */
@@ -294,6 +296,7 @@ export function loadConfig(env: Env = process.env): Config {
     accessTokenTtlSeconds: parseDuration('CELFORGE_ACCESS_TOKEN_TTL', readVariable(env, 'CELFORGE_ACCESS_TOKEN_TTL') ?? '15m'),
     renderer,
     comfyuiUrls,
+    comfyuiCheckpoint: readVariable(env, 'CELFORGE_COMFYUI_CHECKPOINT'),
     previewStepMs: optionalInteger(env, 'CELFORGE_PREVIEW_STEP_MS', 0, 60_000),
     workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),

@@ -37,7 +37,7 @@ export interface ProductionOptions {
  * the truth in both.
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
-  const renderer = options.renderer ?? (await createRenderer(config));
+  const renderer = options.renderer ?? createRenderer(config);
   const assets = new AssetStorage(config.dataDir);
   const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
   const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;

@@ -11,7 +11,7 @@ describeEachDialect('API keys across processes', (dialect) => {
   beforeAll(async () => {
     const storage = { dataDir: t.config.dataDir, ...(t.config.databaseUrl && { databaseUrl: t.config.databaseUrl }) };
     servers = await Promise.all([0, 1].map(() => startServer(storage, { env: { CELFORGE_LOG_LEVEL: 'debug' } })));
-  }, 60_000);
+  });
   afterAll(async () => {
     await Promise.all(servers.map((server) => server.stop()));
   });

@@ -92,14 +92,21 @@ describeEachDialect('split mode: auth service and API node as two processes', (d
 });
 
 describeEachDialect('split mode: configuration', (dialect) => {
-  it('an API node needs the auth URL and the service token', async () => {
+  it('an API node that trusts an auth service needs the service token; without an auth URL it is a full API node', async () => {
     const { buildApp } = await import('../../src/app.js');
     const { testConfig, ConfigError } = await import('../../src/config/config.js');
     const storage = await createTestStorage(dialect);
     try {
       const base = { dataDir: storage.dataDir, databaseUrl: storage.databaseUrl };
-      await expect(buildApp(testConfig(base), { only: 'api' })).rejects.toThrow(/CELFORGE_AUTH_URL/);
       await expect(buildApp(testConfig({ ...base, authUrl: 'http://127.0.0.1:9' }), { only: 'api' })).rejects.toBeInstanceOf(ConfigError);
+      const local = await buildApp(testConfig(base), { only: 'api' });
+      try {
+        expect(local.hasRoute({ method: 'POST', url: '/api/auth/login' })).toBe(true);
+        expect(local.hasRoute({ method: 'POST', url: '/api/anime/generate' })).toBe(true);
+        expect(local.services.production.worker).toBeFalsy();
+      } finally {
+        await local.close();
+      }
     } finally {
       await storage.drop();
     }
