@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
-import { expectNoPath, expectProblem, generate, waitFor, type Json } from './helpers.js';
+import { expectNoPath, expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from './helpers.js';
 
 describeEachDialect('assets, gallery and admin stats', (dialect) => {
-  const t = useTestApp(dialect);
+  const t = useTestApp(dialect, { limits: ROOMY_LIMITS });
 
   async function finished(type: 'image' | 'video' = 'image', prompt = 'a lantern') {
     const user = await signIn(t.app);

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
+import { ROOMY_LIMITS_ENV } from './helpers.js';
 import { mintToken, renderedBy, startWorker, type WorkerProcess } from './real-process.js';
 
 type Json = Record<string, any>;
@@ -18,6 +19,7 @@ describeEachDialect('scale-out: BullMQ with celforge worker processes', (dialect
     CELFORGE_JOB_LEASE: '2s',
     CELFORGE_WORKER_CONCURRENCY: '2',
     CELFORGE_PREVIEW_STEP_MS: '20',
+    ...ROOMY_LIMITS_ENV,
   };
   let storage: TestStorage;
   let store: Store;
@@ -31,7 +33,7 @@ describeEachDialect('scale-out: BullMQ with celforge worker processes', (dialect
     api = await startServer(storage, { args: ['serve', '--only', 'api'], env });
     workers.push(...(await Promise.all([startWorker(storage, { ...env, CELFORGE_LOG_LEVEL: 'info' }), startWorker(storage, { ...env, CELFORGE_LOG_LEVEL: 'info' })])));
     store = openStore({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl });
-    headers = { authorization: `Bearer ${await mintToken(store, storage.dataDir)}`, 'content-type': 'application/json' };
+    headers = { authorization: `Bearer ${await mintToken(store, storage)}`, 'content-type': 'application/json' };
   }, 60_000);
 
   afterAll(async () => {

@@ -4,11 +4,12 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
+import { ROOMY_LIMITS_ENV } from './helpers.js';
 import { mintToken } from './real-process.js';
 
 type Json = Record<string, any>;
 
-const ENV = { CELFORGE_PREVIEW_STEP_MS: '100', CELFORGE_JOB_LEASE: '2s', CELFORGE_WORKER_CONCURRENCY: '2' };
+const ENV = { CELFORGE_PREVIEW_STEP_MS: '100', CELFORGE_JOB_LEASE: '2s', CELFORGE_WORKER_CONCURRENCY: '2', ...ROOMY_LIMITS_ENV };
 const JOBS = 6;
 
 describeEachDialect('kill -9 during running jobs', (dialect) => {
@@ -28,7 +29,7 @@ describeEachDialect('kill -9 during running jobs', (dialect) => {
   it('a restart finishes every accepted job, with exactly one set of outputs', { timeout: 120_000 }, async () => {
     server = await startServer(storage, { env: ENV });
     store = openStore({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl });
-    const token = await mintToken(store, storage.dataDir);
+    const token = await mintToken(store, storage);
     const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
 
     const ids: string[] = [];

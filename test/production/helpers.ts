@@ -1,7 +1,21 @@
 import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
+import { DEFAULT_LIMITS, parseRateLimits, type LimitSettings } from '../../src/config/config.js';
 
 export type Json = Record<string, any>;
+
+/**
+ * The production suites submit and poll many jobs per user; rate limits and quotas are proved in
+ * test/limits, so here they are set out of the way (the same settings for in-process apps and for
+ * real processes).
+ */
+const ROOMY_RATES = 'generation=100000/60s,read=100000/60s,write=100000/60s,anonymous=100000/60s';
+export const ROOMY_LIMITS: LimitSettings = { ...DEFAULT_LIMITS, rates: parseRateLimits(ROOMY_RATES), activeJobs: 100_000, jobsPerDay: 100_000 };
+export const ROOMY_LIMITS_ENV: Record<string, string> = {
+  CELFORGE_RATE_LIMITS: ROOMY_RATES,
+  CELFORGE_QUOTA_ACTIVE_JOBS: '100000',
+  CELFORGE_QUOTA_JOBS_PER_DAY: '100000',
+};
 
 /** Paths of this machine that must never appear in an answer. */
 export const PATH_LEAKS = [/\/tmp\//, /\/work\//, /\/srv\//, /\/home\//, /node_modules/, /celforge-test-/, /\.tmp\b/, /[A-Z]:\\/];

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
-import { expectNoPath, expectProblem, generate, waitFor, type Json } from './helpers.js';
+import { expectNoPath, expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from './helpers.js';
 import { HoldingRenderer } from './renderer-doubles.js';
 
 const INJECTIONS = [
@@ -14,7 +14,7 @@ const INJECTIONS = [
 
 describeEachDialect('production jobs', (dialect) => {
   const renderer = new HoldingRenderer();
-  const t = useTestApp(dialect, {}, { renderer });
+  const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { renderer });
 
   describe('POST /generate', () => {
     it('accepts a job with 202, type defaults, a Location and a queued state', async () => {
@@ -335,7 +335,7 @@ describeEachDialect('production jobs', (dialect) => {
 });
 
 describeEachDialect('event streams and shutdown', (dialect) => {
-  const t = useTestApp(dialect, {}, { renderer: new HoldingRenderer() });
+  const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { renderer: new HoldingRenderer() });
 
   it('closing the server ends open event streams instead of hanging', async () => {
     const user = await signIn(t.app);

@@ -4,10 +4,14 @@ import type { Store } from '../../src/db/database.js';
 import { loadSigningKeys } from '../../src/identity/keys.js';
 import { insertSession, insertUser } from '../../src/identity/store.js';
 import { issueAccessToken } from '../../src/identity/tokens.js';
-import { ROOT, cliEnv } from '../support/cli.js';
+import { ROOT, cliEnv, testSharedSecrets } from '../support/cli.js';
 
-/** A user, a live session and a token, written straight into a server's store. */
-export async function mintToken(store: Store, dataDir: string): Promise<string> {
+/**
+ * A user, a live session and a token, written straight into a server's store. The token is signed
+ * with the key the processes on this storage use: on PostgreSQL the shared scale-out key that
+ * `cliEnv` hands them, on SQLite the key in the data dir.
+ */
+export async function mintToken(store: Store, storage: { dataDir: string; databaseUrl?: string }): Promise<string> {
   const now = new Date();
   const userId = randomUUID();
   const sessionId = randomUUID();
@@ -36,7 +40,9 @@ export async function mintToken(store: Store, dataDir: string): Promise<string> 
     user_agent: null,
     ip: null,
   });
-  const { token } = await issueAccessToken(loadSigningKeys({ dataDir }), { userId, email, role: 'user', sessionId }, 3600);
+  const signingKey = storage.databaseUrl ? testSharedSecrets().CELFORGE_SIGNING_KEY : undefined;
+  const keys = loadSigningKeys({ dataDir: storage.dataDir, signingKey });
+  const { token } = await issueAccessToken(keys, { userId, email, role: 'user', sessionId }, 3600);
   return token;
 }
 
