@@ -123,7 +123,13 @@ export class IdentityService {
     if ((await db.countUsers(this.db)) > 0) return null;
     const email = this.deps.config.adminEmail ?? 'admin@celforge.local';
     const generated = this.deps.config.adminPassword ? undefined : randomBytes(18).toString('base64url');
-    await this.createUser({ email, password: this.deps.config.adminPassword ?? generated!, role: 'admin' });
+    try {
+      await this.createUser({ email, password: this.deps.config.adminPassword ?? generated!, role: 'admin' });
+    } catch (error) {
+      // Several instances starting on an empty store: one of them makes the admin, the others go on.
+      if (error instanceof HttpProblem && error.status === 409) return null;
+      throw error;
+    }
     return { email: normaliseEmail(email), generatedPassword: generated };
   }
 

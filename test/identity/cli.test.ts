@@ -93,3 +93,22 @@ it('the first start creates an admin and prints its random password once', async
     await storage.drop();
   }
 }, 120_000);
+
+it('several servers starting at once on an empty store make one admin, and all of them serve', async () => {
+  const storage = await createTestStorage('sqlite');
+  try {
+    const servers = await Promise.all([startServer(storage), startServer(storage), startServer(storage)]);
+    try {
+      for (const server of servers) expect((await fetch(`${server.url}/api/anime/health`)).status).toBe(200);
+      const printed = servers.filter((server) => server.output().includes('created with password'));
+      expect(printed).toHaveLength(1);
+      const list = await runCli(['user', 'list'], storage);
+      expect(list.stdout.trim().split('\n')).toHaveLength(1);
+      expect(list.stdout).toContain('\tadmin\t');
+    } finally {
+      await Promise.all(servers.map((server) => server.stop()));
+    }
+  } finally {
+    await storage.drop();
+  }
+}, 180_000);
