@@ -175,46 +175,66 @@ async function submitToRunning(bench: Bench, count: number) {
   return { store: bench.app.services.store.dialect, jobs: count, p50_ms: at(0.5), p99_ms: at(0.99) };
 }
 
+interface BenchStore {
+  name: string;
+  /** a fresh store for one phase: jobs left queued by one phase must not wait in front of the next */
+  open(): Promise<{ url?: string; drop: () => Promise<void> }>;
+}
+
+async function benchStores(): Promise<BenchStore[]> {
+  const stores: BenchStore[] = [{ name: 'sqlite', open: async () => ({ drop: async () => {} }) }];
+  const given = process.env.BENCH_DATABASE_URL;
+  const probe = await temporaryPostgres(given);
+  if (!probe) {
+    console.log('PostgreSQL not reachable: its figures are skipped');
+    return stores;
+  }
+  await probe.drop();
+  stores.push({ name: 'postgres', open: async () => (given ? { url: given, drop: async () => {} } : (await temporaryPostgres(undefined))!) });
+  return stores;
+}
+
+async function onStore<T>(store: BenchStore, run: (url: string | undefined) => Promise<T>): Promise<T> {
+  const database = await store.open();
+  try {
+    return await run(database.url);
+  } finally {
+    await database.drop();
+  }
+}
+
 async function main() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 5);
   const jobs = Number(process.env.BENCH_JOBS ?? 200);
-  const postgres = await temporaryPostgres(process.env.BENCH_DATABASE_URL);
-  try {
-    const stores: [string, string | undefined][] = [['sqlite', undefined]];
-    if (postgres) stores.push(['postgres', postgres.url]);
-    else console.log('PostgreSQL not reachable: its figures are skipped');
-
-    const reads = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds));
-    const storm = await withApp(undefined, { worker: false }, (bench) => loginStorm(bench, seconds));
-    const accepted: Measurement[] = [];
-    const latency = [];
-    for (const [name, url] of stores) {
-      accepted.push(await withApp(url, { worker: false }, (bench) => acceptance(bench, `(d) jobs accepted: POST /generate [${name}]`, seconds)));
-      latency.push(await withApp(url, { worker: true }, (bench) => submitToRunning(bench, jobs)));
-    }
-
-    const rows = [...reads, storm.read, ...accepted];
-    printTable(rows);
-    const [baseline, bearer, apiKey] = reads;
-    const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!)];
-    console.log(`\nload average ${os.loadavg().map((n) => n.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
-    for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× the baseline; security costs ${cost.cost_per_request_us} µs per request`);
-    console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
-    for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
-    const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
-      at: new Date().toISOString(),
-      node: process.version,
-      load_average: os.loadavg().map((n) => Number(n.toFixed(2))),
-      seconds,
-      measurements: rows,
-      security_cost: costs,
-      login_storm: { logins_per_second: storm.logins_per_second, login_failures: storm.login_failures, read_p99_ms: storm.read.latency_p99_ms },
-      submit_to_running: latency,
-    });
-    console.log(`results: ${path.relative(process.cwd(), file)}`);
-  } finally {
-    await postgres?.drop();
+  const reads = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds));
+  const storm = await withApp(undefined, { worker: false }, (bench) => loginStorm(bench, seconds));
+  const accepted: Measurement[] = [];
+  const latency = [];
+  for (const store of await benchStores()) {
+    const name = `(d) jobs accepted: POST /generate [${store.name}]`;
+    accepted.push(await onStore(store, (url) => withApp(url, { worker: false }, (bench) => acceptance(bench, name, seconds))));
+    latency.push(await onStore(store, (url) => withApp(url, { worker: true }, (bench) => submitToRunning(bench, jobs))));
   }
+
+  const rows = [...reads, storm.read, ...accepted];
+  printTable(rows);
+  const [baseline, bearer, apiKey] = reads;
+  const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!)];
+  console.log(`\nload average ${os.loadavg().map((n) => n.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
+  for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× the baseline; security costs ${cost.cost_per_request_us} µs per request`);
+  console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
+  for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
+  const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
+    at: new Date().toISOString(),
+    node: process.version,
+    load_average: os.loadavg().map((n) => Number(n.toFixed(2))),
+    seconds,
+    measurements: rows,
+    security_cost: costs,
+    login_storm: { logins_per_second: storm.logins_per_second, login_failures: storm.login_failures, read_p99_ms: storm.read.latency_p99_ms },
+    submit_to_running: latency,
+  });
+  console.log(`results: ${path.relative(process.cwd(), file)}`);
 }
 
 await main();

@@ -11,6 +11,7 @@ import {
   type DialectAdapter,
   type MigrationLockOptions,
   type MigrationResultSet,
+  type SqliteDatabase,
 } from 'kysely';
 import pg from 'pg';
 import type { Config } from '../config/config.js';
@@ -45,6 +46,30 @@ class LockingSqliteDialect extends SqliteDialect {
   }
 }
 
+const STATEMENT_CACHE_LIMIT = 500;
+
+/**
+ * Kysely's SQLite driver prepares every query anew; preparing costs more than running a small
+ * query. This keeps the prepared statements by SQL text (the text is parameterised, so the set is
+ * small) and hands out a fresh one only while the cached one is mid-iteration (a streamed query).
+ */
+function withStatementCache(database: SQLite.Database): SqliteDatabase {
+  const cache = new Map<string, SQLite.Statement>();
+  return {
+    close: () => database.close(),
+    prepare: (sql: string) => {
+      const cached = cache.get(sql);
+      if (cached && !cached.busy) return cached;
+      const statement = database.prepare(sql);
+      if (!cached) {
+        if (cache.size >= STATEMENT_CACHE_LIMIT) cache.delete(cache.keys().next().value!);
+        cache.set(sql, statement);
+      }
+      return statement;
+    },
+  };
+}
+
 export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Store {
   if (config.databaseUrl) {
     const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
@@ -59,7 +84,7 @@ export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Stor
   file.pragma('synchronous = NORMAL');
   file.pragma('foreign_keys = ON');
   file.pragma('busy_timeout = 5000');
-  const db = new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: file }) });
+  const db = new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: withStatementCache(file) }) });
   return { db, dialect: 'sqlite', close: () => db.destroy() };
 }
 
