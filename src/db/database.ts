@@ -5,11 +5,8 @@ import {
   Kysely,
   Migrator,
   PostgresDialect,
-  SqliteAdapter,
   SqliteDialect,
   sql,
-  type DialectAdapter,
-  type MigrationLockOptions,
   type MigrationResultSet,
   type SqliteDatabase,
 } from 'kysely';
@@ -28,23 +25,6 @@ export interface Store {
 
 // int8 (bigint) columns hold counters and steps far below 2^53: read them as numbers.
 pg.types.setTypeParser(20, (value) => Number(value));
-
-/**
- * Kysely's SQLite migration lock only guards one connection. Writing the lock row first thing in
- * the migration transaction takes SQLite's write lock, so a second process (a `celforge migrate`
- * beside a running server) waits for the first instead of applying the same step again.
- */
-class LockingSqliteAdapter extends SqliteAdapter {
-  override async acquireMigrationLock(db: Kysely<unknown>, options: MigrationLockOptions): Promise<void> {
-    await sql`update ${sql.table(options.lockTable)} set is_locked = 1 where id = ${options.lockRowId}`.execute(db);
-  }
-}
-
-class LockingSqliteDialect extends SqliteDialect {
-  override createAdapter(): DialectAdapter {
-    return new LockingSqliteAdapter();
-  }
-}
 
 const STATEMENT_CACHE_LIMIT = 500;
 
@@ -84,17 +64,45 @@ export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Stor
   file.pragma('synchronous = NORMAL');
   file.pragma('foreign_keys = ON');
   file.pragma('busy_timeout = 5000');
-  const db = new Kysely<Database>({ dialect: new LockingSqliteDialect({ database: withStatementCache(file) }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(file) }) });
   return { db, dialect: 'sqlite', close: () => db.destroy() };
+}
+
+function migrator(db: Kysely<Database>): Migrator {
+  return new Migrator({ db, provider: { getMigrations: async () => migrations } });
+}
+
+/**
+ * Kysely runs SQLite migrations without a transaction and its lock guards one connection only, so
+ * two processes starting on a fresh file both applied the first step. Here the whole run is one
+ * `BEGIN IMMEDIATE` transaction: it takes SQLite's write lock first (a second process waits, then
+ * finds nothing to do) and a failed step leaves no half-made schema.
+ */
+async function migrateSqlite(store: Store): Promise<MigrationResultSet> {
+  return store.db.connection().execute(async (connection) => {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await sql`begin immediate`.execute(connection);
+        break;
+      } catch (error) {
+        // busy_timeout already waited 5 s; a long first migration elsewhere may need longer
+        if (attempt >= 5 || !String((error as { code?: string }).code).startsWith('SQLITE_BUSY')) throw error;
+      }
+    }
+    try {
+      const result = await migrator(connection).migrateToLatest();
+      await sql`${sql.raw(result.error ? 'rollback' : 'commit')}`.execute(connection);
+      return result;
+    } catch (error) {
+      await sql`rollback`.execute(connection).catch(() => {});
+      throw error;
+    }
+  });
 }
 
 /** Brings the schema to the newest version; safe to call from several processes at once. */
 export async function migrate(store: Store): Promise<MigrationResultSet> {
-  const migrator = new Migrator({
-    db: store.db,
-    provider: { getMigrations: async () => migrations },
-  });
-  const result = await migrator.migrateToLatest();
+  const result = store.dialect === 'sqlite' ? await migrateSqlite(store) : await migrator(store.db).migrateToLatest();
   if (result.error) throw result.error;
   return result;
 }
