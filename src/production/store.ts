@@ -150,27 +150,22 @@ export function queuedJobs(db: Kysely<Database>, limit: number) {
     .execute();
 }
 
+/** An update of a job that applies only while this worker still holds it running (not canceled, not taken over). */
+function heldBy(db: Kysely<Database>, id: string, workerId: string) {
+  return db.updateTable('jobs').where('id', '=', id).where('locked_by', '=', workerId).where('status', '=', 'running');
+}
+
+async function updatesOne(update: { executeTakeFirst(): Promise<{ numUpdatedRows: bigint }> }): Promise<boolean> {
+  return Number((await update.executeTakeFirst()).numUpdatedRows) === 1;
+}
+
 /** Extends this worker's lease; false when the job is no longer its own (canceled, taken over). */
 export async function renewLease(db: Kysely<Database>, id: string, workerId: string, leaseUntil: string): Promise<boolean> {
-  const result = await db
-    .updateTable('jobs')
-    .set({ locked_until: leaseUntil })
-    .where('id', '=', id)
-    .where('locked_by', '=', workerId)
-    .where('status', '=', 'running')
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+  return updatesOne(heldBy(db, id, workerId).set({ locked_until: leaseUntil }));
 }
 
 export async function recordProgress(db: Kysely<Database>, id: string, workerId: string, progress: number, now: string): Promise<boolean> {
-  const result = await db
-    .updateTable('jobs')
-    .set({ progress, updated_at: now })
-    .where('id', '=', id)
-    .where('locked_by', '=', workerId)
-    .where('status', '=', 'running')
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+  return updatesOne(heldBy(db, id, workerId).set({ progress, updated_at: now }));
 }
 
 /** A running job of this worker goes back to the queue (retry after `runAfter`, or shutdown). */
@@ -180,9 +175,8 @@ export async function releaseJob(
   workerId: string,
   changes: { runAfter: string | null; now: string; refundAttempt?: boolean },
 ): Promise<boolean> {
-  const result = await db
-    .updateTable('jobs')
-    .set((eb) => ({
+  return updatesOne(
+    heldBy(db, id, workerId).set((eb) => ({
       status: 'queued',
       locked_by: null,
       locked_until: null,
@@ -190,23 +184,12 @@ export async function releaseJob(
       run_after: changes.runAfter,
       updated_at: changes.now,
       ...(changes.refundAttempt && { attempts: eb('attempts', '-', 1) }),
-    }))
-    .where('id', '=', id)
-    .where('locked_by', '=', workerId)
-    .where('status', '=', 'running')
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+    })),
+  );
 }
 
 export async function failJob(db: Kysely<Database>, id: string, workerId: string, error: string, now: string): Promise<boolean> {
-  const result = await db
-    .updateTable('jobs')
-    .set({ status: 'failed', error, finished_at: now, updated_at: now, locked_by: null, locked_until: null })
-    .where('id', '=', id)
-    .where('locked_by', '=', workerId)
-    .where('status', '=', 'running')
-    .executeTakeFirst();
-  return Number(result.numUpdatedRows) === 1;
+  return updatesOne(heldBy(db, id, workerId).set({ status: 'failed', error, finished_at: now, updated_at: now, locked_by: null, locked_until: null }));
 }
 
 /**
@@ -221,14 +204,10 @@ export async function completeJob(
   now: string,
 ): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
-    const result = await trx
-      .updateTable('jobs')
-      .set({ status: 'succeeded', progress: 100, error: null, finished_at: now, updated_at: now, locked_by: null, locked_until: null })
-      .where('id', '=', id)
-      .where('locked_by', '=', workerId)
-      .where('status', '=', 'running')
-      .executeTakeFirst();
-    if (Number(result.numUpdatedRows) !== 1) return false;
+    const held = await updatesOne(
+      heldBy(trx, id, workerId).set({ status: 'succeeded', progress: 100, error: null, finished_at: now, updated_at: now, locked_by: null, locked_until: null }),
+    );
+    if (!held) return false;
     if (assets.length > 0) {
       await trx
         .insertInto('assets')
