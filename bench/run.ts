@@ -3,10 +3,14 @@ import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
 import { buildApp } from '../src/app.js';
 import { DEFAULT_LIMITS, parseRateLimits, testConfig } from '../src/config/config.js';
 import { findJob } from '../src/production/store.js';
+import { ProductionService } from '../src/production/service.js';
+import { JobView } from '../src/production/views.js';
 import { signIn, TEST_PASSWORD, type SignedIn } from '../test/support/users.js';
 import { measure, printTable, securityCost, writeResults, type Measurement } from './harness.js';
 import { temporaryPostgres } from './postgres.js';
@@ -58,14 +62,22 @@ async function submit(bench: Bench): Promise<string> {
 }
 
 /**
- * (a) The same job read as GET /api/anime/jobs/{id}, on the same store, from a bare Fastify with no
- * plugin at all: no authentication, no headers, no limits, no audit.
+ * The unsecured reads, served by a bare Fastify (no plugin at all: no authentication, no security
+ * headers, no limits, no audit, no request ids) on the same store:
+ * - (a) the same read as GET /api/anime/jobs/{id}: the same service call for the job's owner, the
+ *   same response schema, the same body — the read with its security taken away;
+ * - (a0) only the job row, for reference: what the store and Fastify cost without the job view.
  */
 async function baselineServer(bench: Bench): Promise<{ url: string; close: () => Promise<void> }> {
-  const bare = Fastify();
-  const { db } = bench.app.services.store;
+  const bare = Fastify({ forceCloseConnections: true }).withTypeProvider<TypeBoxTypeProvider>();
+  bare.setValidatorCompiler(TypeBoxValidatorCompiler);
+  const { store, production } = bench.app.services;
+  const jobs = new ProductionService({ store, ...production, audit: bench.app.services.audit });
+  const owner = { userId: bench.user.userId, email: bench.user.email, role: 'user' as const, sessionId: bench.user.sessionId, via: 'token' as const, scopes: null };
+  const params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+  bare.get('/jobs/:id', { schema: { params, response: { 200: JobView } } }, (request) => jobs.get(owner, request.params.id));
   bare.get<{ Params: { id: string } }>('/raw/jobs/:id', async (request) => {
-    const job = await findJob(db, request.params.id);
+    const job = await findJob(store.db, request.params.id);
     return job && { job_id: job.id, type: job.type, status: job.status, progress: job.progress, prompt: job.prompt, created_at: job.created_at };
   });
   const url = await bare.listen({ host: '127.0.0.1', port: 0 });
@@ -79,7 +91,8 @@ async function securedReads(bench: Bench, seconds: number): Promise<Measurement[
   const principal = { userId: bench.user.userId, email: bench.user.email, role: 'user' as const, sessionId: bench.user.sessionId, via: 'token' as const, scopes: null };
   const key = await bench.app.services.apiKeys.create(principal, { name: 'bench', scopes: ['jobs:read'] });
   const scenarios: [string, string, Record<string, string>][] = [
-    ['(a) baseline: raw job row read, no security', `${baseline.url}/raw/jobs/${id}`, {}],
+    ['(a) unsecured: the same job read, no security', `${baseline.url}/jobs/${id}`, {}],
+    ['(a0) reference: the job row only, no security', `${baseline.url}/raw/jobs/${id}`, {}],
     ['(b) secured: GET /api/anime/jobs/{id} (bearer)', `${bench.base}/api/anime/jobs/${id}`, bench.user.authorization],
     ['(b2) secured: GET /api/anime/jobs/{id} (API key)', `${bench.base}/api/anime/jobs/${id}`, { authorization: `ApiKey ${key.key}` }],
   ];
@@ -207,6 +220,11 @@ async function main() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 5);
   const jobs = Number(process.env.BENCH_JOBS ?? 200);
   const reads = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds));
+  if (process.env.BENCH_ONLY === 'reads') {
+    printTable(reads);
+    for (const secured of reads.slice(2)) console.log(securityCost(reads[0]!, secured));
+    return;
+  }
   const storm = await withApp(undefined, { worker: false }, (bench) => loginStorm(bench, seconds));
   const accepted: Measurement[] = [];
   const latency = [];
@@ -218,10 +236,10 @@ async function main() {
 
   const rows = [...reads, storm.read, ...accepted];
   printTable(rows);
-  const [baseline, bearer, apiKey] = reads;
-  const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!)];
+  const [baseline, raw, bearer, apiKey] = reads;
+  const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!), securityCost(raw!, bearer!)];
   console.log(`\nload average ${os.loadavg().map((n) => n.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
-  for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× the baseline; security costs ${cost.cost_per_request_us} µs per request`);
+  for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× ${cost.baseline}; security costs ${cost.cost_per_request_us} µs per request`);
   console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
   for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
   const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
