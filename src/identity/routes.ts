@@ -274,7 +274,7 @@ function revocationFeed(app: FastifyInstance, options: IdentityRouteOptions) {
     if (!options.view.isReady()) throw new HttpProblem(503, 'auth-unavailable', 'Revocations are not available right now.');
     reply.hijack();
     const raw = reply.raw;
-    raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive' });
+    raw.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), 'content-type': 'text/event-stream', connection: 'keep-alive' });
     const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
     send('snapshot', options.view.snapshot());
     const unsubscribe = options.view.subscribe((event) => send('revocation', event));

@@ -158,6 +158,9 @@ describeEachDialect('HTTP conventions', (dialect) => {
     const docs = await t.app.inject('/api/anime/docs/');
     expect(docs.statusCode).toBe(200);
     expect(docs.headers['content-type']).toMatch(/text\/html/);
+    // the page runs its own scripts and styles: it carries Swagger UI's policy, not the API's 'none'
+    expect(docs.headers['content-security-policy']).toMatch(/script-src 'self'/);
+    expect(docs.headers['x-content-type-options']).toBe('nosniff');
   });
 });
 
