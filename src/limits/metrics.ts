@@ -15,6 +15,8 @@ export class Metrics {
   private readonly rateRejections: Counter<'policy'>;
   private readonly rateStoreFailures: Counter<'policy'>;
   private readonly signinFailures: Counter<'reason'>;
+  /** the labelled series of each request kind, resolved once (label lookup costs more than the increment) */
+  private readonly requestSeries = new Map<string, { count: Counter.Internal; latency: Histogram.Internal<string> }>();
 
   constructor(store: Store) {
     const registers = [this.registry];
@@ -77,9 +79,16 @@ export class Metrics {
   }
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {
-    const labels = { method, route, status: String(status) };
-    this.requests.inc(labels);
-    this.latency.observe(labels, seconds);
+    const key = `${method} ${route} ${status}`;
+    let series = this.requestSeries.get(key);
+    if (!series) {
+      // One series per method × route pattern × status: a small, bounded set.
+      const labels = { method, route, status: String(status) };
+      series = { count: this.requests.labels(labels), latency: this.latency.labels(labels) };
+      this.requestSeries.set(key, series);
+    }
+    series.count.inc();
+    series.latency.observe(seconds);
   }
 
   rateLimited(policy: RatePolicyName): void {
