@@ -202,7 +202,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await production.stop();
     follower?.close();
     await publisher.close();
-    await services.audit.flush();
+    await services.audit.close();
     apiKeys.close();
     redis?.disconnect();
     if (!options.store) await store.close();

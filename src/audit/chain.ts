@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { AuditLogTable } from '../db/schema.js';
 
 /** prev_hash of the very first row */
@@ -6,6 +6,8 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 export type AuditRow = AuditLogTable;
 export type ChainedFields = Omit<AuditRow, 'hash'>;
+/** An event stamped and cleaned, waiting for its place in the chain. */
+export type PendingRow = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
 
 /**
  * SHA-256 over a canonical serialisation: a JSON array of the fields in a fixed order, led by a
@@ -25,7 +27,19 @@ export function rowHash(row: ChainedFields): string {
     row.detail,
     row.prev_hash,
   ]);
-  return createHash('sha256').update(canonical).digest('hex');
+  return hash('sha256', canonical, 'hex');
+}
+
+/** Links pending rows onto a head: each row's prev_hash is the hash of the row before it. */
+export function chainRows(head: ChainHead, pending: PendingRow[]): AuditRow[] {
+  let seq = Number(head.seq);
+  let prev = head.hash;
+  return pending.map((row) => {
+    seq += 1;
+    const chained: AuditRow = { ...row, seq, prev_hash: prev, hash: '' };
+    chained.hash = prev = rowHash(chained);
+    return chained;
+  });
 }
 
 export interface ChainHead {

@@ -16,4 +16,6 @@ export interface Auditor {
   record(event: AuditEvent): void;
   /** resolves when every recorded event is stored (shutdown, tests) */
   flush(): Promise<void>;
+  /** flushes, then lets go of what the auditor holds (the app closes it last) */
+  close(): Promise<void>;
 }

@@ -1,7 +1,9 @@
 import type { Transaction } from 'kysely';
-import type { Store } from '../db/database.js';
+import { withSqliteConnection, type Store } from '../db/database.js';
+import { appendSqliteRows } from './sqlite-append.js';
+import { AuditWriterThread } from './writer.js';
 import type { Database } from '../db/schema.js';
-import { ChainVerifier, rowHash, type AuditRow, type ChainHead } from './chain.js';
+import { ChainVerifier, chainRows, type AuditRow, type ChainHead, type PendingRow } from './chain.js';
 import type { AuditEvent, Auditor } from './events.js';
 import {
   deleteThrough,
@@ -17,9 +19,6 @@ import {
   setHead,
   type AuditFilter,
 } from './store.js';
-
-/** An event stamped and cleaned, waiting for its place in the chain. */
-export type PendingRow = Omit<AuditRow, 'seq' | 'prev_hash' | 'hash'>;
 
 /** Detail keys whose values are never stored, whatever a caller passes. */
 const SECRET_KEY = /pass|token|secret|key|code|otp|prompt|authorization/i;
@@ -68,17 +67,11 @@ export function pendingRow(event: AuditEvent, at: Date = new Date()): PendingRow
 
 /** Chains rows onto a locked head inside the caller's transaction; returns the new head. */
 async function appendLocked(trx: Transaction<Database>, head: ChainHead, pending: PendingRow[]): Promise<ChainHead> {
-  let seq = Number(head.seq);
-  let prev = head.hash;
-  const rows: AuditRow[] = pending.map((row) => {
-    seq += 1;
-    const fields = { ...row, seq, prev_hash: prev };
-    prev = rowHash(fields);
-    return { ...fields, hash: prev };
-  });
+  const rows = chainRows(head, pending);
+  const last = rows.at(-1)!;
   await insertRows(trx, rows);
-  await setHead(trx, seq, prev);
-  return { ...head, seq, hash: prev };
+  await setHead(trx, last.seq, last.hash);
+  return { ...head, seq: last.seq, hash: last.hash };
 }
 
 function isUniqueViolation(error: unknown): boolean {
@@ -89,12 +82,16 @@ function isUniqueViolation(error: unknown): boolean {
 /**
  * Appends rows in one transaction. The head lock serialises appenders in every process on both
  * dialects; the primary key on seq would refuse a fork anyway, and such a conflict is retried.
+ * Every answered request is a row, so SQLite appends run as prepared statements in one
+ * synchronous `BEGIN IMMEDIATE` transaction: building a multi-row INSERT per batch cost more
+ * than the request it recorded.
  */
 export async function appendRows(store: Store, pending: PendingRow[]): Promise<void> {
   if (pending.length === 0) return;
   for (let attempt = 1; ; attempt++) {
     try {
-      await store.db.transaction().execute(async (trx) => appendLocked(trx, await lockHead(trx), pending));
+      if (store.sqlite) await withSqliteConnection(store, (database) => appendSqliteRows(database, pending));
+      else await store.db.transaction().execute(async (trx) => appendLocked(trx, await lockHead(trx), pending));
       return;
     } catch (error) {
       if (!isUniqueViolation(error) || attempt >= 5) throw error;
@@ -117,7 +114,8 @@ export interface StoreAuditorOptions {
 /**
  * The hash-chained audit trail. `record` only stamps, masks and buffers the event (no I/O, never
  * throws), so no answer waits for it; the buffer is appended in batches, one transaction each,
- * every few milliseconds or when a batch is full, and on `flush()` (the app flushes on close).
+ * every few milliseconds or when a batch is full, and on `flush()` (the app closes it on close).
+ * On a SQLite file the batches go to a writer thread with its own connection.
  */
 export class StoreAuditor implements Auditor {
   private buffer: PendingRow[] = [];
@@ -130,11 +128,13 @@ export class StoreAuditor implements Auditor {
   private readonly delayMs: number;
   private readonly retryMs: number;
   private readonly maxBuffered: number;
+  private readonly thread: AuditWriterThread | null;
 
   constructor(
     private readonly store: Store,
     private readonly options: StoreAuditorOptions = {},
   ) {
+    this.thread = store.sqlite && !store.sqlite.memory ? new AuditWriterThread(store.sqlite.name) : null;
     this.batchSize = options.batchSize ?? 500;
     this.delayMs = options.delayMs ?? 5;
     this.retryMs = options.retryMs ?? 1000;
@@ -165,6 +165,12 @@ export class StoreAuditor implements Auditor {
     }
   }
 
+  /** Flushes, then stops the writer thread. */
+  async close(): Promise<void> {
+    await this.flush();
+    await this.thread?.close();
+  }
+
   /** events not yet stored (waiting or being written) */
   get pending(): number {
     return this.buffer.length + this.inFlight;
@@ -190,7 +196,7 @@ export class StoreAuditor implements Auditor {
         const batch = this.buffer.splice(0, this.batchSize);
         this.inFlight = batch.length;
         try {
-          await appendRows(this.store, batch);
+          await this.write(batch);
           this.retryAfter = 0;
         } catch (error) {
           this.buffer.unshift(...batch);
@@ -211,6 +217,13 @@ export class StoreAuditor implements Auditor {
       if (this.buffer.length > 0) this.schedule();
     });
     return this.writing.then(() => ok);
+  }
+
+  private write(batch: PendingRow[]): Promise<void> {
+    if (!this.thread) return appendRows(this.store, batch);
+    // A closed store takes no more rows, from this thread or the writer's.
+    if (!this.store.sqlite!.open) return Promise.reject(new Error('the store is closed'));
+    return this.thread.append(batch);
   }
 }
 

@@ -20,7 +20,22 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Store {
   db: Kysely<Database>;
   dialect: Dialect;
+  /**
+   * SQLite only: the file's own connection, for the few hot paths that skip the query builder.
+   * Use it only inside `withSqliteConnection`, which holds the connection the query builder shares.
+   */
+  sqlite: SQLite.Database | null;
   close(): Promise<void>;
+}
+
+/**
+ * Runs synchronous work on the SQLite connection while holding it, so no transaction of the query
+ * builder (which keeps the single connection across awaits) can be open at the same time.
+ */
+export async function withSqliteConnection<T>(store: Store, work: (database: SQLite.Database) => T): Promise<T> {
+  const database = store.sqlite;
+  if (!database) throw new Error('not a SQLite store');
+  return store.db.connection().execute(async () => work(database));
 }
 
 // int8 (bigint) columns hold counters and steps far below 2^53: read them as numbers.
@@ -32,12 +47,17 @@ const STATEMENT_CACHE_LIMIT = 500;
  * Kysely's SQLite driver prepares every query anew; preparing costs more than running a small
  * query. This keeps the prepared statements by SQL text (the text is parameterised, so the set is
  * small) and hands out a fresh one only while the cached one is mid-iteration (a streamed query).
+ *
+ * Its transactions begin IMMEDIATE: other connections write the same file (the audit writer
+ * thread, other processes), and a deferred transaction that reads, then writes after another
+ * connection committed fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
  */
 function withStatementCache(database: SQLite.Database): SqliteDatabase {
   const cache = new Map<string, SQLite.Statement>();
   return {
     close: () => database.close(),
-    prepare: (sql: string) => {
+    prepare: (text: string) => {
+      const sql = text === 'begin' ? 'begin immediate' : text;
       const cached = cache.get(sql);
       if (cached && !cached.busy) return cached;
       const statement = database.prepare(sql);
@@ -56,7 +76,7 @@ export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Stor
     // An idle client that loses its server must not crash the process.
     pool.on('error', () => {});
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
-    return { db, dialect: 'postgres', close: () => db.destroy() };
+    return { db, dialect: 'postgres', sqlite: null, close: () => db.destroy() };
   }
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const file = new SQLite(path.join(config.dataDir, 'celforge.db'));
@@ -65,7 +85,7 @@ export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Stor
   file.pragma('foreign_keys = ON');
   file.pragma('busy_timeout = 5000');
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(file) }) });
-  return { db, dialect: 'sqlite', close: () => db.destroy() };
+  return { db, dialect: 'sqlite', sqlite: file, close: () => db.destroy() };
 }
 
 function migrator(db: Kysely<Database>): Migrator {

@@ -1,0 +1,32 @@
+/**
+ * The SQLite audit writer: a thread with a connection of its own that appends the batches it is
+ * sent, so hashing and inserting every request's row happens beside the event loop, not on it.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import SQLite from 'better-sqlite3';
+import type { PendingRow } from './chain.js';
+import { appendSqliteRows } from './sqlite-append.js';
+
+export interface AppendRequest {
+  id: number;
+  rows: PendingRow[];
+}
+
+export interface AppendReply {
+  id: number;
+  error?: { message: string; code?: string };
+}
+
+const database = new SQLite((workerData as { file: string }).file, { timeout: 5000 });
+database.pragma('synchronous = NORMAL');
+
+parentPort!.on('message', ({ id, rows }: AppendRequest) => {
+  let reply: AppendReply = { id };
+  try {
+    appendSqliteRows(database, rows);
+  } catch (error) {
+    const { message, code } = error as { message?: unknown; code?: unknown };
+    reply = { id, error: { message: String(message), ...(typeof code === 'string' && { code }) } };
+  }
+  parentPort!.postMessage(reply);
+});
