@@ -1,8 +1,9 @@
-import type { FastifyContextConfig, FastifyInstance } from 'fastify';
+import type { FastifyContextConfig, FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { Auditor } from '../audit/events.js';
 import { HttpProblem } from '../http/problem.js';
+import { addRouteHook } from '../http/route-hooks.js';
 import {
   MemoryReplayGuard,
   SIGNATURE_ALG,
@@ -38,14 +39,14 @@ export function replayGuardFor(redis: Redis | null): ReplayGuard {
 /**
  * Critical routes (`config.critical`, and admin routes other than reads) called with an API key need an RFC 9421 signature by that
  * same key over method, target URI and Content-Digest, at most 5 minutes old, used once. Runs after
- * the body is read (the digest covers its bytes) and before it is validated.
+ * the body is read (the digest covers its bytes) and before it is validated, on those routes only.
  */
 export const requestSignatures = fp(async (app: FastifyInstance, options: SignatureOptions) => {
   const origin = options.publicUrl.replace(/\/+$/, '');
 
-  app.addHook('preValidation', async (request) => {
+  const verify = async (request: FastifyRequest, route: string): Promise<void> => {
     const principal = request.principal;
-    if (principal?.via !== 'api-key' || !isCritical(request.routeOptions.config, request.method)) return;
+    if (principal?.via !== 'api-key') return;
     const keyId = principal.apiKeyId!;
 
     const refuse = (reason: SignatureFailure | 'unsupported-body'): never => {
@@ -56,7 +57,7 @@ export const requestSignatures = fp(async (app: FastifyInstance, options: Signat
         target: `api-key:${keyId}`,
         ip: request.ip,
         requestId: request.id,
-        detail: { reason, method: request.method, route: request.routeOptions.url },
+        detail: { reason, method: request.method, route },
       });
       throw reason === 'missing' ? signatureRequired(keyId) : signatureInvalid(reason);
     };
@@ -80,6 +81,15 @@ export const requestSignatures = fp(async (app: FastifyInstance, options: Signat
       });
     }
     if (!result.ok) refuse(result.reason);
+  };
+
+  app.addHook('onRoute', (route) => {
+    const config = route.config ?? {};
+    const methods = Array.isArray(route.method) ? route.method : [route.method];
+    if (!methods.some((method) => isCritical(config, method))) return;
+    addRouteHook(route, 'preValidation', async (request) => {
+      if (isCritical(config, request.method)) await verify(request, route.url);
+    });
   });
 });
 

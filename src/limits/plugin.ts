@@ -4,6 +4,7 @@ import fp from 'fastify-plugin';
 import type { Auditor } from '../audit/events.js';
 import type { RatePolicyName } from '../config/config.js';
 import { HttpProblem } from '../http/problem.js';
+import { addRouteHook } from '../http/route-hooks.js';
 import type { Charge, RateLimiter } from './limiter.js';
 import type { Metrics } from './metrics.js';
 import type { QuotaService } from './quotas.js';
@@ -78,21 +79,26 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
     return charge(request, reply, rateClass ?? 'read', subjectOf(request));
   });
 
-  app.addHook('preValidation', async (request, reply) => {
-    const rateClass = request.routeOptions.config.rateClass;
+  app.addHook('onRoute', (route) => {
+    const { rateClass, jobQuota } = route.config ?? {};
     if (rateClass === 'generation') {
-      const type = (request.body as { type?: unknown } | null | undefined)?.type;
-      const cost = type === 'video' ? limiter.costs.video : limiter.costs.image;
-      return charge(request, reply, 'generation', subjectOf(request), cost);
+      addRouteHook(route, 'preValidation', async (request, reply) => {
+        const type = (request.body as { type?: unknown } | null | undefined)?.type;
+        const cost = type === 'video' ? limiter.costs.video : limiter.costs.image;
+        await charge(request, reply, 'generation', subjectOf(request), cost);
+      });
     }
     if (rateClass === 'signin') {
-      const account = accountOf(request.body);
-      if (account) return charge(request, reply, 'signin-account', account);
+      addRouteHook(route, 'preValidation', async (request, reply) => {
+        const account = accountOf(request.body);
+        if (account) await charge(request, reply, 'signin-account', account);
+      });
     }
-  });
-
-  app.addHook('preHandler', async (request) => {
-    if (request.routeOptions.config.jobQuota && request.principal) await quotas.assertRoomForJob(request.principal.userId);
+    if (jobQuota) {
+      addRouteHook(route, 'preHandler', async (request) => {
+        if (request.principal) await quotas.assertRoomForJob(request.principal.userId);
+      });
+    }
   });
 
   app.addHook('onResponse', async (request, reply) => {
