@@ -214,6 +214,8 @@ describeEachDialect('production jobs', (dialect) => {
         const type = i % 3 === 0 ? 'video' : 'image';
         const body = { prompt: `hold: job ${i}`, type, width: 64, height: 64, ...(type === 'video' && { frames: 2 }) };
         made.push(((await generate(t.app, user.authorization, body)).json() as Json).job_id);
+        // "newest first" is by creation time; two jobs made in the same millisecond have no order
+        await new Promise((resolve) => setTimeout(resolve, 2));
       }
       const seen: string[] = [];
       let cursor: string | null = null;
