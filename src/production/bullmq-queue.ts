@@ -41,8 +41,9 @@ async function ended(redis: Redis): Promise<void> {
  * A client given to BullMQ, and the copies BullMQ makes of it (a Worker's blocking connection).
  * Each BullMQ RedisConnection waits for its client to be ready and re-emits a failed wait as
  * 'error', but its close() first removes all its listeners: a wait that fails after that (the client
- * ends after an error) is re-thrown by `emit('error')` as an unhandled rejection. BullMQ never ends a
- * client it was given, so these are ended here, before BullMQ closes, while it still listens.
+ * ends after an error) is re-thrown by `emit('error')` as an unhandled rejection. So a client whose
+ * wait may still be pending is ended here before BullMQ closes, while it still listens; BullMQ itself
+ * never ends a client it was given.
  */
 class BullConnection extends Redis {
   readonly #copies: Redis[] = [];
