@@ -1,5 +1,5 @@
 import { Queue, Worker } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../db/database.js';
 import { JobEvents, type JobEvent } from './events.js';
@@ -17,11 +17,56 @@ export interface RedisSettings {
   prefix: string;
 }
 
-function connect(url: string, forWorker: boolean): Redis {
+function redisOptions(forWorker: boolean): RedisOptions {
   // BullMQ needs its own connections without a key prefix; workers must wait out Redis restarts.
-  const redis = new Redis(url, forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 2, connectTimeout: 2000 });
+  return forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 2, connectTimeout: 2000 };
+}
+
+function connect(url: string, forWorker: boolean): Redis {
+  const redis = new Redis(url, redisOptions(forWorker));
   redis.on('error', () => {});
   return redis;
+}
+
+/** Disconnects; resolves once the client can report nothing more and what it reported has been handled. */
+async function ended(redis: Redis): Promise<void> {
+  // While waiting to retry, disconnect() only cancels the retry: no 'end' follows, and nothing else will.
+  const end = redis.status === 'end' || redis.status === 'reconnecting' ? null : new Promise((resolve) => redis.once('end', resolve));
+  redis.disconnect();
+  await end;
+  await new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A client given to BullMQ, and the copies BullMQ makes of it (a Worker's blocking connection).
+ * Each BullMQ RedisConnection waits for its client to be ready and re-emits a failed wait as
+ * 'error', but its close() first removes all its listeners: a wait that fails after that (the client
+ * ends after an error) is re-thrown by `emit('error')` as an unhandled rejection. So a client whose
+ * wait may still be pending is ended here before BullMQ closes, while it still listens; BullMQ itself
+ * never ends a client it was given.
+ */
+class BullConnection extends Redis {
+  readonly #copies: Redis[] = [];
+
+  constructor(url: string, forWorker: boolean) {
+    super(url, redisOptions(forWorker));
+    this.on('error', () => {});
+  }
+
+  override duplicate(override?: Partial<RedisOptions>): Redis {
+    const copy = super.duplicate(override);
+    this.#copies.push(copy);
+    return copy;
+  }
+
+  async endAll(): Promise<void> {
+    await Promise.all([this, ...this.#copies].map(ended));
+  }
+}
+
+/** Whether a promise has already settled. */
+function settled(promise: Promise<unknown>): Promise<boolean> {
+  return Promise.race([promise.then(() => true, () => true), new Promise<boolean>((resolve) => setImmediate(() => resolve(false)))]);
 }
 
 function bullPrefix(prefix: string): string {
@@ -45,6 +90,7 @@ function delayOf(runAfter: string | null): number {
  */
 export class BullMQQueue implements JobQueue {
   readonly #queue: Queue;
+  readonly #connection: BullConnection;
   readonly #publisher: Redis;
   readonly #channel: string;
 
@@ -52,7 +98,8 @@ export class BullMQQueue implements JobQueue {
     private readonly store: Store,
     settings: RedisSettings,
   ) {
-    this.#queue = new Queue(QUEUE_NAME, { connection: connect(settings.url, false), prefix: bullPrefix(settings.prefix) });
+    this.#connection = new BullConnection(settings.url, false);
+    this.#queue = new Queue(QUEUE_NAME, { connection: this.#connection, prefix: bullPrefix(settings.prefix) });
     this.#queue.on('error', () => {});
     this.#publisher = connect(settings.url, false);
     this.#channel = `${settings.prefix}job-cancel`;
@@ -94,6 +141,9 @@ export class BullMQQueue implements JobQueue {
   }
 
   async close(): Promise<void> {
+    // The queue leaves a connection it was given open. An announcement still in flight is lost; the
+    // next reconcile makes up for it.
+    await this.#connection.endAll();
     await this.#queue.close();
     this.#publisher.disconnect();
   }
@@ -136,6 +186,7 @@ export class RedisJobEvents extends JobEvents {
 /** Feeds a JobWorker from BullMQ and relays cancels; `concurrency` jobs at once in this process. */
 export class BullMQWorkerHost {
   readonly #worker: Worker;
+  readonly #connection: BullConnection;
   readonly #cancels: Redis;
   readonly #timer: NodeJS.Timeout;
 
@@ -144,8 +195,9 @@ export class BullMQWorkerHost {
     queue: BullMQQueue,
     settings: RedisSettings & { concurrency: number; leaseMs: number; log: FastifyBaseLogger },
   ) {
+    this.#connection = new BullConnection(settings.url, true);
     this.#worker = new Worker(QUEUE_NAME, async (job) => jobWorker.process(String((job.data as { jobId: string }).jobId)), {
-      connection: connect(settings.url, true),
+      connection: this.#connection,
       prefix: bullPrefix(settings.prefix),
       concurrency: settings.concurrency,
       lockDuration: settings.leaseMs,
@@ -166,6 +218,14 @@ export class BullMQWorkerHost {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     this.#cancels.disconnect();
+    // Ready connections close gracefully (jobs finishing here are still acknowledged); ones still
+    // waiting for Redis are ended first, see BullConnection.
+    if (!(await settled(this.#worker.waitUntilReady()))) {
+      // Paused first, so that a connection reported ready by its end does not start the fetch loop.
+      await this.#worker.pause(true);
+      await this.#connection.endAll();
+    }
     await this.#worker.close();
+    await this.#connection.endAll();
   }
 }
