@@ -43,6 +43,8 @@ describe('config', () => {
     [{ CELFORGE_ACCESS_TOKEN_TTL: 'forever' }, /not a duration/],
     [{ CELFORGE_VAULT_ADDR: 'http://127.0.0.1:8200' }, /set CELFORGE_VAULT_TOKEN/],
     [{ CELFORGE_LOG_LEVEL: 'loud' }, /CELFORGE_LOG_LEVEL/],
+    [{ CELFORGE_COMFYUI_MAX_OUTPUT_BYTES: '200MiB' }, /CELFORGE_COMFYUI_MAX_OUTPUT_BYTES: "200MiB" is not a whole number/],
+    [{ CELFORGE_COMFYUI_MAX_OUTPUT_BYTES: '100' }, /CELFORGE_COMFYUI_MAX_OUTPUT_BYTES: 100 is outside/],
   ])('refuses %j with one clear line', (env, message) => {
     let error: unknown;
     try {
@@ -61,10 +63,13 @@ describe('config', () => {
       CELFORGE_TRUST_PROXY: '127.0.0.1, 10.0.0.0/8, ::1',
       CELFORGE_RENDERER: 'comfyui',
       CELFORGE_COMFYUI_URLS: 'http://gpu1:8188,http://gpu2:8188',
+      CELFORGE_COMFYUI_MAX_OUTPUT_BYTES: '1048576',
     });
     expect(config.corsOrigins).toEqual(['https://studio.example', 'http://localhost:5173']);
     expect(config.trustProxy).toEqual(['127.0.0.1', '10.0.0.0/8', '::1']);
     expect(config.comfyuiUrls).toHaveLength(2);
+    expect(config.comfyuiMaxOutputBytes).toBe(1048576);
+    expect(loadConfig({}).comfyuiMaxOutputBytes).toBeUndefined();
     expect(parseDuration('X', '15m')).toBe(900);
     expect(parseDuration('X', '2h')).toBe(7200);
     expect(parseDuration('X', '45')).toBe(45);

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream, mkdirSync, statSync, type ReadStream } from 'node:fs';
-import { rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RenderOutput } from '../renderers/renderer.js';
 
@@ -15,6 +15,14 @@ const TYPES: Record<string, string> = {
 };
 
 const KEY = /^[0-9a-f-]{36}-\d{1,3}\.[a-z0-9]{1,5}$/;
+/** `<storage key>.<uuid>.tmp`, as `write` names its temporary files */
+const TEMP = /^[0-9a-f-]{36}-\d{1,3}\.[a-z0-9]{1,5}\.[0-9a-f-]{36}\.tmp$/;
+
+/**
+ * A temporary file older than this was left by a writer that died (a write takes seconds); a
+ * younger one may still be written by another process sharing the data dir.
+ */
+export const STALE_TEMP_MS = 60 * 60 * 1000;
 
 export interface StoredFile {
   storageKey: string;
@@ -50,6 +58,24 @@ export class AssetStorage {
       throw error;
     }
     return { storageKey, contentType, byteSize: output.data.length };
+  }
+
+  /** Removes temporary files a killed writer left behind; returns how many. */
+  async removeStaleTemps(maxAgeMs = STALE_TEMP_MS): Promise<number> {
+    const cutoff = Date.now() - maxAgeMs;
+    let removed = 0;
+    for (const name of await readdir(this.#dir)) {
+      if (!TEMP.test(name)) continue;
+      const file = path.join(this.#dir, name);
+      try {
+        if ((await stat(file)).mtimeMs >= cutoff) continue;
+        await rm(file, { force: true });
+        removed++;
+      } catch {
+        // renamed or removed meanwhile
+      }
+    }
+    return removed;
   }
 
   async remove(storageKey: string): Promise<void> {

@@ -29,6 +29,8 @@ export interface Config {
   comfyuiUrls: string[];
   /** checkpoint the ComfyUI workflows load (unset: the renderer's default) */
   comfyuiCheckpoint?: string;
+  /** largest ComfyUI output file downloaded, bytes (unset: the renderer's default, 200 MiB) */
+  comfyuiMaxOutputBytes?: number;
   /** preview renderer: pause between progress ticks (CELFORGE_PREVIEW_STEP_MS); unset = its default */
   previewStepMs?: number;
   /** jobs one worker renders at once */
@@ -297,6 +299,7 @@ export function loadConfig(env: Env = process.env): Config {
     renderer,
     comfyuiUrls,
     comfyuiCheckpoint: readVariable(env, 'CELFORGE_COMFYUI_CHECKPOINT'),
+    comfyuiMaxOutputBytes: optionalInteger(env, 'CELFORGE_COMFYUI_MAX_OUTPUT_BYTES', 1024, 2 * 1024 ** 3),
     previewStepMs: optionalInteger(env, 'CELFORGE_PREVIEW_STEP_MS', 0, 60_000),
     workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),

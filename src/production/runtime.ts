@@ -73,6 +73,13 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     worker,
     async start() {
       if (!worker) return;
+      // Workers are the ones writing asset files, so each clears what a killed one left half-written.
+      try {
+        const removed = await assets.removeStaleTemps();
+        if (removed > 0) log.info({ removed }, 'removed stale temporary asset files');
+      } catch (err) {
+        log.warn({ err }, 'could not clear stale temporary asset files');
+      }
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log });
     },

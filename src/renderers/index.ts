@@ -5,12 +5,13 @@ import type { Renderer } from './renderer.js';
 
 /** The renderer the config names: `preview` (built in) or `comfyui` (one or more ComfyUI URLs). */
 export function createRenderer(
-  config: Pick<Config, 'renderer' | 'previewStepMs' | 'comfyuiUrls' | 'comfyuiCheckpoint' | 'jobTimeoutSeconds'>,
+  config: Pick<Config, 'renderer' | 'previewStepMs' | 'comfyuiUrls' | 'comfyuiCheckpoint' | 'comfyuiMaxOutputBytes' | 'jobTimeoutSeconds'>,
 ): Renderer {
   if (config.renderer === 'comfyui') {
     return new ComfyUIRenderer({
       urls: config.comfyuiUrls,
       checkpoint: config.comfyuiCheckpoint,
+      maxOutputBytes: config.comfyuiMaxOutputBytes,
       // The worker's own time limit governs the job; the renderer's is a backstop just behind it.
       jobTimeoutMs: (config.jobTimeoutSeconds + 30) * 1000,
     });

@@ -63,6 +63,12 @@ export interface ComfyUIDouble {
   stepDelayMs: number;
   /** queue an accepted prompt at once but answer POST /prompt only after this delay */
   promptAnswerDelayMs: number;
+  /** bytes GET /view appends to every file it sends (image readers ignore trailing bytes) */
+  viewPaddingBytes: number;
+  /** GET /view sends files with a Content-Length (default) or chunked, without one */
+  viewTransfer: 'content-length' | 'chunked';
+  /** GET /view answers whose connection closed before the whole file was sent */
+  readonly viewsCutShort: number;
   /** every POST /prompt body received, in order (including rejected ones) */
   readonly prompts: PromptBody[];
   readonly promptCount: number;
@@ -290,6 +296,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
   let refuseSockets = false;
   let httpStatus: number | undefined;
   let closed = false;
+  let cutShort = 0;
 
   const server = createServer((req, res) => {
     if (frozen) return; // never answer
@@ -417,7 +424,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     res.writeHead(200).end();
   }
 
-  function view(res: ServerResponse, query: URLSearchParams): void {
+  async function view(res: ServerResponse, query: URLSearchParams): Promise<void> {
     const filename = query.get('filename') ?? '';
     const subfolder = query.get('subfolder') ?? '';
     const type = query.get('type') ?? 'output';
@@ -432,7 +439,27 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     }
     const ext = filename.slice(filename.lastIndexOf('.') + 1);
     const contentType = { png: 'image/png', webp: 'image/webp' }[ext] ?? 'application/octet-stream';
-    res.writeHead(200, { 'content-type': contentType, 'content-disposition': `filename="${filename}"` }).end(data);
+    const size = data.length + double.viewPaddingBytes;
+    res.writeHead(200, {
+      'content-type': contentType,
+      'content-disposition': `filename="${filename}"`,
+      ...(double.viewTransfer === 'content-length' && { 'content-length': String(size) }),
+    });
+    const gone = new Promise<void>((resolve) =>
+      res.once('close', () => {
+        if (!res.writableFinished) cutShort++;
+        resolve();
+      }),
+    );
+    // Written piece by piece as the client reads, so a client that stops reading is noticed.
+    const zeros = Buffer.alloc(64 * 1024);
+    const pieces = [data];
+    for (let left = double.viewPaddingBytes; left > 0; left -= zeros.length) pieces.push(zeros.subarray(0, Math.min(left, zeros.length)));
+    for (const piece of pieces) {
+      if (res.destroyed) return;
+      if (!res.write(piece)) await Promise.race([new Promise((resolve) => res.once('drain', resolve)), gone]);
+    }
+    if (!res.destroyed) res.end();
   }
 
   function systemStats(): Record<string, unknown> {
@@ -578,6 +605,11 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     mode: 'normal',
     stepDelayMs: options.stepDelayMs ?? 5,
     promptAnswerDelayMs: 0,
+    viewPaddingBytes: 0,
+    viewTransfer: 'content-length',
+    get viewsCutShort() {
+      return cutShort;
+    },
     prompts,
     get promptCount() {
       return prompts.length;

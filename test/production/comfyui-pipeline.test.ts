@@ -1,3 +1,5 @@
+import { readdirSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { startComfyUIDouble, type ComfyUIDouble } from '../doubles/comfyui.js';
 import { signIn, useTestApp } from '../support/app.js';
@@ -60,5 +62,56 @@ describeEachDialect('jobs rendered by ComfyUI', (dialect) => {
     } finally {
       comfyui.mode = 'normal';
     }
+  });
+});
+
+describeEachDialect('ComfyUI results over the size limit', (dialect) => {
+  const MAX = 256 * 1024;
+  const t = useTestApp(dialect, {
+    renderer: 'comfyui',
+    get comfyuiUrls() {
+      return [comfyui.url];
+    },
+    comfyuiMaxOutputBytes: MAX,
+    jobTimeoutSeconds: 10,
+    limits: ROOMY_LIMITS,
+  });
+
+  async function render(transfer: 'content-length' | 'chunked', padding: number) {
+    comfyui.mode = 'normal';
+    comfyui.viewTransfer = transfer;
+    comfyui.viewPaddingBytes = padding;
+    try {
+      const user = await signIn(t.app);
+      const job = (await generate(t.app, user.authorization, { prompt: 'a very large fox', type: 'image', width: 64, height: 64 })).json() as Json;
+      const done = await waitFor(t.app, user.authorization, job.job_id, ['succeeded', 'failed']);
+      const rows = await t.app.services.store.db.selectFrom('assets').select('id').where('job_id', '=', job.job_id).execute();
+      const files = readdirSync(path.join(t.config.dataDir, 'assets')).filter((name) => name.startsWith(job.job_id));
+      return { done, rows, files };
+    } finally {
+      comfyui.viewTransfer = 'content-length';
+      comfyui.viewPaddingBytes = 0;
+    }
+  }
+
+  it.each(['content-length', 'chunked'] as const)('a larger file (sent with %s) fails its job unread: no asset row, no file', async (transfer) => {
+    const cutShort = comfyui.viewsCutShort;
+    const { done, rows, files } = await render(transfer, 64 * 1024 * 1024);
+    expect(done.status).toBe('failed');
+    expect(done.error).toBe('renderer output is larger than allowed');
+    expect(done.assets ?? []).toEqual([]);
+    expect(rows).toEqual([]);
+    expect(files).toEqual([]);
+    // the download stopped instead of reading the rest
+    await expect.poll(() => comfyui.viewsCutShort).toBe(cutShort + 1);
+  });
+
+  it('a file just within the limit, sent without a Content-Length, is kept whole', async () => {
+    const { done, rows, files } = await render('chunked', MAX - 4096);
+    expect(done.status).toBe('succeeded');
+    expect(rows).toHaveLength(1);
+    expect(files).toHaveLength(1);
+    expect(done.assets[0].byte_size).toBeGreaterThan(MAX - 4096);
+    expect(done.assets[0].byte_size).toBeLessThanOrEqual(MAX);
   });
 });

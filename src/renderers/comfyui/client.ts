@@ -13,6 +13,7 @@ export const MESSAGES = {
   timeout: 'renderer timed out',
   rejected: 'renderer rejected the workflow',
   unexpected: 'renderer gave an unexpected answer',
+  tooLarge: 'renderer output is larger than allowed',
 } as const;
 
 /** A file reference as found in /history outputs and accepted by /view. */
@@ -47,6 +48,8 @@ export interface ClientOptions {
   timeoutMs: number;
   /** timeout of a /view download (results can be large) */
   downloadTimeoutMs: number;
+  /** a /view download larger than this fails */
+  maxOutputBytes: number;
 }
 
 interface CallOptions {
@@ -125,11 +128,11 @@ export class ComfyUIClient {
     return answer;
   }
 
-  /** GET /view?filename&subfolder&type: the bytes of one output file. */
+  /** GET /view?filename&subfolder&type: the bytes of one output file, at most `maxOutputBytes`. */
   async view(file: OutputFile, signal?: AbortSignal): Promise<Buffer> {
     const query = { filename: file.filename, subfolder: file.subfolder, type: file.type };
     const timeoutMs = this.options.downloadTimeoutMs;
-    return this.call('GET', 'view', { query, signal, timeoutMs }, async (res) => Buffer.from(await res.arrayBuffer()));
+    return this.call('GET', 'view', { query, signal, timeoutMs }, (res) => readCapped(res, this.options.maxOutputBytes));
   }
 
   /**
@@ -246,6 +249,37 @@ async function readJson(res: Response, label: string): Promise<unknown> {
   } catch {
     throw unexpected(`${label}: answer is not JSON`);
   }
+}
+
+/**
+ * Refuses a body over `max` bytes, by its Content-Length when it has one and by counting while
+ * reading, since that header may be missing, wrong, or count compressed bytes.
+ */
+async function readCapped(res: Response, max: number): Promise<Buffer> {
+  const declared = Number(res.headers.get('content-length'));
+  if (declared > max) {
+    await res.body?.cancel().catch(() => undefined);
+    throw tooLarge(`GET /view: Content-Length ${declared} exceeds ${max}`);
+  }
+  const reader = res.body?.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const chunk = await reader?.read();
+    if (!chunk || chunk.done) break;
+    size += chunk.value.byteLength;
+    if (size > max) {
+      await reader!.cancel().catch(() => undefined);
+      throw tooLarge(`GET /view: body exceeds ${max} bytes`);
+    }
+    chunks.push(chunk.value);
+  }
+  return Buffer.concat(chunks, size);
+}
+
+/** The same file would come back just as large: not retryable. */
+function tooLarge(detail: string): RendererError {
+  return new RendererError(MESSAGES.tooLarge, false, { cause: new Error(detail) });
 }
 
 async function drain(res: Response): Promise<void> {

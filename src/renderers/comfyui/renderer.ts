@@ -27,6 +27,8 @@ export interface ComfyUIRendererOptions {
   pollIntervalMs?: number;
   /** timeout of one result download (default 60 s, always within the job deadline) */
   downloadTimeoutMs?: number;
+  /** largest result file downloaded (default 200 MiB); a larger one fails the job */
+  maxOutputBytes?: number;
 }
 
 const DEFAULTS = {
@@ -36,6 +38,7 @@ const DEFAULTS = {
   healthIntervalMs: 15_000,
   pollIntervalMs: 1_000,
   downloadTimeoutMs: 60_000,
+  maxOutputBytes: 200 * 1024 * 1024,
 };
 
 const JOB_MESSAGES = {
@@ -632,6 +635,7 @@ export class ComfyUIRenderer implements Renderer {
     this.pool = new BackendPool(options.urls, {
       timeoutMs: requestTimeoutMs,
       downloadTimeoutMs: options.downloadTimeoutMs ?? DEFAULTS.downloadTimeoutMs,
+      maxOutputBytes: options.maxOutputBytes ?? DEFAULTS.maxOutputBytes,
     });
     this.settings = {
       checkpoint: options.checkpoint ?? DEFAULTS.checkpoint,
