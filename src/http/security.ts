@@ -3,21 +3,20 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 
 /**
- * The security headers of every answer. They never vary, so they are one table applied in one
- * step rather than a middleware per header. A JSON API needs the ones that stop it being framed,
- * sniffed, embedded or sent over plain HTTP; the browser-document headers (Origin-Agent-Cluster,
- * X-DNS-Prefetch-Control, X-Download-Options, X-XSS-Protection) have nothing to act on here.
- * Routes that serve a document set their own Content-Security-Policy (Swagger UI does).
+ * The security headers of every answer (OWASP REST Security Cheat Sheet, plus the referrer and
+ * cross-origin resource policies). They never vary, so they are one table applied in one step
+ * rather than a middleware per header. Headers that only act on documents a browser renders
+ * (Cross-Origin-Opener-Policy, Origin-Agent-Cluster, X-XSS-Protection, X-DNS-Prefetch-Control,
+ * X-Download-Options, X-Permitted-Cross-Domain-Policies) have nothing to act on in a JSON API;
+ * the one HTML page, Swagger UI, sets its own Content-Security-Policy.
  */
 export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'content-security-policy': "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-  'cross-origin-opener-policy': 'same-origin',
   'cross-origin-resource-policy': 'same-origin',
   'referrer-policy': 'no-referrer',
   'strict-transport-security': 'max-age=31536000; includeSubDomains',
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
-  'x-permitted-cross-domain-policies': 'none',
   // API answers are private to their caller; a route that may be cached says so itself.
   'cache-control': 'no-store',
 };
