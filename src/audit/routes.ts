@@ -16,7 +16,7 @@ function outcomeOf(status: number): AuditEvent['outcome'] {
  * raw URL (query strings carry signed-URL tokens), and nothing from headers or bodies.
  */
 export const auditRequests = fp(async (app: FastifyInstance, options: { audit: Auditor }) => {
-  app.addHook('onResponse', async (request: FastifyRequest, reply: FastifyReply) => {
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
     const principal = request.principal;
     const route = request.routeOptions.url ?? '(no route)';
     options.audit.record({
@@ -34,6 +34,7 @@ export const auditRequests = fp(async (app: FastifyInstance, options: { audit: A
         ...(principal && { via: principal.via }),
       },
     });
+    done();
   });
 });
 
