@@ -7,10 +7,7 @@ import SQLite from 'better-sqlite3';
 import type { PendingRow } from './chain.js';
 import { appendSqliteRows } from './sqlite-append.js';
 
-export interface AppendRequest {
-  id: number;
-  rows: PendingRow[];
-}
+export type WriterMessage = { id: number; rows: PendingRow[] } | { close: true };
 
 export interface AppendReply {
   id: number;
@@ -20,13 +17,19 @@ export interface AppendReply {
 const database = new SQLite((workerData as { file: string }).file, { timeout: 5000 });
 database.pragma('synchronous = NORMAL');
 
-parentPort!.on('message', ({ id, rows }: AppendRequest) => {
+parentPort!.on('message', (message: WriterMessage) => {
+  if ('close' in message) {
+    database.close();
+    parentPort!.close();
+    return;
+  }
+  const { id, rows } = message;
   let reply: AppendReply = { id };
   try {
     appendSqliteRows(database, rows);
   } catch (error) {
-    const { message, code } = error as { message?: unknown; code?: unknown };
-    reply = { id, error: { message: String(message), ...(typeof code === 'string' && { code }) } };
+    const { message: text, code } = error as { message?: unknown; code?: unknown };
+    reply = { id, error: { message: String(text), ...(typeof code === 'string' && { code }) } };
   }
   parentPort!.postMessage(reply);
 });

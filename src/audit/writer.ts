@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import type { PendingRow } from './chain.js';
-import type { AppendReply, AppendRequest } from './writer-thread.js';
+import type { AppendReply, WriterMessage } from './writer-thread.js';
 
 /** An append the thread refused; `code` is SQLite's (e.g. SQLITE_BUSY). */
 export class AppendError extends Error {
@@ -41,14 +41,21 @@ export class AuditWriterThread {
     return new Promise<void>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       if (this.waiting.size === 1) worker.ref();
-      worker.postMessage({ id, rows } satisfies AppendRequest);
+      worker.postMessage({ id, rows } satisfies WriterMessage);
     });
   }
 
+  /** Lets the thread close its connection and end (after the appends sent before), else stops it. */
   async close(): Promise<void> {
     const worker = this.worker;
     this.worker = null;
-    if (worker) await worker.terminate();
+    if (!worker) return;
+    const ended = new Promise((resolve) => worker.once('exit', resolve));
+    worker.ref();
+    worker.postMessage({ close: true } satisfies WriterMessage);
+    const timer = setTimeout(() => void worker.terminate(), 5000);
+    await ended;
+    clearTimeout(timer);
   }
 
   private start(): Worker {
