@@ -37,7 +37,7 @@ import { MemoryLoginThrottle, RedisLoginThrottle } from './identity/throttle.js'
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 import { RateLimiter } from './limits/limiter.js';
 import { Metrics } from './limits/metrics.js';
-import { limits } from './limits/plugin.js';
+import { credentialLimit, limits } from './limits/plugin.js';
 import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
@@ -214,7 +214,11 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(openApi);
   await app.register(rawJsonBody);
   const bearer = new SessionAuthenticator(verifier, revocations);
-  await app.register(authentication, { bearer, apiKey: new ApiKeyAuthenticator(apiKeys, audit) });
+  await app.register(authentication, {
+    bearer,
+    apiKey: new ApiKeyAuthenticator(apiKeys, audit),
+    limit: credentialLimit(limiter, audit),
+  });
   await app.register(stepUp, { assertSteppedUp: (principal) => identity.assertSteppedUp(principal) });
   await app.register(limits, { limiter, quotas, metrics, audit });
   await app.register(requestSignatures, {

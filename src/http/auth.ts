@@ -1,4 +1,4 @@
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Principal, RouteAccess } from '../access/principal.js';
 import { HttpProblem } from './problem.js';
@@ -27,12 +27,23 @@ export interface Credentials {
 /** Turns one kind of credential into a principal, or throws an HttpProblem (401, or 503 when it cannot tell). */
 export interface Authenticator {
   authenticate(value: string, request: FastifyRequest): Promise<Principal>;
+  /** true when this credential is already known good without any costly work (a cache hit) */
+  isKnown?(value: string): boolean;
+}
+
+/** Rate limit on refused credentials (the limits module provides it). */
+export interface CredentialLimit {
+  /** Throws a 429, with no store round trip, when this address may not have a new credential verified now. */
+  check(request: FastifyRequest, authenticator: Authenticator, value: string): void;
+  /** Charges a refused credential to its address; throws the 429 when that does not fit. */
+  refused(request: FastifyRequest, reply: FastifyReply): Promise<void>;
 }
 
 export interface Authenticators {
   bearer: Authenticator;
   /** absent: API keys are refused */
   apiKey?: Authenticator;
+  limit?: CredentialLimit;
 }
 
 const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
@@ -68,23 +79,31 @@ export function readCredentials(request: FastifyRequest): Credentials | null {
 
 /**
  * Authentication and coarse access for every route, from its `config` (auth defaults to
- * required: a route is public only when it says so). Runs before the body is parsed.
+ * required: a route is public only when it says so). Runs before the body is parsed. With `limit`,
+ * every 401 here counts as an anonymous request of the client address.
  */
 export const authentication = fp(async (app: FastifyInstance, options: Authenticators) => {
   app.decorateRequest('principal', null);
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', async (request, reply) => {
     if (request.is404) return;
     const access = request.routeOptions.config;
     const mode = access.auth ?? 'required';
     if (mode === 'public') return;
-    const credentials = readCredentials(request);
-    if (!credentials) {
-      if (mode === 'optional') return;
-      throw unauthorized('Sign in to use this.', 'invalid_request');
+    let principal: Principal;
+    try {
+      const credentials = readCredentials(request);
+      if (!credentials) {
+        if (mode === 'optional') return;
+        throw unauthorized('Sign in to use this.', 'invalid_request');
+      }
+      const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey;
+      if (!authenticator) throw unauthorized('API keys are not accepted here.');
+      options.limit?.check(request, authenticator, credentials.value);
+      principal = await authenticator.authenticate(credentials.value, request);
+    } catch (error) {
+      if (options.limit && error instanceof HttpProblem && error.status === 401) await options.limit.refused(request, reply);
+      throw error;
     }
-    const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey;
-    if (!authenticator) throw unauthorized('API keys are not accepted here.');
-    const principal = await authenticator.authenticate(credentials.value, request);
     request.principal = principal;
     if (access.role && principal.role !== access.role) {
       throw new HttpProblem(403, 'forbidden', 'Your role does not allow this.');

@@ -33,4 +33,8 @@ export class SessionAuthenticator implements Authenticator {
     if (verdict === 'revoked') throw unauthorized('The session has ended; sign in again.');
     return { userId: claims.sub, email: claims.email, role: claims.role, sessionId: claims.sid, via: 'token', scopes: null };
   }
+
+  isKnown(token: string): boolean {
+    return this.verifier.isCached(token);
+  }
 }

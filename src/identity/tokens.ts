@@ -93,6 +93,12 @@ export class AccessTokenVerifier {
     return claims;
   }
 
+  /** True when `token` was verified before and has not expired: `verify` would answer from the cache. */
+  isCached(token: string): boolean {
+    const cached = this.cache.get(token);
+    return cached !== undefined && cached.exp > Math.floor(Date.now() / 1000);
+  }
+
   private async verifySignature(token: string): Promise<AccessClaims> {
     try {
       const { payload } = await jwtVerify(token, (header: JWTHeaderParameters) => this.keyFor(header), {

@@ -5,6 +5,8 @@ import type { RateDecision, RateStore } from './rate-store.js';
 
 /** Policies that refuse service when their store cannot answer; the others let the request through. */
 const FAIL_CLOSED: ReadonlySet<RatePolicyName> = new Set(['signin-ip', 'signin-account', 'generation']);
+/** Bound on the windows remembered as spent (a flood of distinct addresses cannot grow it further). */
+const SPENT_LIMIT = 10_000;
 
 export interface Charge {
   policy: RatePolicyName;
@@ -24,6 +26,8 @@ export interface LimiterEvents {
  */
 export class RateLimiter {
   private lastWarning = 0;
+  /** `policy:subject` → when its window resets, for windows this instance saw spent */
+  private readonly spent = new Map<string, number>();
 
   constructor(
     private readonly settings: LimitSettings,
@@ -39,9 +43,10 @@ export class RateLimiter {
   /** Charges `cost` units; throws the 429 (or 503) problem, headers of `earlier` charges included, when refused. */
   async consume(policy: RatePolicyName, subject: string, cost = 1, earlier: Charge[] = []): Promise<Charge> {
     const { quota, windowSeconds } = this.settings.rates[policy];
+    const key = `${policy}:${subject}`;
     let decision: RateDecision;
     try {
-      decision = await this.store.consume(`${policy}:${subject}`, cost, quota, windowSeconds * 1000);
+      decision = await this.store.consume(key, cost, quota, windowSeconds * 1000);
     } catch (error) {
       this.events.storeFailed(policy);
       this.warn(error);
@@ -52,16 +57,30 @@ export class RateLimiter {
       }
       return { policy, decision: null };
     }
-    if (!decision.allowed) {
-      this.events.rejected(policy);
-      const retryAfter = Math.max(1, Math.ceil(decision.resetMs / 1000));
-      const charge = { policy, decision };
-      throw new HttpProblem(429, 'rate-limited', `Too many requests for "${policy}"; retry in ${retryAfter} s.`, {
-        headers: { ...this.headers([...earlier, charge]), 'retry-after': String(retryAfter) },
-        extensions: { policy, retry_after: retryAfter },
-      });
-    }
+    if (decision.remaining === 0) this.rememberSpent(key, decision.resetMs);
+    if (!decision.allowed) throw this.refusal({ policy, decision }, earlier);
     return { policy, decision };
+  }
+
+  /**
+   * Milliseconds until the window of `policy` for `subject` resets, when this instance saw it spent;
+   * 0 otherwise. No store round trip: another instance may have spent it unseen, and the next
+   * `consume` here finds out.
+   */
+  spentFor(policy: RatePolicyName, subject: string): number {
+    if (this.spent.size === 0) return 0;
+    const key = `${policy}:${subject}`;
+    const resetAt = this.spent.get(key);
+    if (resetAt === undefined) return 0;
+    const resetMs = resetAt - Date.now();
+    if (resetMs > 0) return resetMs;
+    this.spent.delete(key);
+    return 0;
+  }
+
+  /** The 429 for a spent window of `policy` that resets in `resetMs`; counted as a rejection. */
+  refuse(policy: RatePolicyName, resetMs: number, earlier: Charge[] = []): HttpProblem {
+    return this.refusal({ policy, decision: { allowed: false, remaining: 0, resetMs } }, earlier);
   }
 
   /** `RateLimit-Policy` and `RateLimit` structured-field lists for the charges made so far. */
@@ -76,6 +95,29 @@ export class RateLimiter {
         .map(({ policy, decision }) => `"${policy}";r=${decision!.remaining};t=${Math.max(0, Math.ceil(decision!.resetMs / 1000))}`)
         .join(', '),
     };
+  }
+
+  private refusal(charge: Charge & { decision: RateDecision }, earlier: Charge[]): HttpProblem {
+    const { policy, decision } = charge;
+    this.events.rejected(policy);
+    const retryAfter = Math.max(1, Math.ceil(decision.resetMs / 1000));
+    return new HttpProblem(429, 'rate-limited', `Too many requests for "${policy}"; retry in ${retryAfter} s.`, {
+      headers: { ...this.headers([...earlier, charge]), 'retry-after': String(retryAfter) },
+      extensions: { policy, retry_after: retryAfter },
+    });
+  }
+
+  private rememberSpent(key: string, resetMs: number): void {
+    const now = Date.now();
+    if (this.spent.size >= SPENT_LIMIT) {
+      for (const [k, resetAt] of this.spent) if (resetAt <= now) this.spent.delete(k);
+      for (const k of this.spent.keys()) {
+        if (this.spent.size < SPENT_LIMIT * 0.9) break;
+        this.spent.delete(k);
+      }
+    }
+    this.spent.delete(key);
+    this.spent.set(key, now + resetMs);
   }
 
   private warn(error: unknown): void {

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Auditor } from '../audit/events.js';
 import type { RatePolicyName } from '../config/config.js';
+import type { CredentialLimit } from '../http/auth.js';
 import { HttpProblem } from '../http/problem.js';
 import { addRouteHook } from '../http/route-hooks.js';
 import type { Charge, RateLimiter } from './limiter.js';
@@ -35,6 +36,58 @@ function accountOf(body: unknown): string | null {
   return `e:${createHash('sha256').update(email.trim().toLowerCase()).digest('base64url')}`;
 }
 
+/** Charges one policy for this request; its headers go on the answer, a refusal is audited and thrown. */
+async function chargeRequest(
+  limiter: RateLimiter,
+  audit: Auditor,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  policy: RatePolicyName,
+  subject: string,
+  cost = 1,
+): Promise<void> {
+  const earlier = request.rateCharges ?? [];
+  let made: Charge;
+  try {
+    made = await limiter.consume(policy, subject, cost, earlier);
+  } catch (error) {
+    if (error instanceof HttpProblem && error.status === 429) auditRejection(audit, request, policy);
+    throw error;
+  }
+  request.rateCharges = [...earlier, made];
+  reply.headers(limiter.headers(request.rateCharges));
+}
+
+function auditRejection(audit: Auditor, request: FastifyRequest, policy: RatePolicyName): void {
+  audit.record({
+    action: 'ratelimit.reject',
+    outcome: 'denied',
+    actorId: request.principal?.userId ?? null,
+    ip: request.ip,
+    requestId: request.id,
+    detail: { policy, route: request.routeOptions.url ?? null },
+  });
+}
+
+/**
+ * Refused credentials for the `authentication` plugin: each one is an anonymous request of its
+ * address. Once that address's `anonymous` window is spent, credentials are refused with the 429
+ * before being verified, unless the authenticator already knows them good without doing the work
+ * (a verified token in the cache, a cached API key): a user behind the same NAT as a flood keeps
+ * working with the token they hold; a valid token this instance has not seen waits for the window.
+ */
+export function credentialLimit(limiter: RateLimiter, audit: Auditor): CredentialLimit {
+  return {
+    check(request, authenticator, value) {
+      const resetMs = limiter.spentFor('anonymous', `a:${request.ip}`);
+      if (resetMs === 0 || authenticator.isKnown?.(value)) return;
+      auditRejection(audit, request, 'anonymous');
+      throw limiter.refuse('anonymous', resetMs);
+    },
+    refused: (request, reply) => chargeRequest(limiter, audit, request, reply, 'anonymous', `a:${request.ip}`),
+  };
+}
+
 /**
  * Rate limits, job quotas and request metrics for every route, from its `config.rateClass` and
  * `config.jobQuota`. Register after `authentication`: its onRequest hook needs the principal.
@@ -49,27 +102,8 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
   const { limiter, quotas, metrics, audit } = options;
   app.decorateRequest('rateCharges', null);
 
-  const charge = async (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) => {
-    const earlier = request.rateCharges ?? [];
-    let made: Charge;
-    try {
-      made = await limiter.consume(policy, subject, cost, earlier);
-    } catch (error) {
-      if (error instanceof HttpProblem && error.status === 429) {
-        audit.record({
-          action: 'ratelimit.reject',
-          outcome: 'denied',
-          actorId: request.principal?.userId ?? null,
-          ip: request.ip,
-          requestId: request.id,
-          detail: { policy, route: request.routeOptions.url ?? null },
-        });
-      }
-      throw error;
-    }
-    request.rateCharges = [...earlier, made];
-    reply.headers(limiter.headers(request.rateCharges));
-  };
+  const charge = (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) =>
+    chargeRequest(limiter, audit, request, reply, policy, subject, cost);
 
   app.addHook('onRequest', async (request, reply) => {
     const rateClass = request.is404 ? undefined : request.routeOptions.config.rateClass;

@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, expect, it, vi } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { DEFAULT_LIMITS, parseRateLimits, type Config } from '../../src/config/config.js';
+import { createKey } from '../identity/api-keys-support.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect, type DialectName } from '../support/dialects.js';
 import { limitTestRoutes, parseRateField } from './routes.js';
@@ -16,6 +17,9 @@ const limits = {
   activeJobs: 1000,
   jobsPerDay: 1000,
 };
+
+/** Has the shape of a token, so each one costs a signature verification. */
+const forgedToken = () => `eyJhbGciOiJFZERTQSJ9.${randomBytes(24).toString('base64url')}.${randomBytes(64).toString('base64url')}`;
 
 type Response = Awaited<ReturnType<FastifyInstance['inject']>>;
 
@@ -125,6 +129,91 @@ function rateLimitSuite(dialect: DialectName, store: 'memory' | 'redis') {
     expectRateLimited(await login('spray-5@example.test', '198.51.100.9'), 'signin-ip', 4, 60);
   });
 
+  const bogusKey = () => `cfk_${randomBytes(12).toString('hex')}_${randomBytes(32).toString('base64url')}`;
+  const rejections = async (ip: string) => {
+    await t.app.services.audit.flush();
+    const rows = await t.app.services.store.db
+      .selectFrom('audit_log')
+      .select(['actor_id', 'detail'])
+      .where('action', '=', 'ratelimit.reject')
+      .where('ip', '=', ip)
+      .execute();
+    return rows.map((row) => ({ actor_id: row.actor_id, ...(JSON.parse(row.detail!) as object) }));
+  };
+
+  it('forged bearer tokens count against the anonymous budget of their address, then get 429 unverified', async () => {
+    const ip = '203.0.113.20';
+    const me = (authorization: string, remoteAddress = ip) =>
+      t.app.inject({ url: '/api/anime/_test/read', remoteAddress, headers: { authorization } });
+    for (let left = 2; left >= 0; left--) {
+      const refused = await me(`Bearer ${forgedToken()}`);
+      expect(refused.statusCode).toBe(401);
+      expect(refused.headers['www-authenticate']).toMatch(/error="invalid_token"/);
+      expect(parseRateField(refused.headers.ratelimit).anonymous!.r).toBe(left);
+    }
+    const verify = vi.spyOn(t.app.services.verifier, 'verify');
+    try {
+      for (let i = 0; i < 3; i++) expectRateLimited(await me(`Bearer ${forgedToken()}`), 'anonymous', 3, 60);
+      expect(verify).not.toHaveBeenCalled();
+    } finally {
+      verify.mockRestore();
+    }
+    // a missing or malformed credential is an anonymous request of that address too
+    expectRateLimited(await t.app.inject({ url: '/api/anime/_test/read', remoteAddress: ip }), 'anonymous', 3, 60);
+    expectRateLimited(await me('Basic abc'), 'anonymous', 3, 60);
+
+    const neighbour = await me(`Bearer ${forgedToken()}`, '203.0.113.21');
+    expect(neighbour.statusCode).toBe(401);
+    expect(parseRateField(neighbour.headers.ratelimit).anonymous!.r).toBe(2);
+
+    const audited = await rejections(ip);
+    expect(audited).toHaveLength(5);
+    for (const row of audited) expect(row).toEqual({ actor_id: null, policy: 'anonymous', route: '/api/anime/_test/read' });
+    expect((await t.app.services.metrics.render()).body).toMatch(/celforge_rate_limit_rejections_total\{policy="anonymous"\} [1-9]/);
+  });
+
+  it('bogus API keys count against the anonymous budget of their address, then get 429 unlooked-up', async () => {
+    const ip = '203.0.113.30';
+    const call = (headers: Record<string, string>, remoteAddress = ip) => t.app.inject({ url: '/api/anime/_test/read', remoteAddress, headers });
+    for (let i = 0; i < 3; i++) {
+      const headers: Record<string, string> = i % 2 === 0 ? { 'x-api-key': bogusKey() } : { authorization: `ApiKey ${bogusKey()}` };
+      expect((await call(headers)).statusCode).toBe(401);
+    }
+    const lookup = vi.spyOn(t.app.services.apiKeys, 'authenticate');
+    try {
+      expectRateLimited(await call({ 'x-api-key': bogusKey() }), 'anonymous', 3, 60);
+      expectRateLimited(await call({ authorization: `ApiKey ${bogusKey()}` }), 'anonymous', 3, 60);
+      expect(lookup).not.toHaveBeenCalled();
+    } finally {
+      lookup.mockRestore();
+    }
+    expect((await call({ 'x-api-key': bogusKey() }, '203.0.113.31')).statusCode).toBe(401);
+    expect(await rejections(ip)).toHaveLength(2);
+  });
+
+  it('credentials already known good still work from a flooded address; a token not yet seen waits', async () => {
+    const ip = '203.0.113.40';
+    const user = await signIn(t.app);
+    const key = await createKey(t.app, user, { name: 'nat', scopes: ['jobs:read'] });
+    const read = (headers: Record<string, string>) => t.app.inject({ url: '/api/anime/_test/read', remoteAddress: ip, headers });
+    // used once: the token is now in the verifier's cache, the key's row in the key cache
+    expect((await read(user.authorization)).statusCode).toBe(200);
+    expect((await read({ 'x-api-key': key.key })).statusCode).toBe(200);
+
+    for (let i = 0; i < 3; i++) expect((await read({ authorization: `Bearer ${forgedToken()}` })).statusCode).toBe(401);
+    expectRateLimited(await read({ authorization: `Bearer ${forgedToken()}` }), 'anonymous', 3, 60);
+
+    const ok = await read(user.authorization);
+    expect(ok.statusCode).toBe(200);
+    expect(ok.json()).toEqual({ user: user.userId });
+    expect(parseRateField(ok.headers.ratelimit).read!.r).toBe(2);
+    expect((await read({ 'x-api-key': key.key })).statusCode).toBe(200);
+
+    const fresh = await signIn(t.app);
+    expectRateLimited(await read(fresh.authorization), 'anonymous', 3, 60);
+    expect((await t.app.inject({ url: '/api/anime/_test/read', remoteAddress: '203.0.113.41', headers: fresh.authorization })).statusCode).toBe(200);
+  });
+
   if (store === 'redis') {
     it('two API instances on one Redis share one budget', async () => {
       const other = await buildApp(t.config, { extraRoutes: limitTestRoutes });
@@ -139,6 +228,22 @@ function rateLimitSuite(dialect: DialectName, store: 'memory' | 'redis') {
         const redis = new Redis(REDIS_URL, { keyPrefix: prefix });
         expect(await redis.get(`rl:read:u:${user.userId}`)).toBe('5');
         redis.disconnect();
+      } finally {
+        await other.close();
+      }
+    });
+
+    it('an address that spent its budget on one instance is refused on the other too', async () => {
+      const other = await buildApp(t.config, { extraRoutes: limitTestRoutes });
+      try {
+        const forgedFrom = (app: FastifyInstance) =>
+          app.inject({ url: '/api/anime/_test/read', remoteAddress: '203.0.113.50', headers: { authorization: `Bearer ${forgedToken()}` } });
+        for (let i = 0; i < 3; i++) expect((await forgedFrom(t.app)).statusCode).toBe(401);
+        // the other instance has not seen the window spent: it verifies once, its charge is refused
+        expectRateLimited(await forgedFrom(other), 'anonymous', 3, 60);
+        const verify = vi.spyOn(other.services.verifier, 'verify');
+        expectRateLimited(await forgedFrom(other), 'anonymous', 3, 60);
+        expect(verify).not.toHaveBeenCalled();
       } finally {
         await other.close();
       }
@@ -173,6 +278,14 @@ describeEachDialect('rate limits while Redis is down', (dialect) => {
     expect(response.headers.ratelimit).toBeUndefined();
     const metrics = await t.app.services.metrics.render();
     expect(metrics.body).toMatch(/celforge_rate_limit_store_failures_total\{policy="anonymous"\} [1-9]/);
+  });
+
+  it('refused credentials fail open too: 401, without rate-limit headers', async () => {
+    for (let i = 0; i < 5; i++) {
+      const response = await t.app.inject({ url: '/api/anime/_test/read', headers: { authorization: `Bearer ${forgedToken()}` } });
+      expect(response.statusCode).toBe(401);
+      expect(response.headers.ratelimit).toBeUndefined();
+    }
   });
 
   it('signed-in reads fail closed: revocations cannot be confirmed without Redis', async () => {

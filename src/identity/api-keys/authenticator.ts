@@ -27,4 +27,8 @@ export class ApiKeyAuthenticator implements Authenticator {
       throw unauthorized('The API key is invalid, expired or revoked.');
     }
   }
+
+  isKnown(value: string): boolean {
+    return this.keys.isCached(value);
+  }
 }

@@ -178,6 +178,13 @@ export class ApiKeyService {
     return { userId: state.user_id, email: state.email, role: state.role, sessionId: null, via: 'api-key', scopes, apiKeyId: id };
   }
 
+  /** True when the key's row is cached (no store round trip to check it) and the key matches it. */
+  isCached(key: string): boolean {
+    const id = apiKeyIdOf(key);
+    const entry = id !== null && this.#bus.live ? this.#cache.get(id) : undefined;
+    return entry !== undefined && timingSafeEqual(Buffer.from(hashApiKey(key), 'hex'), hashBytes(entry.state.key_hash));
+  }
+
   /** The decrypted HMAC secret of a live key, for signature checks. */
   async signingSecret(id: string): Promise<Buffer | undefined> {
     if (!API_KEY_ID.test(id)) return undefined;
