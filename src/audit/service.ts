@@ -187,7 +187,7 @@ export class StoreAuditor implements Auditor {
     this.timer.unref();
   }
 
-  /** Writes batches until the buffer is empty; resolves false when a write failed. */
+  /** Writes a batch, and more while full ones wait; resolves false when a write failed. */
   private drain(): Promise<boolean> {
     if (this.writing) return this.writing.then(() => this.buffer.length === 0 || this.retryAfter === 0);
     let ok = true;
@@ -207,6 +207,9 @@ export class StoreAuditor implements Auditor {
         } finally {
           this.inFlight = 0;
         }
+        // What came in meanwhile waits for company (see schedule) unless a full batch is ready:
+        // one write per batch, not one per handful of rows.
+        if (this.buffer.length < this.batchSize) break;
       }
       if (this.dropped > 0) {
         this.options.onError?.(`audit: ${this.dropped} events were dropped while the store was unreachable`);
