@@ -1,10 +1,9 @@
 import type { Transaction } from 'kysely';
-import { withSqliteConnection, type Store } from '../db/database.js';
-import { appendSqliteRows } from './sqlite-append.js';
-import { AuditWriterThread } from './writer.js';
+import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { ChainVerifier, chainRows, type AuditRow, type ChainHead, type PendingRow } from './chain.js';
 import type { AuditEvent, Auditor } from './events.js';
+import { AuditWriterThread } from './writer.js';
 import {
   deleteThrough,
   filteredRowsAfter,
@@ -82,16 +81,13 @@ function isUniqueViolation(error: unknown): boolean {
 /**
  * Appends rows in one transaction. The head lock serialises appenders in every process on both
  * dialects; the primary key on seq would refuse a fork anyway, and such a conflict is retried.
- * Every answered request is a row, so SQLite appends run as prepared statements in one
- * synchronous `BEGIN IMMEDIATE` transaction: building a multi-row INSERT per batch cost more
- * than the request it recorded.
+ * (The auditor of a SQLite store appends through its writer thread instead.)
  */
 export async function appendRows(store: Store, pending: PendingRow[]): Promise<void> {
   if (pending.length === 0) return;
   for (let attempt = 1; ; attempt++) {
     try {
-      if (store.sqlite) await withSqliteConnection(store, (database) => appendSqliteRows(database, pending));
-      else await store.db.transaction().execute(async (trx) => appendLocked(trx, await lockHead(trx), pending));
+      await store.db.transaction().execute(async (trx) => appendLocked(trx, await lockHead(trx), pending));
       return;
     } catch (error) {
       if (!isUniqueViolation(error) || attempt >= 5) throw error;
@@ -134,7 +130,7 @@ export class StoreAuditor implements Auditor {
     private readonly store: Store,
     private readonly options: StoreAuditorOptions = {},
   ) {
-    this.thread = store.sqlite && !store.sqlite.memory ? new AuditWriterThread(store.sqlite.name) : null;
+    this.thread = store.sqlite ? new AuditWriterThread(store.sqlite.name) : null;
     this.batchSize = options.batchSize ?? 500;
     this.delayMs = options.delayMs ?? 5;
     this.retryMs = options.retryMs ?? 1000;

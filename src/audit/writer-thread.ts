@@ -5,7 +5,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import SQLite from 'better-sqlite3';
 import type { PendingRow } from './chain.js';
-import { appendSqliteRows } from './sqlite-append.js';
+import { sqliteAppender } from './sqlite-append.js';
 
 export type WriterMessage = { id: number; rows: PendingRow[] } | { close: true };
 
@@ -16,6 +16,7 @@ export interface AppendReply {
 
 const database = new SQLite((workerData as { file: string }).file, { timeout: 5000 });
 database.pragma('synchronous = NORMAL');
+const append = sqliteAppender(database);
 
 parentPort!.on('message', (message: WriterMessage) => {
   if ('close' in message) {
@@ -26,7 +27,7 @@ parentPort!.on('message', (message: WriterMessage) => {
   const { id, rows } = message;
   let reply: AppendReply = { id };
   try {
-    appendSqliteRows(database, rows);
+    append.immediate(rows);
   } catch (error) {
     const { message: text, code } = error as { message?: unknown; code?: unknown };
     reply = { id, error: { message: String(text), ...(typeof code === 'string' && { code }) } };

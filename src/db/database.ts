@@ -20,22 +20,9 @@ export type Dialect = 'sqlite' | 'postgres';
 export interface Store {
   db: Kysely<Database>;
   dialect: Dialect;
-  /**
-   * SQLite only: the file's own connection, for the few hot paths that skip the query builder.
-   * Use it only inside `withSqliteConnection`, which holds the connection the query builder shares.
-   */
+  /** SQLite only: the file's connection (its path and state; the audit writer opens its own) */
   sqlite: SQLite.Database | null;
   close(): Promise<void>;
-}
-
-/**
- * Runs synchronous work on the SQLite connection while holding it, so no transaction of the query
- * builder (which keeps the single connection across awaits) can be open at the same time.
- */
-export async function withSqliteConnection<T>(store: Store, work: (database: SQLite.Database) => T): Promise<T> {
-  const database = store.sqlite;
-  if (!database) throw new Error('not a SQLite store');
-  return store.db.connection().execute(async () => work(database));
 }
 
 // int8 (bigint) columns hold counters and steps far below 2^53: read them as numbers.
