@@ -307,4 +307,35 @@ describeEachDialect('audit writer', (dialect) => {
     await live.flush();
     expect(live.pending).toBe(0);
   });
+
+  it('a refused write keeps the events and says so; once the store takes them they land in order and the chain is whole', async () => {
+    const { store } = t.app.services;
+    const refuse = async (on: boolean) => {
+      if (dialect === 'sqlite') {
+        await sql.raw(on ? "CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused'); END" : 'DROP TRIGGER audit_refuse').execute(store.db);
+      } else if (on) {
+        await sql.raw("CREATE FUNCTION audit_refuse() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$ LANGUAGE plpgsql").execute(store.db);
+        await sql.raw('CREATE TRIGGER audit_refuse BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION audit_refuse()').execute(store.db);
+      } else {
+        await sql.raw('DROP TRIGGER audit_refuse ON audit_log').execute(store.db);
+        await sql.raw('DROP FUNCTION audit_refuse()').execute(store.db);
+      }
+    };
+    const errors: string[] = [];
+    const auditor = new StoreAuditor(store, { retryMs: 10, onError: (message) => errors.push(message) });
+    await refuse(true);
+    for (const target of ['first', 'second', 'third']) auditor.record({ action: 'test.refused', outcome: 'success', target });
+    await auditor.flush();
+    expect(auditor.pending).toBe(3);
+    expect(errors[0]).toMatch(/^audit: could not store 3 events; retrying/);
+    expect(await store.db.selectFrom('audit_log').select('seq').where('action', '=', 'test.refused').execute()).toEqual([]);
+
+    await refuse(false);
+    await auditor.flush();
+    expect(auditor.pending).toBe(0);
+    const stored = await store.db.selectFrom('audit_log').select('target').where('action', '=', 'test.refused').orderBy('seq').execute();
+    expect(stored.map((row) => row.target)).toEqual(['first', 'second', 'third']);
+    expect((await verifyTrail(store)).ok).toBe(true);
+    await auditor.close();
+  });
 });
