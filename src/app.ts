@@ -171,6 +171,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     encryptor,
     audit,
     dummyHash: await hashPassword(randomBytes(16).toString('hex')),
+    tokenCache: remote ? undefined : verifier,
   });
 
   const production = await createProduction(config, store, app.log, {

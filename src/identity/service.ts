@@ -10,7 +10,7 @@ import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwo
 import type { RevocationPublisher } from './revocations.js';
 import * as db from './store.js';
 import type { LoginThrottle, ThrottleKey } from './throttle.js';
-import { issueAccessToken, type Role } from './tokens.js';
+import { issueAccessToken, type AccessTokenVerifier, type Role } from './tokens.js';
 import {
   checkTotp,
   hashRecoveryCode,
@@ -56,6 +56,8 @@ export interface IdentityDeps {
   audit: Auditor;
   /** an argon2 hash of a random password: unknown e-mails are checked against it, for equal timing */
   dummyHash: string;
+  /** told of every access token issued here, so its first use skips the signature check */
+  tokenCache?: Pick<AccessTokenVerifier, 'remember'>;
 }
 
 const invalidCredentials = () =>
@@ -256,7 +258,8 @@ export class IdentityService {
       used_at: null,
     });
     const ttl = Math.max(1, Math.min(accessTtlSeconds, Math.floor((sessionEnd - now) / 1000)));
-    const { token } = await issueAccessToken(this.deps.keys(), { userId: user.id, email: user.email, role: user.role, sessionId }, ttl);
+    const { token, claims } = await issueAccessToken(this.deps.keys(), { userId: user.id, email: user.email, role: user.role, sessionId }, ttl);
+    this.deps.tokenCache?.remember(token, claims);
     return { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: refresh, session_id: sessionId };
   }
 

@@ -88,9 +88,15 @@ export class AccessTokenVerifier {
     }
     if (!TOKEN_SHAPE.test(token)) throw new TokenError('malformed token');
     const claims = await this.verifySignature(token);
+    this.remember(token, claims);
+    return claims;
+  }
+
+  /** A token this process just signed: known good, so its first use needs no signature check. */
+  remember(token: string, claims: AccessClaims): void {
+    const now = Math.floor(Date.now() / 1000);
     if (this.cache.size >= CACHE_LIMIT) this.evictExpired(now);
     this.cache.set(token, claims);
-    return claims;
   }
 
   /** True when `token` was verified before and has not expired: `verify` would answer from the cache. */

@@ -6,6 +6,7 @@ import { buildApp } from '../../src/app.js';
 import { DEFAULT_LIMITS, parseRateLimits, type Config } from '../../src/config/config.js';
 import { createKey } from '../identity/api-keys-support.js';
 import { signIn, useTestApp } from '../support/app.js';
+import { registerAndLogin } from '../support/users.js';
 import { describeEachDialect, type DialectName } from '../support/dialects.js';
 import { limitTestRoutes, parseRateField } from './routes.js';
 
@@ -191,7 +192,7 @@ function rateLimitSuite(dialect: DialectName, store: 'memory' | 'redis') {
     expect(await rejections(ip)).toHaveLength(2);
   });
 
-  it('credentials already known good still work from a flooded address; a token not yet seen waits', async () => {
+  it('credentials already known good (used before, or issued here at sign-in) still work from a flooded address; a token not yet seen waits', async () => {
     const ip = '203.0.113.40';
     const user = await signIn(t.app);
     const key = await createKey(t.app, user, { name: 'nat', scopes: ['jobs:read'] });
@@ -212,6 +213,12 @@ function rateLimitSuite(dialect: DialectName, store: 'memory' | 'redis') {
     const fresh = await signIn(t.app);
     expectRateLimited(await read(fresh.authorization), 'anonymous', 3, 60);
     expect((await t.app.inject({ url: '/api/anime/_test/read', remoteAddress: '203.0.113.41', headers: fresh.authorization })).statusCode).toBe(200);
+
+    // a token this instance issued at sign-in is known good from its first use
+    const loggedIn = await registerAndLogin(t.app, { remoteAddress: ip });
+    const first = await read(loggedIn.authorization);
+    expect(first.statusCode).toBe(200);
+    expect(first.json()).toEqual({ user: loggedIn.userId });
   });
 
   if (store === 'redis') {
