@@ -4,7 +4,7 @@ import type { PendingRow } from './chain.js';
 import type { AppendReply, WriterMessage } from './writer-thread.js';
 
 /** An append the thread refused; `code` is SQLite's (e.g. SQLITE_BUSY). */
-export class AppendError extends Error {
+class AppendError extends Error {
   constructor(
     message: string,
     readonly code?: string,
