@@ -44,10 +44,21 @@ function mask(value: unknown, depth: number): unknown {
   return value;
 }
 
+/** Nothing to mask or bound: flat, short values under harmless keys (every request's own detail). */
+function isPlain(detail: Record<string, unknown>): boolean {
+  for (const key in detail) {
+    const value = detail[key];
+    if (typeof value === 'string' ? value.length > MAX_TEXT : value !== null && typeof value === 'object') return false;
+    if (typeof value === 'bigint' || SECRET_KEY.test(key)) return false;
+  }
+  return true;
+}
+
 /** The detail as stored: secrets masked by key name, strings and depth bounded, JSON text. */
 export function maskDetail(detail: Record<string, unknown> | undefined): string | null {
-  if (!detail || Object.keys(detail).length === 0) return null;
-  const json = JSON.stringify(mask(detail, 0));
+  if (!detail) return null;
+  const json = JSON.stringify(isPlain(detail) ? detail : mask(detail, 0));
+  if (json === '{}') return null;
   return json.length > MAX_DETAIL ? JSON.stringify({ truncated: true, bytes: json.length }) : json;
 }
 

@@ -2,6 +2,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Store } from '../db/database.js';
 import type { RatePolicyName } from '../config/config.js';
 
+interface RequestSeries {
+  labels: { method: string; route: string; status: string };
+  count: number;
+  latency: Histogram.Internal<string>;
+}
+
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
 
 /**
@@ -16,16 +22,22 @@ export class Metrics {
   private readonly rateStoreFailures: Counter<'policy'>;
   private readonly signinFailures: Counter<'reason'>;
   /** the labelled series of each request kind, resolved once (label lookup costs more than the increment) */
-  private readonly requestSeries = new Map<string, { count: Counter.Internal; latency: Histogram.Internal<string> }>();
+  private readonly requestSeries = new Map<string, RequestSeries>();
 
   constructor(store: Store) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'celforge_' });
+    const series = this.requestSeries;
     this.requests = new Counter({
       name: 'celforge_http_requests_total',
       help: 'HTTP requests answered, by route pattern and status',
       labelNames: ['method', 'route', 'status'],
       registers,
+      // counted in plain numbers per request, handed over at scrape time
+      collect() {
+        this.reset();
+        for (const { labels, count } of series.values()) this.inc(labels, count);
+      },
     });
     this.latency = new Histogram({
       name: 'celforge_http_request_duration_seconds',
@@ -84,10 +96,10 @@ export class Metrics {
     if (!series) {
       // One series per method × route pattern × status: a small, bounded set.
       const labels = { method, route, status: String(status) };
-      series = { count: this.requests.labels(labels), latency: this.latency.labels(labels) };
+      series = { labels, count: 0, latency: this.latency.labels(labels) };
       this.requestSeries.set(key, series);
     }
-    series.count.inc();
+    series.count += 1;
     series.latency.observe(seconds);
   }
 
