@@ -66,7 +66,7 @@ function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest): 
   };
 }
 
-// OPTIONS is left out: the CORS plugin answers it for every path.
+// OPTIONS is left out: the CORS plugin answers it for every path (with no CORS origin configured, it is a 405).
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /** Problem+json for every error, 404 for unknown routes and 405 (with Allow) for a known path. */

@@ -29,6 +29,8 @@ export const securityHeaders = fp(async (app: FastifyInstance, options: { corsOr
     done();
   });
 
+  // No origin configured: no cross-origin access at all, so no CORS handling (and no Vary: Origin).
+  if (options.corsOrigins.length === 0) return;
   const allowed = new Set(options.corsOrigins);
   await app.register(cors, {
     // Exact origin match only; an unlisted origin gets no Access-Control-* headers at all.

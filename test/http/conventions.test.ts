@@ -164,6 +164,24 @@ describeEachDialect('HTTP conventions', (dialect) => {
   });
 });
 
+describe('CORS when no origin is configured', () => {
+  const t = useTestApp('sqlite');
+  it('there is none: a preflight is a 405 problem, no answer carries Access-Control headers or Vary: Origin', async () => {
+    const preflight = await t.app.inject({
+      method: 'OPTIONS',
+      url: '/api/anime/health',
+      headers: { origin: 'https://studio.example', 'access-control-request-method': 'GET' },
+    });
+    expectProblem(preflight, 405, 'method-not-allowed');
+    const simple = await t.app.inject({ url: '/api/anime/health', headers: { origin: 'https://studio.example' } });
+    expect(simple.statusCode).toBe(200);
+    for (const response of [preflight, simple]) {
+      expect(Object.keys(response.headers).filter((name) => name.startsWith('access-control-'))).toEqual([]);
+      expect(response.headers.vary).toBeUndefined();
+    }
+  });
+});
+
 describe('binding', () => {
   it('binds to 127.0.0.1 by default', async () => {
     const { loadConfig } = await import('../../src/config/config.js');
