@@ -84,8 +84,11 @@ async function baselineServer(bench: Bench): Promise<{ url: string; close: () =>
   return { url, close: () => bare.close() };
 }
 
-/** (a) against (b) and an API-key read, alternated twice; each keeps its best round, so a busy machine skews all alike. */
-async function securedReads(bench: Bench, seconds: number): Promise<Measurement[]> {
+/**
+ * (a) against (b) and an API-key read, alternated for a few rounds; each keeps its best round, so a
+ * busy machine skews all alike, and each round's own (b)/(a) ratio is kept to show the spread.
+ */
+async function securedReads(bench: Bench, seconds: number, rounds: number): Promise<{ reads: Measurement[]; roundRatios: number[] }> {
   const id = await submit(bench);
   const baseline = await baselineServer(bench);
   const principal = { userId: bench.user.userId, email: bench.user.email, role: 'user' as const, sessionId: bench.user.sessionId, via: 'token' as const, scopes: null };
@@ -97,18 +100,28 @@ async function securedReads(bench: Bench, seconds: number): Promise<Measurement[
     ['(b2) secured: GET /api/anime/jobs/{id} (API key)', `${bench.base}/api/anime/jobs/${id}`, { authorization: `ApiKey ${key.key}` }],
   ];
   const best = new Map<string, Measurement>();
+  const roundRatios: number[] = [];
   try {
-    for (let round = 0; round < 2; round++) {
+    for (let round = 0; round < rounds; round++) {
+      const thisRound: Measurement[] = [];
       for (const [name, url, headers] of scenarios) {
         const result = await measure(name, { url, headers, seconds });
+        thisRound.push(result);
         const kept = best.get(name);
         if (!kept || result.requests_per_second > kept.requests_per_second) best.set(name, result);
       }
+      roundRatios.push(securityCost(thisRound[0]!, thisRound[2]!).ratio);
     }
   } finally {
     await baseline.close();
   }
-  return [...best.values()];
+  return { reads: [...best.values()], roundRatios };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : Number(((sorted[middle - 1]! + sorted[middle]!) / 2).toFixed(3));
 }
 
 /** (c) 50 logins kept in flight from another thread while an authenticated read is measured. */
@@ -219,10 +232,13 @@ async function onStore<T>(store: BenchStore, run: (url: string | undefined) => P
 async function main() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 5);
   const jobs = Number(process.env.BENCH_JOBS ?? 200);
-  const reads = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds));
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+  const { reads, roundRatios } = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds, rounds));
+  const spread = `(b)/(a) per round: ${roundRatios.join(', ')} (median ${median(roundRatios)})`;
   if (process.env.BENCH_ONLY === 'reads') {
     printTable(reads);
     for (const secured of reads.slice(2)) console.log(securityCost(reads[0]!, secured));
+    console.log(spread);
     return;
   }
   const storm = await withApp(undefined, { worker: false }, (bench) => loginStorm(bench, seconds));
@@ -240,6 +256,7 @@ async function main() {
   const costs = [securityCost(baseline!, bearer!), securityCost(baseline!, apiKey!), securityCost(raw!, bearer!)];
   console.log(`\nload average ${os.loadavg().map((n) => n.toFixed(1)).join(' ')} on ${os.availableParallelism()} cores`);
   for (const cost of costs) console.log(`${cost.secured}: ${cost.ratio}× ${cost.baseline}; security costs ${cost.cost_per_request_us} µs per request`);
+  console.log(spread);
   console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
   for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
   const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
@@ -249,6 +266,7 @@ async function main() {
     seconds,
     measurements: rows,
     security_cost: costs,
+    secured_to_unsecured_per_round: roundRatios,
     login_storm: { logins_per_second: storm.logins_per_second, login_failures: storm.login_failures, read_p99_ms: storm.read.latency_p99_ms },
     submit_to_running: latency,
   });
