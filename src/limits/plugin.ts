@@ -73,8 +73,8 @@ function auditRejection(audit: Auditor, request: FastifyRequest, policy: RatePol
  * Refused credentials for the `authentication` plugin: each one is an anonymous request of its
  * address. Once that address's `anonymous` window is spent, credentials are refused with the 429
  * before being verified, unless the authenticator already knows them good without doing the work
- * (a verified token in the cache, a cached API key): a user behind the same NAT as a flood keeps
- * working with the token they hold; a valid token this instance has not seen waits for the window.
+ * (a token it verified or issued, a cached API key): a user behind the same NAT as a flood keeps
+ * working; a valid token this instance has not seen waits for the window.
  */
 export function credentialLimit(limiter: RateLimiter, audit: Auditor): CredentialLimit {
   return {

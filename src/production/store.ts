@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import type { Store } from '../db/database.js';
 import type { AssetsTable, Database, JobsTable } from '../db/schema.js';
 
@@ -82,6 +82,20 @@ export async function cancelJob(db: Kysely<Database>, id: string, now: string): 
  * (PostgreSQL skips rows other workers hold), the outer update re-checks `status = 'queued'`, so
  * two workers can never both get the same job. SQLite runs the statement under its write lock.
  */
+/** The columns a claim sets: running under this worker's lease, one more attempt. */
+function claimedBy(workerId: string, now: string, leaseUntil: string) {
+  return (eb: ExpressionBuilder<Database, 'jobs'>) => ({
+    status: 'running' as const,
+    locked_by: workerId,
+    locked_until: leaseUntil,
+    attempts: eb('attempts', '+', 1),
+    progress: 0,
+    run_after: null,
+    started_at: now,
+    updated_at: now,
+  });
+}
+
 export function claimJob(store: Store, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
   const { db, dialect } = store;
   let candidate = db
@@ -95,16 +109,7 @@ export function claimJob(store: Store, workerId: string, now: string, leaseUntil
   if (dialect === 'postgres') candidate = candidate.forUpdate().skipLocked();
   return db
     .updateTable('jobs')
-    .set((eb) => ({
-      status: 'running',
-      locked_by: workerId,
-      locked_until: leaseUntil,
-      attempts: eb('attempts', '+', 1),
-      progress: 0,
-      run_after: null,
-      started_at: now,
-      updated_at: now,
-    }))
+    .set(claimedBy(workerId, now, leaseUntil))
     .where('id', '=', candidate)
     .where('status', '=', 'queued')
     .returningAll()
@@ -118,16 +123,7 @@ export function claimJob(store: Store, workerId: string, now: string, leaseUntil
 export function claimJobById(store: Store, id: string, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
   return store.db
     .updateTable('jobs')
-    .set((eb) => ({
-      status: 'running',
-      locked_by: workerId,
-      locked_until: leaseUntil,
-      attempts: eb('attempts', '+', 1),
-      progress: 0,
-      run_after: null,
-      started_at: now,
-      updated_at: now,
-    }))
+    .set(claimedBy(workerId, now, leaseUntil))
     .where('id', '=', id)
     .where((eb) =>
       eb.or([

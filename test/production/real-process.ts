@@ -1,10 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { Store } from '../../src/db/database.js';
 import { loadSigningKeys } from '../../src/identity/keys.js';
 import { insertSession, insertUser } from '../../src/identity/store.js';
 import { issueAccessToken } from '../../src/identity/tokens.js';
-import { ROOT, cliEnv, testSharedSecrets } from '../support/cli.js';
+import { testSharedSecrets } from '../support/cli.js';
+import { startCelforge, type RunningProcess } from '../support/server.js';
 
 /**
  * A user, a live session and a token, written straight into a server's store. The token is signed
@@ -46,46 +46,14 @@ export async function mintToken(store: Store, storage: { dataDir: string; databa
   return token;
 }
 
-export interface WorkerProcess {
+export interface WorkerProcess extends RunningProcess {
   id: string;
-  process: ChildProcess;
-  output: () => string;
-  stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
 /** Starts `celforge worker` as a real process and waits for its ready line. */
-export function startWorker(storage: { dataDir: string; databaseUrl?: string }, env: Record<string, string>): Promise<WorkerProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], {
-    cwd: ROOT,
-    env: cliEnv(storage, env),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  const stop = async (signal: NodeJS.Signals = 'SIGTERM') => {
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-    return exited;
-  };
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`worker did not start:\n${output}`));
-    }, 30_000);
-    const onData = (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /celforge worker (\S+) ready/.exec(output);
-      if (match) {
-        clearTimeout(timer);
-        resolve({ id: match[1]!, process: child, output: () => output, stop });
-      }
-    };
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`worker exited with ${code}:\n${output}`));
-    });
-  });
+export async function startWorker(storage: { dataDir: string; databaseUrl?: string }, env: Record<string, string>): Promise<WorkerProcess> {
+  const { match, ...running } = await startCelforge(storage, { args: ['worker'], env, ready: /celforge worker (\S+) ready/ });
+  return { id: match[1]!, ...running };
 }
 
 /** Job ids a worker's log says it rendered. */

@@ -1,21 +1,27 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { ROOT, cliEnv } from './cli.js';
 
-export interface RunningServer {
-  url: string;
+export interface RunningProcess {
   process: ChildProcess;
   output: () => string;
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-/** Starts `celforge serve` (or another long-running command) as a real process on a free port. */
-export function startServer(
+export interface RunningServer extends RunningProcess {
+  url: string;
+}
+
+/**
+ * Starts a long-running `celforge` command as a real process and resolves once its output matches
+ * `ready` (with that match); fails if it exits first or takes longer than `timeoutMs`.
+ */
+export function startCelforge(
   storage: { dataDir: string; databaseUrl?: string },
-  options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
-): Promise<RunningServer> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...(options.args ?? ['serve'])], {
+  options: { args: string[]; env?: Record<string, string>; ready: RegExp; timeoutMs?: number },
+): Promise<RunningProcess & { match: RegExpExecArray }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...options.args], {
     cwd: ROOT,
-    env: cliEnv(storage, { CELFORGE_PORT: '0', ...options.env }),
+    env: cliEnv(storage, options.env),
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
@@ -24,25 +30,40 @@ export function startServer(
     if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     return exited;
   };
+  const name = options.args[0];
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`server did not start:\n${output}`));
+      reject(new Error(`${name} did not start:\n${output}`));
     }, options.timeoutMs ?? 90_000);
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
-      // `celforge listening on …` when the log is silent, pino's `Server listening at …` otherwise
-      const match = /(?:listening on|Server listening at) (http:\/\/[^\s"]+)/.exec(output);
+      const match = options.ready.exec(output);
       if (match) {
         clearTimeout(timer);
-        resolve({ url: match[1]!, process: child, output: () => output, stop });
+        resolve({ match, process: child, output: () => output, stop });
       }
     };
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
     child.on('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`server exited with ${code}:\n${output}`));
+      reject(new Error(`${name} exited with ${code}:\n${output}`));
     });
   });
+}
+
+/** Starts `celforge serve` (or another serving command) as a real process on a free port. */
+export async function startServer(
+  storage: { dataDir: string; databaseUrl?: string },
+  options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+): Promise<RunningServer> {
+  const { match, ...running } = await startCelforge(storage, {
+    args: options.args ?? ['serve'],
+    env: { CELFORGE_PORT: '0', ...options.env },
+    timeoutMs: options.timeoutMs,
+    // `celforge listening on …` when the log is silent, pino's `Server listening at …` otherwise
+    ready: /(?:listening on|Server listening at) (http:\/\/[^\s"]+)/,
+  });
+  return { url: match[1]!, ...running };
 }

@@ -111,15 +111,7 @@ export class ApiKeyService {
     if (!(await insertApiKeyWithinCap(this.options.store, row, MAX_KEYS_PER_USER, nowIso))) {
       throw new HttpProblem(409, 'too-many-api-keys', `A user can hold at most ${MAX_KEYS_PER_USER} live API keys; revoke one first.`);
     }
-    this.options.audit.record({
-      action: 'auth.apikey.create',
-      outcome: 'success',
-      actorId: principal.userId,
-      target: `api-key:${id}`,
-      ip: context.ip,
-      requestId: context.requestId,
-      detail: { scopes, expires_at: expiresAt },
-    });
+    this.#audit('auth.apikey.create', principal, id, context, { scopes, expires_at: expiresAt });
     return { id, key, signing_secret: signingSecretText, prefix: `cfk_${id}`, name, scopes, created_at: nowIso, expires_at: expiresAt };
   }
 
@@ -143,15 +135,7 @@ export class ApiKeyService {
     const revoked = API_KEY_ID.test(id) && (await revokeApiKey(this.options.store.db, id, principal.userId, new Date(this.#clock()).toISOString()));
     if (!revoked) throw notFound('No such API key.');
     await this.#evict({ kind: 'key', id });
-    this.options.audit.record({
-      action: 'auth.apikey.revoke',
-      outcome: 'success',
-      actorId: principal.userId,
-      target: `api-key:${id}`,
-      ip: context.ip,
-      requestId: context.requestId,
-      detail: { via: principal.via },
-    });
+    this.#audit('auth.apikey.revoke', principal, id, context, { via: principal.via });
   }
 
   /**
@@ -199,6 +183,18 @@ export class ApiKeyService {
 
   close(): void {
     this.#bus.close();
+  }
+
+  #audit(action: string, principal: Principal, id: string, context: RequestContext, detail: Record<string, unknown>): void {
+    this.options.audit.record({
+      action,
+      outcome: 'success',
+      actorId: principal.userId,
+      target: `api-key:${id}`,
+      ip: context.ip,
+      requestId: context.requestId,
+      detail,
+    });
   }
 
   async #state(id: string): Promise<ApiKeyState | undefined> {
