@@ -3,6 +3,7 @@ import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { ChainVerifier, chainRows, type AuditRow, type ChainHead, type PendingRow } from './chain.js';
 import type { AuditEvent, Auditor } from './events.js';
+import { encodeEvents, pendingRow, rowOf, type StampedEvent } from './pending.js';
 import { AuditWriterThread } from './writer.js';
 import {
   deleteThrough,
@@ -18,62 +19,6 @@ import {
   setHead,
   type AuditFilter,
 } from './store.js';
-
-/** Detail keys whose values are never stored, whatever a caller passes. */
-const SECRET_KEY = /pass|token|secret|key|code|otp|prompt|authorization/i;
-const MASK = '[masked]';
-const MAX_TEXT = 500;
-const MAX_DETAIL = 4000;
-const MAX_DEPTH = 4;
-
-function text(value: string | null | undefined, max = MAX_TEXT): string | null {
-  if (value === undefined || value === null) return null;
-  return value.length > max ? value.slice(0, max) : value;
-}
-
-function mask(value: unknown, depth: number): unknown {
-  if (Array.isArray(value)) return depth >= MAX_DEPTH ? '[…]' : value.slice(0, 50).map((item) => mask(item, depth + 1));
-  if (value !== null && typeof value === 'object') {
-    if (depth >= MAX_DEPTH) return '[…]';
-    const out: Record<string, unknown> = {};
-    for (const [key, inner] of Object.entries(value)) out[key] = SECRET_KEY.test(key) ? MASK : mask(inner, depth + 1);
-    return out;
-  }
-  if (typeof value === 'string') return text(value);
-  if (typeof value === 'bigint') return value.toString();
-  return value;
-}
-
-/** Nothing to mask or bound: flat, short values under harmless keys (every request's own detail). */
-function isPlain(detail: Record<string, unknown>): boolean {
-  for (const key in detail) {
-    const value = detail[key];
-    if (typeof value === 'string' ? value.length > MAX_TEXT : value !== null && typeof value === 'object') return false;
-    if (typeof value === 'bigint' || SECRET_KEY.test(key)) return false;
-  }
-  return true;
-}
-
-/** The detail as stored: secrets masked by key name, strings and depth bounded, JSON text. */
-export function maskDetail(detail: Record<string, unknown> | undefined): string | null {
-  if (!detail) return null;
-  const json = JSON.stringify(isPlain(detail) ? detail : mask(detail, 0));
-  if (json === '{}') return null;
-  return json.length > MAX_DETAIL ? JSON.stringify({ truncated: true, bytes: json.length }) : json;
-}
-
-export function pendingRow(event: AuditEvent, at: Date = new Date()): PendingRow {
-  return {
-    at: at.toISOString(),
-    actor_id: text(event.actorId, 100),
-    action: text(event.action, 100) ?? 'unknown',
-    target: text(event.target),
-    ip: text(event.ip, 64),
-    request_id: text(event.requestId, 100),
-    outcome: event.outcome,
-    detail: maskDetail(event.detail),
-  };
-}
 
 /** Chains rows onto a locked head inside the caller's transaction; returns the new head. */
 async function appendLocked(trx: Transaction<Database>, head: ChainHead, pending: PendingRow[]): Promise<ChainHead> {
@@ -119,13 +64,14 @@ export interface StoreAuditorOptions {
 }
 
 /**
- * The hash-chained audit trail. `record` only stamps, masks and buffers the event (no I/O, never
+ * The hash-chained audit trail. `record` only stamps and buffers the event (no I/O, never
  * throws), so no answer waits for it; the buffer is appended in batches, one transaction each,
  * every few milliseconds or when a batch is full, and on `flush()` (the app closes it on close).
- * On a SQLite file the batches go to a writer thread with its own connection.
+ * On a SQLite file the batches go as JSON text to a writer thread with its own connection, which
+ * masks, links and inserts them; otherwise they are masked here and appended through the store.
  */
 export class StoreAuditor implements Auditor {
-  private buffer: PendingRow[] = [];
+  private buffer: StampedEvent[] = [];
   private writing: Promise<void> | null = null;
   private timer: NodeJS.Timeout | undefined;
   private retryAfter = 0;
@@ -150,7 +96,7 @@ export class StoreAuditor implements Auditor {
 
   record(event: AuditEvent): void {
     try {
-      this.buffer.push(pendingRow(event));
+      this.buffer.push({ at: Date.now(), event });
       if (this.buffer.length > this.maxBuffered) {
         this.buffer.shift();
         this.dropped += 1;
@@ -229,11 +175,13 @@ export class StoreAuditor implements Auditor {
     return this.writing.then(() => ok);
   }
 
-  private write(batch: PendingRow[]): Promise<void> {
-    if (!this.thread) return appendRows(this.store, batch);
+  private write(batch: StampedEvent[]): Promise<void> {
+    if (!this.thread) return appendRows(this.store, batch.map(rowOf));
     // A closed store takes no more rows, from this thread or the writer's.
     if (!this.store.sqlite!.open) return Promise.reject(new Error('the store is closed'));
-    return this.thread.append(batch);
+    const { text, unwritable } = encodeEvents(batch);
+    if (unwritable > 0) this.options.onError?.(`audit: ${unwritable} events could not be written as JSON and were left out`);
+    return this.thread.append(text);
   }
 }
 

@@ -1,13 +1,15 @@
 /**
  * The SQLite audit writer: a thread with a connection of its own that appends the batches it is
- * sent, so hashing and inserting every request's row happens beside the event loop, not on it.
+ * sent, so masking, hashing and inserting every request's row happens beside the event loop, not
+ * on it.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import SQLite from 'better-sqlite3';
-import type { PendingRow } from './chain.js';
+import { decodeEvents } from './pending.js';
 import { sqliteAppender } from './sqlite-append.js';
 
-export type WriterMessage = { id: number; rows: PendingRow[] } | { close: true };
+/** `events`: a batch as `encodeEvents` wrote it */
+export type WriterMessage = { id: number; events: string } | { close: true };
 
 export interface AppendReply {
   id: number;
@@ -24,10 +26,10 @@ parentPort!.on('message', (message: WriterMessage) => {
     parentPort!.close();
     return;
   }
-  const { id, rows } = message;
+  const { id, events } = message;
   let reply: AppendReply = { id };
   try {
-    append.immediate(rows);
+    append.immediate(decodeEvents(events));
   } catch (error) {
     const { message: text, code } = error as { message?: unknown; code?: unknown };
     reply = { id, error: { message: String(text), ...(typeof code === 'string' && { code }) } };

@@ -1,6 +1,5 @@
 import { existsSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import type { PendingRow } from './chain.js';
 import type { AppendReply, WriterMessage } from './writer-thread.js';
 
 /** An append the thread refused; `code` is SQLite's (e.g. SQLITE_BUSY). */
@@ -35,13 +34,14 @@ export class AuditWriterThread {
 
   constructor(private readonly file: string) {}
 
-  append(rows: PendingRow[]): Promise<void> {
+  /** Appends a batch of events, given as `encodeEvents` wrote them. */
+  append(events: string): Promise<void> {
     const worker = this.worker ?? this.start();
     const id = this.nextId++;
     return new Promise<void>((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       if (this.waiting.size === 1) worker.ref();
-      worker.postMessage({ id, rows } satisfies WriterMessage);
+      worker.postMessage({ id, events } satisfies WriterMessage);
     });
   }
 

@@ -4,7 +4,8 @@ import { sql } from 'kysely';
 import { Type } from 'typebox';
 import { beforeAll, expect, it } from 'vitest';
 import { GENESIS_HASH, rowHash, type AuditRow } from '../../src/audit/chain.js';
-import { appendRows, pendingRow, StoreAuditor, verifyTrail } from '../../src/audit/service.js';
+import { pendingRow } from '../../src/audit/pending.js';
+import { appendRows, StoreAuditor, verifyTrail } from '../../src/audit/service.js';
 import { openStore } from '../../src/db/database.js';
 import { ROOT, cliEnv, runCli } from '../support/cli.js';
 import { useTestApp, signIn, type SignedIn } from '../support/app.js';
@@ -306,6 +307,26 @@ describeEachDialect('audit writer', (dialect) => {
     live.record({ action: 'test.up', outcome: 'success' });
     await live.flush();
     expect(live.pending).toBe(0);
+  });
+
+  it('details JSON cannot carry as they are (a bigint, a cycle) are stored masked and bounded; the events around them are kept', async () => {
+    const { store } = t.app.services;
+    const errors: string[] = [];
+    const auditor = new StoreAuditor(store, { onError: (message) => errors.push(message) });
+    const cycle: Record<string, unknown> = { name: 'loop' };
+    cycle.self = cycle;
+    auditor.record({ action: 'test.odd', outcome: 'success', target: 'before' });
+    auditor.record({ action: 'test.odd', outcome: 'success', target: 'bigint', detail: { size: 12345678901234567890n, token: 'tk-secret' } });
+    auditor.record({ action: 'test.odd', outcome: 'success', target: 'cycle', detail: cycle });
+    auditor.record({ action: 'test.odd', outcome: 'success', target: 'after', detail: { status: 200 } });
+    await auditor.close();
+    const rows = await store.db.selectFrom('audit_log').select(['target', 'detail']).where('action', '=', 'test.odd').orderBy('seq').execute();
+    expect(rows.map((row) => row.target)).toEqual(['before', 'bigint', 'cycle', 'after']);
+    expect(JSON.parse(rows[1]!.detail!)).toEqual({ size: '12345678901234567890', token: '[masked]' });
+    expect(JSON.parse(rows[2]!.detail!)).toEqual({ name: 'loop', self: { name: 'loop', self: { name: 'loop', self: { name: 'loop', self: '[…]' } } } });
+    expect(JSON.parse(rows[3]!.detail!)).toEqual({ status: 200 });
+    expect(errors).toEqual([]);
+    expect((await verifyTrail(store)).ok).toBe(true);
   });
 
   it('a refused write keeps the events and says so; once the store takes them they land in order and the chain is whole', async () => {
