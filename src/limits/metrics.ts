@@ -1,11 +1,52 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { Store } from '../db/database.js';
 import type { RatePolicyName } from '../config/config.js';
 
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** One method × route pattern × status: its count and latency histogram, kept as plain numbers. */
 interface RequestSeries {
   labels: { method: string; route: string; status: string };
   count: number;
-  latency: Histogram.Internal<string>;
+  sum: number;
+  /** per bucket, not cumulative; the last one is +Inf */
+  buckets: Float64Array;
+}
+
+/**
+ * The request latency histogram in prom-client's metric shape, read from the request series at
+ * scrape time: observing a request is a few array writes, not a label lookup per request.
+ */
+class RequestLatency {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly name = 'celforge_http_request_duration_seconds';
+  readonly help = 'Time to answer, by route pattern and status';
+
+  constructor(private readonly series: Map<string, Map<string, Map<number, RequestSeries>>>) {}
+
+  async get() {
+    const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
+    for (const byMethod of this.series.values()) {
+      for (const byStatus of byMethod.values()) {
+        for (const { labels, count, sum, buckets } of byStatus.values()) {
+          let cumulative = 0;
+          LATENCY_BUCKETS.forEach((le, i) => {
+            cumulative += buckets[i]!;
+            values.push({ labels: { le, ...labels }, value: cumulative, metricName: `${this.name}_bucket` });
+          });
+          values.push({ labels: { le: '+Inf', ...labels }, value: count, metricName: `${this.name}_bucket` });
+          values.push({ labels, value: sum, metricName: `${this.name}_sum` });
+          values.push({ labels, value: count, metricName: `${this.name}_count` });
+        }
+      }
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  reset(): void {
+    this.series.clear();
+  }
 }
 
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
@@ -16,19 +57,17 @@ const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as c
  */
 export class Metrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'method' | 'route' | 'status'>;
-  private readonly latency: Histogram<'method' | 'route' | 'status'>;
   private readonly rateRejections: Counter<'policy'>;
   private readonly rateStoreFailures: Counter<'policy'>;
   private readonly signinFailures: Counter<'reason'>;
-  /** the labelled series of each request kind, resolved once (label lookup costs more than the increment) */
-  private readonly requestSeries = new Map<string, RequestSeries>();
+  /** route pattern → method → status → series; the keys are strings Fastify hands over unchanged, so lookups hash nothing new */
+  private readonly requestSeries = new Map<string, Map<string, Map<number, RequestSeries>>>();
 
   constructor(store: Store) {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'celforge_' });
     const series = this.requestSeries;
-    this.requests = new Counter({
+    new Counter({
       name: 'celforge_http_requests_total',
       help: 'HTTP requests answered, by route pattern and status',
       labelNames: ['method', 'route', 'status'],
@@ -36,16 +75,13 @@ export class Metrics {
       // counted in plain numbers per request, handed over at scrape time
       collect() {
         this.reset();
-        for (const { labels, count } of series.values()) this.inc(labels, count);
+        for (const byMethod of series.values()) {
+          for (const byStatus of byMethod.values()) for (const { labels, count } of byStatus.values()) this.inc(labels, count);
+        }
       },
     });
-    this.latency = new Histogram({
-      name: 'celforge_http_request_duration_seconds',
-      help: 'Time to answer, by route pattern and status',
-      labelNames: ['method', 'route', 'status'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers,
-    });
+    // prom-client reads a metric through get(); this one is not one of its classes
+    this.registry.registerMetric(new RequestLatency(series) as unknown as Metric);
     this.rateRejections = new Counter({
       name: 'celforge_rate_limit_rejections_total',
       help: 'Requests refused with 429 by a rate-limit policy',
@@ -91,16 +127,21 @@ export class Metrics {
   }
 
   observeRequest(method: string, route: string, status: number, seconds: number): void {
-    const key = `${method} ${route} ${status}`;
-    let series = this.requestSeries.get(key);
+    let byMethod = this.requestSeries.get(route);
+    if (!byMethod) this.requestSeries.set(route, (byMethod = new Map()));
+    let byStatus = byMethod.get(method);
+    if (!byStatus) byMethod.set(method, (byStatus = new Map()));
+    let series = byStatus.get(status);
     if (!series) {
       // One series per method × route pattern × status: a small, bounded set.
-      const labels = { method, route, status: String(status) };
-      series = { labels, count: 0, latency: this.latency.labels(labels) };
-      this.requestSeries.set(key, series);
+      series = { labels: { method, route, status: String(status) }, count: 0, sum: 0, buckets: new Float64Array(LATENCY_BUCKETS.length + 1) };
+      byStatus.set(status, series);
     }
     series.count += 1;
-    series.latency.observe(seconds);
+    series.sum += seconds;
+    let bucket = 0;
+    while (bucket < LATENCY_BUCKETS.length && seconds > LATENCY_BUCKETS[bucket]!) bucket++;
+    series.buckets[bucket]! += 1;
   }
 
   rateLimited(policy: RatePolicyName): void {

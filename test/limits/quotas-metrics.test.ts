@@ -1,5 +1,7 @@
-import { expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/config/config.js';
+import type { Store } from '../../src/db/database.js';
+import { Metrics } from '../../src/limits/metrics.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { limitTestRoutes } from './routes.js';
@@ -175,5 +177,21 @@ describeEachDialect('metrics without a metrics token', (dialect) => {
     expect((await t.app.inject({ url: '/metrics', headers: { authorization: 'Bearer undefined' } })).statusCode).toBe(401);
     const admin = await signIn(t.app, { role: 'admin' });
     expect((await t.app.inject({ url: '/metrics', headers: admin.authorization })).statusCode).toBe(200);
+  });
+});
+
+describe('request latency histogram', () => {
+  it('counts each request in its bucket, cumulative in the text, with its sum and count', async () => {
+    const metrics = new Metrics({} as Store);
+    for (const seconds of [0.0005, 0.001, 0.003, 20]) metrics.observeRequest('GET', '/api/anime/jobs/:id', 200, seconds);
+    metrics.observeRequest('POST', '/api/anime/generate', 429, 0.002);
+    const text = await metrics.registry.getSingleMetricAsString('celforge_http_request_duration_seconds');
+    const line = (le: string) => new RegExp(`_bucket\\{le="${le.replace(/[.+]/g, '\\$&')}",method="GET",route="/api/anime/jobs/:id",status="200"\\} (\\d+)`).exec(text)?.[1];
+    expect([line('0.001'), line('0.0025'), line('0.005'), line('10'), line('+Inf')]).toEqual(['2', '2', '3', '3', '4']);
+    expect(text).toMatch(/_sum\{method="GET",route="\/api\/anime\/jobs\/:id",status="200"\} 20\.0045\n/);
+    expect(text).toMatch(/_count\{method="GET",route="\/api\/anime\/jobs\/:id",status="200"\} 4\n/);
+    expect(text).toMatch(/_bucket\{le="0\.0025",method="POST",route="\/api\/anime\/generate",status="429"\} 1\n/);
+    const total = await metrics.registry.getSingleMetricAsString('celforge_http_requests_total');
+    expect(total).toMatch(/\{method="GET",route="\/api\/anime\/jobs\/:id",status="200"\} 4\n/);
   });
 });
