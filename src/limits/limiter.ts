@@ -28,13 +28,18 @@ export class RateLimiter {
   private lastWarning = 0;
   /** `policy:subject` → when its window resets, for windows this instance saw spent */
   private readonly spent = new Map<string, number>();
+  /** each policy's `RateLimit-Policy` item; they never change */
+  private readonly policyItems: Record<RatePolicyName, string>;
 
   constructor(
     private readonly settings: LimitSettings,
     private readonly store: RateStore,
     private readonly log: FastifyBaseLogger,
     private readonly events: LimiterEvents,
-  ) {}
+  ) {
+    const items = Object.entries(settings.rates).map(([policy, { quota, windowSeconds }]) => [policy, `"${policy}";q=${quota};w=${windowSeconds}`]);
+    this.policyItems = Object.fromEntries(items) as Record<RatePolicyName, string>;
+  }
 
   get costs(): LimitSettings['costs'] {
     return this.settings.costs;
@@ -85,16 +90,15 @@ export class RateLimiter {
 
   /** `RateLimit-Policy` and `RateLimit` structured-field lists for the charges made so far. */
   headers(charges: Charge[]): Record<string, string> {
-    const known = charges.filter((charge) => charge.decision !== null);
-    if (known.length === 0) return {};
-    return {
-      'ratelimit-policy': known
-        .map(({ policy }) => `"${policy}";q=${this.settings.rates[policy].quota};w=${this.settings.rates[policy].windowSeconds}`)
-        .join(', '),
-      ratelimit: known
-        .map(({ policy, decision }) => `"${policy}";r=${decision!.remaining};t=${Math.max(0, Math.ceil(decision!.resetMs / 1000))}`)
-        .join(', '),
-    };
+    let policies = '';
+    let state = '';
+    for (const { policy, decision } of charges) {
+      if (!decision) continue;
+      const separator = policies ? ', ' : '';
+      policies += separator + this.policyItems[policy];
+      state += `${separator}"${policy}";r=${decision.remaining};t=${Math.max(0, Math.ceil(decision.resetMs / 1000))}`;
+    }
+    return policies ? { 'ratelimit-policy': policies, ratelimit: state } : {};
   }
 
   private refusal(charge: Charge & { decision: RateDecision }, earlier: Charge[]): HttpProblem {
