@@ -27,14 +27,14 @@ export interface Credentials {
 /** Turns one kind of credential into a principal, or throws an HttpProblem (401, or 503 when it cannot tell). */
 export interface Authenticator {
   authenticate(value: string, request: FastifyRequest): Promise<Principal>;
-  /** true when this credential is already known good without any costly work (a cache hit) */
-  isKnown?(value: string): boolean;
+  /** The principal, when this credential is known good without any costly work (a cache hit); else null. */
+  known?(value: string): Principal | null;
 }
 
 /** Rate limit on refused credentials (the limits module provides it). */
 export interface CredentialLimit {
   /** Throws a 429, with no store round trip, when this address may not have a new credential verified now. */
-  check(request: FastifyRequest, authenticator: Authenticator, value: string): void;
+  check(request: FastifyRequest): void;
   /** Charges a refused credential to its address; throws the 429 when that does not fit. */
   refused(request: FastifyRequest, reply: FastifyReply): Promise<void>;
 }
@@ -98,8 +98,14 @@ export const authentication = fp(async (app: FastifyInstance, options: Authentic
       }
       const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey;
       if (!authenticator) throw unauthorized('API keys are not accepted here.');
-      options.limit?.check(request, authenticator, credentials.value);
-      principal = await authenticator.authenticate(credentials.value, request);
+      // A credential known good costs no verification, so it passes even a flooded address's limit.
+      const known = authenticator.known?.(credentials.value);
+      if (known) {
+        principal = known;
+      } else {
+        options.limit?.check(request);
+        principal = await authenticator.authenticate(credentials.value, request);
+      }
     } catch (error) {
       if (options.limit && error instanceof HttpProblem && error.status === 401) await options.limit.refused(request, reply);
       throw error;

@@ -8,6 +8,10 @@ import { KeysUnavailableError, TokenError, type AccessClaims, type AccessTokenVe
 export const authUnavailable = () =>
   new HttpProblem(503, 'auth-unavailable', 'Sign-in cannot be checked right now; retry shortly.', { headers: { 'retry-after': '5' } });
 
+function principalOf(claims: AccessClaims): Principal {
+  return { userId: claims.sub, email: claims.email, role: claims.role, sessionId: claims.sid, via: 'token', scopes: null };
+}
+
 /**
  * Bearer tokens: a verified (cached) signature, then the revocation view — in memory, no database
  * round trip — so a logout, revocation, disabled user or changed role counts on the very next
@@ -31,10 +35,11 @@ export class SessionAuthenticator implements Authenticator {
     const verdict = this.view.check(claims);
     if (verdict === 'unavailable') throw authUnavailable();
     if (verdict === 'revoked') throw unauthorized('The session has ended; sign in again.');
-    return { userId: claims.sub, email: claims.email, role: claims.role, sessionId: claims.sid, via: 'token', scopes: null };
+    return principalOf(claims);
   }
 
-  isKnown(token: string): boolean {
-    return this.verifier.isCached(token);
+  known(token: string): Principal | null {
+    const claims = this.verifier.cached(token);
+    return claims && this.view.check(claims) === 'live' ? principalOf(claims) : null;
   }
 }

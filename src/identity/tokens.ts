@@ -69,23 +69,22 @@ const FORBIDDEN_HEADERS = ['jku', 'jwk', 'x5u', 'x5c', 'x5t', 'x5t#S256', 'crit'
 const TOKEN_SHAPE = /^[A-Za-z0-9_-]{10,2000}\.[A-Za-z0-9_-]{10,8000}\.[A-Za-z0-9_-]{20,200}$/;
 const CACHE_LIMIT = 50_000;
 
+/** The cache key of a token: the tail of its signature (short to hash; the whole token is compared on a hit). */
+const cacheKey = (token: string) => token.slice(-32);
+
 /**
  * Verifies access tokens: EdDSA only, typ at+jwt, our iss and aud, exp/nbf, a kid from our own key
  * set. A verified token is cached until it expires, so a repeat costs a map lookup; revocation is
  * checked by the caller on every request, never cached here.
  */
 export class AccessTokenVerifier {
-  private readonly cache = new Map<string, AccessClaims>();
+  private readonly cache = new Map<string, { token: string; claims: AccessClaims }>();
 
   constructor(private readonly lookup: KeyLookup) {}
 
   async verify(token: string): Promise<AccessClaims> {
-    const now = Math.floor(Date.now() / 1000);
-    const cached = this.cache.get(token);
-    if (cached) {
-      if (cached.exp > now) return cached;
-      this.cache.delete(token);
-    }
+    const cached = this.cached(token);
+    if (cached) return cached;
     if (!TOKEN_SHAPE.test(token)) throw new TokenError('malformed token');
     const claims = await this.verifySignature(token);
     this.remember(token, claims);
@@ -96,13 +95,17 @@ export class AccessTokenVerifier {
   remember(token: string, claims: AccessClaims): void {
     const now = Math.floor(Date.now() / 1000);
     if (this.cache.size >= CACHE_LIMIT) this.evictExpired(now);
-    this.cache.set(token, claims);
+    this.cache.set(cacheKey(token), { token, claims });
   }
 
-  /** True when `token` was verified before and has not expired: `verify` would answer from the cache. */
-  isCached(token: string): boolean {
-    const cached = this.cache.get(token);
-    return cached !== undefined && cached.exp > Math.floor(Date.now() / 1000);
+  /** The claims of `token` when it was verified before and has not expired: no signature check needed. */
+  cached(token: string): AccessClaims | undefined {
+    const key = cacheKey(token);
+    const entry = this.cache.get(key);
+    if (!entry || entry.token !== token) return undefined;
+    if (entry.claims.exp > Date.now() / 1000) return entry.claims;
+    this.cache.delete(key);
+    return undefined;
   }
 
   private async verifySignature(token: string): Promise<AccessClaims> {
@@ -136,11 +139,11 @@ export class AccessTokenVerifier {
   }
 
   private evictExpired(now: number): void {
-    for (const [token, claims] of this.cache) if (claims.exp <= now) this.cache.delete(token);
+    for (const [key, { claims }] of this.cache) if (claims.exp <= now) this.cache.delete(key);
     // Still full of live tokens: drop the oldest entries (Map keeps insertion order).
-    for (const token of this.cache.keys()) {
+    for (const key of this.cache.keys()) {
       if (this.cache.size < CACHE_LIMIT * 0.9) break;
-      this.cache.delete(token);
+      this.cache.delete(key);
     }
   }
 }

@@ -78,9 +78,9 @@ function auditRejection(audit: Auditor, request: FastifyRequest, policy: RatePol
  */
 export function credentialLimit(limiter: RateLimiter, audit: Auditor): CredentialLimit {
   return {
-    check(request, authenticator, value) {
+    check(request) {
       const resetMs = limiter.spentFor('anonymous', `a:${request.ip}`);
-      if (resetMs === 0 || authenticator.isKnown?.(value)) return;
+      if (resetMs === 0) return;
       auditRejection(audit, request, 'anonymous');
       throw limiter.refuse('anonymous', resetMs);
     },

@@ -28,7 +28,7 @@ export class ApiKeyAuthenticator implements Authenticator {
     }
   }
 
-  isKnown(value: string): boolean {
-    return this.keys.isCached(value);
+  known(value: string): Principal | null {
+    return this.keys.known(value);
   }
 }

@@ -150,23 +150,20 @@ export class ApiKeyService {
   async authenticate(key: string): Promise<Principal> {
     const id = apiKeyIdOf(key);
     if (id === null) throw new ApiKeyRefused('malformed', null);
-    const state = await this.#state(id);
-    const presented = Buffer.from(hashApiKey(key), 'hex');
-    if (!state || !timingSafeEqual(presented, hashBytes(state.key_hash))) throw new ApiKeyRefused('unknown', id);
-    const now = this.#clock();
-    if (state.revoked_at !== null) throw new ApiKeyRefused('revoked', id);
-    if (state.expires_at !== null && state.expires_at <= new Date(now).toISOString()) throw new ApiKeyRefused('expired', id);
-    if (state.disabled !== 0) throw new ApiKeyRefused('user-disabled', id);
-    this.#touch(id, now);
-    const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || state.role === 'admin');
-    return { userId: state.user_id, email: state.email, role: state.role, sessionId: null, via: 'api-key', scopes, apiKeyId: id };
+    return this.#admit(key, id, await this.#state(id));
   }
 
-  /** True when the key's row is cached (no store round trip to check it) and the key matches it. */
-  isCached(key: string): boolean {
+  /** The principal for a key whose row is cached (no store round trip) and which is accepted; else null. */
+  known(key: string): Principal | null {
     const id = apiKeyIdOf(key);
     const entry = id !== null && this.#bus.live ? this.#cache.get(id) : undefined;
-    return entry !== undefined && timingSafeEqual(Buffer.from(hashApiKey(key), 'hex'), hashBytes(entry.state.key_hash));
+    if (!entry) return null;
+    try {
+      return this.#admit(key, id!, entry.state);
+    } catch (error) {
+      if (error instanceof ApiKeyRefused) return null;
+      throw error;
+    }
   }
 
   /** The decrypted HMAC secret of a live key, for signature checks. */
@@ -183,6 +180,18 @@ export class ApiKeyService {
 
   close(): void {
     this.#bus.close();
+  }
+
+  #admit(key: string, id: string, state: ApiKeyState | undefined): Principal {
+    const presented = Buffer.from(hashApiKey(key), 'hex');
+    if (!state || !timingSafeEqual(presented, hashBytes(state.key_hash))) throw new ApiKeyRefused('unknown', id);
+    const now = this.#clock();
+    if (state.revoked_at !== null) throw new ApiKeyRefused('revoked', id);
+    if (state.expires_at !== null && state.expires_at <= new Date(now).toISOString()) throw new ApiKeyRefused('expired', id);
+    if (state.disabled !== 0) throw new ApiKeyRefused('user-disabled', id);
+    this.#touch(id, now);
+    const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || state.role === 'admin');
+    return { userId: state.user_id, email: state.email, role: state.role, sessionId: null, via: 'api-key', scopes, apiKeyId: id };
   }
 
   #audit(action: string, principal: Principal, id: string, context: RequestContext, detail: Record<string, unknown>): void {
