@@ -57,14 +57,28 @@ export function pendingRow(event: AuditEvent, at: Date = new Date()): PendingRow
   };
 }
 
-/** An event as recorded: the time it happened (ms since the epoch) and what the caller said. */
-export interface StampedEvent {
-  at: number;
-  event: AuditEvent;
+/**
+ * An event as recorded: when (ms since the epoch) and what the caller said, as a tuple (a batch of
+ * them is shorter JSON, quicker to write and to read, than the same events as objects).
+ */
+export type RecordedEvent = [
+  at: number,
+  action: string,
+  outcome: AuditEvent['outcome'],
+  actorId: string | null,
+  target: string | null,
+  ip: string | null,
+  requestId: string | null,
+  detail: Record<string, unknown> | null,
+];
+
+export function recorded(event: AuditEvent, at = Date.now()): RecordedEvent {
+  const { action, outcome, actorId = null, target = null, ip = null, requestId = null, detail = null } = event;
+  return [at, action, outcome, actorId, target, ip, requestId, detail];
 }
 
-export function rowOf({ at, event }: StampedEvent): PendingRow {
-  return pendingRow(event, new Date(at));
+export function rowOf([at, action, outcome, actorId, target, ip, requestId, detail]: RecordedEvent): PendingRow {
+  return pendingRow({ action, outcome, actorId, target, ip, requestId, detail: detail ?? undefined }, new Date(at));
 }
 
 /**
@@ -72,14 +86,15 @@ export function rowOf({ at, event }: StampedEvent): PendingRow {
  * structured clone of every row). Details JSON cannot carry as they are (a bigint, a cycle) are
  * masked first; an event that still cannot be written is left out and counted.
  */
-export function encodeEvents(batch: StampedEvent[]): { text: string; unwritable: number } {
+export function encodeEvents(batch: RecordedEvent[]): { text: string; unwritable: number } {
   try {
     return { text: JSON.stringify(batch), unwritable: 0 };
   } catch {
     const parts: string[] = [];
-    for (const { at, event } of batch) {
+    for (const event of batch) {
       try {
-        parts.push(JSON.stringify({ at, event: { ...event, detail: event.detail && mask(event.detail, 0) } }));
+        const detail = event[7];
+        parts.push(JSON.stringify(detail ? [...event.slice(0, 7), mask(detail, 0)] : event));
       } catch {
         // counted below
       }
@@ -89,5 +104,5 @@ export function encodeEvents(batch: StampedEvent[]): { text: string; unwritable:
 }
 
 export function decodeEvents(text: string): PendingRow[] {
-  return (JSON.parse(text) as StampedEvent[]).map(rowOf);
+  return (JSON.parse(text) as RecordedEvent[]).map(rowOf);
 }

@@ -3,7 +3,7 @@ import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { ChainVerifier, chainRows, type AuditRow, type ChainHead, type PendingRow } from './chain.js';
 import type { AuditEvent, Auditor } from './events.js';
-import { encodeEvents, pendingRow, rowOf, type StampedEvent } from './pending.js';
+import { encodeEvents, pendingRow, recorded, rowOf, type RecordedEvent } from './pending.js';
 import { AuditWriterThread } from './writer.js';
 import {
   deleteThrough,
@@ -71,7 +71,7 @@ export interface StoreAuditorOptions {
  * masks, links and inserts them; otherwise they are masked here and appended through the store.
  */
 export class StoreAuditor implements Auditor {
-  private buffer: StampedEvent[] = [];
+  private buffer: RecordedEvent[] = [];
   private writing: Promise<void> | null = null;
   private timer: NodeJS.Timeout | undefined;
   private retryAfter = 0;
@@ -96,7 +96,7 @@ export class StoreAuditor implements Auditor {
 
   record(event: AuditEvent): void {
     try {
-      this.buffer.push({ at: Date.now(), event });
+      this.buffer.push(recorded(event));
       if (this.buffer.length > this.maxBuffered) {
         this.buffer.shift();
         this.dropped += 1;
@@ -175,7 +175,7 @@ export class StoreAuditor implements Auditor {
     return this.writing.then(() => ok);
   }
 
-  private write(batch: StampedEvent[]): Promise<void> {
+  private write(batch: RecordedEvent[]): Promise<void> {
     if (!this.thread) return appendRows(this.store, batch.map(rowOf));
     // A closed store takes no more rows, from this thread or the writer's.
     if (!this.store.sqlite!.open) return Promise.reject(new Error('the store is closed'));
