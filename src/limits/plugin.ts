@@ -36,8 +36,11 @@ function accountOf(body: unknown): string | null {
   return `e:${createHash('sha256').update(email.trim().toLowerCase()).digest('base64url')}`;
 }
 
-/** Charges one policy for this request; its headers go on the answer, a refusal is audited and thrown. */
-async function chargeRequest(
+/**
+ * Charges one policy for this request; its headers go on the answer, a refusal is audited and
+ * thrown. Settled at once in memory (a refusal is thrown), a promise with Redis (a refusal rejects).
+ */
+function chargeRequest(
   limiter: RateLimiter,
   audit: Auditor,
   request: FastifyRequest,
@@ -45,17 +48,24 @@ async function chargeRequest(
   policy: RatePolicyName,
   subject: string,
   cost = 1,
-): Promise<void> {
+): void | Promise<void> {
   const earlier = request.rateCharges ?? [];
-  let made: Charge;
-  try {
-    made = await limiter.consume(policy, subject, cost, earlier);
-  } catch (error) {
+  const charged = (made: Charge) => {
+    request.rateCharges = [...earlier, made];
+    reply.headers(limiter.headers(request.rateCharges));
+  };
+  const refused = (error: unknown): never => {
     if (error instanceof HttpProblem && error.status === 429) auditRejection(audit, request, policy);
     throw error;
+  };
+  let made: Charge | Promise<Charge>;
+  try {
+    made = limiter.consume(policy, subject, cost, earlier);
+  } catch (error) {
+    return refused(error);
   }
-  request.rateCharges = [...earlier, made];
-  reply.headers(limiter.headers(request.rateCharges));
+  if (made instanceof Promise) return made.then(charged, refused);
+  charged(made);
 }
 
 function auditRejection(audit: Auditor, request: FastifyRequest, policy: RatePolicyName): void {
@@ -84,7 +94,7 @@ export function credentialLimit(limiter: RateLimiter, audit: Auditor): Credentia
       auditRejection(audit, request, 'anonymous');
       throw limiter.refuse('anonymous', resetMs);
     },
-    refused: (request, reply) => chargeRequest(limiter, audit, request, reply, 'anonymous', `a:${request.ip}`),
+    refused: async (request, reply) => chargeRequest(limiter, audit, request, reply, 'anonymous', `a:${request.ip}`),
   };
 }
 
@@ -105,12 +115,24 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
   const charge = (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) =>
     chargeRequest(limiter, audit, request, reply, policy, subject, cost);
 
-  app.addHook('onRequest', async (request, reply) => {
+  const chargeOnRequest = (request: FastifyRequest, reply: FastifyReply) => {
     const rateClass = request.is404 ? undefined : request.routeOptions.config.rateClass;
     if (rateClass === 'signin') return charge(request, reply, 'signin-ip', `a:${request.ip}`);
     if (rateClass === 'generation') return;
     if (!request.principal) return charge(request, reply, 'anonymous', `a:${request.ip}`);
     return charge(request, reply, rateClass ?? 'read', subjectOf(request));
+  };
+  // Callback style: a charge the memory store answers at once costs no promise and no extra turn.
+  app.addHook('onRequest', (request, reply, done) => {
+    let pending: void | Promise<void>;
+    try {
+      pending = chargeOnRequest(request, reply);
+    } catch (error) {
+      done(error as Error);
+      return;
+    }
+    if (pending) pending.then(() => done(), done);
+    else done();
   });
 
   app.addHook('onRoute', (route) => {

@@ -15,7 +15,8 @@ export interface RateDecision {
  * refused near the limit leaves the remaining units for cheaper requests.
  */
 export interface RateStore {
-  consume(key: string, cost: number, quota: number, windowMs: number): Promise<RateDecision>;
+  /** answered at once by a store in this process, by a promise from a shared one */
+  consume(key: string, cost: number, quota: number, windowMs: number): RateDecision | Promise<RateDecision>;
   close?(): void;
 }
 
@@ -34,7 +35,7 @@ export class MemoryRateStore implements RateStore {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async consume(key: string, cost: number, quota: number, windowMs: number): Promise<RateDecision> {
+  consume(key: string, cost: number, quota: number, windowMs: number): RateDecision {
     const now = this.now();
     let window = this.windows.get(key);
     if (!window || window.resetAt <= now) {
