@@ -9,7 +9,7 @@ export interface Principal {
   sessionId: string | null;
   via: 'token' | 'api-key';
   /** API-key scopes; null for a session token (the role decides) */
-  scopes: string[] | null;
+  scopes: readonly string[] | null;
   /** API key id, for signature checks and audit */
   apiKeyId?: string;
 }
