@@ -50,22 +50,29 @@ function chargeRequest(
   cost = 1,
 ): void | Promise<void> {
   const earlier = request.rateCharges ?? [];
-  const charged = (made: Charge) => {
-    request.rateCharges = [...earlier, made];
-    reply.headers(limiter.headers(request.rateCharges));
-  };
-  const refused = (error: unknown): never => {
-    if (error instanceof HttpProblem && error.status === 429) auditRejection(audit, request, policy);
-    throw error;
-  };
   let made: Charge | Promise<Charge>;
   try {
     made = limiter.consume(policy, subject, cost, earlier);
   } catch (error) {
-    return refused(error);
+    return refuseRequest(audit, request, policy, error);
   }
-  if (made instanceof Promise) return made.then(charged, refused);
-  charged(made);
+  if (made instanceof Promise) {
+    return made.then(
+      (charge) => keepCharge(limiter, request, reply, earlier, charge),
+      (error: unknown) => refuseRequest(audit, request, policy, error),
+    );
+  }
+  keepCharge(limiter, request, reply, earlier, made);
+}
+
+function keepCharge(limiter: RateLimiter, request: FastifyRequest, reply: FastifyReply, earlier: Charge[], made: Charge): void {
+  request.rateCharges = [...earlier, made];
+  reply.headers(limiter.headers(request.rateCharges));
+}
+
+function refuseRequest(audit: Auditor, request: FastifyRequest, policy: RatePolicyName, error: unknown): never {
+  if (error instanceof HttpProblem && error.status === 429) auditRejection(audit, request, policy);
+  throw error;
 }
 
 function auditRejection(audit: Auditor, request: FastifyRequest, policy: RatePolicyName): void {
