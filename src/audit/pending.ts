@@ -37,7 +37,7 @@ function isPlain(detail: Record<string, unknown>): boolean {
 }
 
 /** The detail as stored: secrets masked by key name, strings and depth bounded, JSON text. */
-export function maskDetail(detail: Record<string, unknown> | undefined): string | null {
+function maskDetail(detail: Record<string, unknown> | undefined): string | null {
   if (!detail) return null;
   const json = JSON.stringify(isPlain(detail) ? detail : mask(detail, 0));
   if (json === '{}') return null;
