@@ -32,3 +32,12 @@ export function loggerOptions(level: string): FastifyServerOptions['logger'] {
     },
   };
 }
+
+/**
+ * Fastify's two lines per request ("incoming request", "request completed") only at debug and
+ * trace: every request is already an audit row (who, route, status, duration, address, request
+ * id), and at info the two lines cost more per request than all of its security.
+ */
+export function logsEveryRequest(level: string): boolean {
+  return level === 'debug' || level === 'trace';
+}
