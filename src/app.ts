@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { replayGuardFor, requestSignatures } from './access/signatures.js';
 import { stepUp } from './access/step-up.js';
@@ -17,7 +17,7 @@ import { errorHandling } from './http/errors.js';
 import { healthRoutes } from './http/health.js';
 import { galleryRoutes } from './gallery/routes.js';
 import { GalleryService } from './gallery/service.js';
-import { loggerOptions, logsEveryRequest } from './http/logging.js';
+import { loggerOptions, RequestLogController } from './http/logging.js';
 import { openApi } from './http/openapi.js';
 import { rawJsonBody } from './http/raw-body.js';
 import { requestId } from './http/request-id.js';
@@ -126,7 +126,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
-    logController: new LogController({ disableRequestLogging: !logsEveryRequest(config.logLevel) }),
+    logController: new RequestLogController(config.logLevel),
     genReqId: requestId,
     bodyLimit: config.bodyLimit,
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
