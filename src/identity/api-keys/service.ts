@@ -188,7 +188,7 @@ export class ApiKeyService {
     if (!derived || !timingSafeEqual(presented, derived.keyHash)) throw new ApiKeyRefused('unknown', id);
     const now = this.#clock();
     if (state.revoked_at !== null) throw new ApiKeyRefused('revoked', id);
-    if (state.expires_at !== null && state.expires_at <= new Date(now).toISOString()) throw new ApiKeyRefused('expired', id);
+    if (derived.expiresAt <= now) throw new ApiKeyRefused('expired', id);
     if (state.disabled !== 0) throw new ApiKeyRefused('user-disabled', id);
     this.#touch(id, now);
     return { userId: state.user_id, email: state.email, role: state.role, sessionId: null, via: 'api-key', scopes: derived.scopes, apiKeyId: id };
@@ -253,14 +253,21 @@ export class ApiKeyService {
 }
 
 /** What a key row gives every request, worked out once per row (a cached row serves many requests). */
-const derivedFromRow = new WeakMap<ApiKeyState, { keyHash: Buffer; scopes: readonly string[] }>();
+interface DerivedFromRow {
+  keyHash: Buffer;
+  scopes: readonly string[];
+  /** ms since the epoch; Infinity for a key that does not expire */
+  expiresAt: number;
+}
+const derivedFromRow = new WeakMap<ApiKeyState, DerivedFromRow>();
 
-function derivedOf(state: ApiKeyState): { keyHash: Buffer; scopes: readonly string[] } {
+function derivedOf(state: ApiKeyState): DerivedFromRow {
   let derived = derivedFromRow.get(state);
   if (!derived) {
     // an admin scope counts only while the owner is an admin
     const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || state.role === 'admin');
-    derived = { keyHash: hashBytes(state.key_hash), scopes: Object.freeze(scopes) };
+    const expiresAt = state.expires_at === null ? Infinity : Date.parse(state.expires_at);
+    derived = { keyHash: hashBytes(state.key_hash), scopes: Object.freeze(scopes), expiresAt: Number.isNaN(expiresAt) ? -Infinity : expiresAt };
     derivedFromRow.set(state, derived);
   }
   return derived;
