@@ -13,6 +13,13 @@ interface RequestSeries {
   buckets: Float64Array;
 }
 
+/** route pattern → method → status → series */
+type SeriesByRoute = Map<string, Map<string, Map<number, RequestSeries>>>;
+
+function* eachSeries(byRoute: SeriesByRoute): Generator<RequestSeries> {
+  for (const byMethod of byRoute.values()) for (const byStatus of byMethod.values()) yield* byStatus.values();
+}
+
 /**
  * The request latency histogram in prom-client's metric shape, read from the request series at
  * scrape time: observing a request is a few array writes, not a label lookup per request.
@@ -23,23 +30,19 @@ class RequestLatency {
   readonly name = 'celforge_http_request_duration_seconds';
   readonly help = 'Time to answer, by route pattern and status';
 
-  constructor(private readonly series: Map<string, Map<string, Map<number, RequestSeries>>>) {}
+  constructor(private readonly series: SeriesByRoute) {}
 
   async get() {
     const values: { labels: Record<string, string | number>; value: number; metricName: string }[] = [];
-    for (const byMethod of this.series.values()) {
-      for (const byStatus of byMethod.values()) {
-        for (const { labels, count, sum, buckets } of byStatus.values()) {
-          let cumulative = 0;
-          LATENCY_BUCKETS.forEach((le, i) => {
-            cumulative += buckets[i]!;
-            values.push({ labels: { le, ...labels }, value: cumulative, metricName: `${this.name}_bucket` });
-          });
-          values.push({ labels: { le: '+Inf', ...labels }, value: count, metricName: `${this.name}_bucket` });
-          values.push({ labels, value: sum, metricName: `${this.name}_sum` });
-          values.push({ labels, value: count, metricName: `${this.name}_count` });
-        }
-      }
+    for (const { labels, count, sum, buckets } of eachSeries(this.series)) {
+      let cumulative = 0;
+      LATENCY_BUCKETS.forEach((le, i) => {
+        cumulative += buckets[i]!;
+        values.push({ labels: { le, ...labels }, value: cumulative, metricName: `${this.name}_bucket` });
+      });
+      values.push({ labels: { le: '+Inf', ...labels }, value: count, metricName: `${this.name}_bucket` });
+      values.push({ labels, value: sum, metricName: `${this.name}_sum` });
+      values.push({ labels, value: count, metricName: `${this.name}_count` });
     }
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }
@@ -60,8 +63,8 @@ export class Metrics {
   private readonly rateRejections: Counter<'policy'>;
   private readonly rateStoreFailures: Counter<'policy'>;
   private readonly signinFailures: Counter<'reason'>;
-  /** route pattern → method → status → series; the keys are strings Fastify hands over unchanged, so lookups hash nothing new */
-  private readonly requestSeries = new Map<string, Map<string, Map<number, RequestSeries>>>();
+  /** the keys are strings Fastify hands over unchanged, so lookups hash nothing new */
+  private readonly requestSeries: SeriesByRoute = new Map();
 
   constructor(store: Store) {
     const registers = [this.registry];
@@ -75,9 +78,7 @@ export class Metrics {
       // counted in plain numbers per request, handed over at scrape time
       collect() {
         this.reset();
-        for (const byMethod of series.values()) {
-          for (const byStatus of byMethod.values()) for (const { labels, count } of byStatus.values()) this.inc(labels, count);
-        }
+        for (const { labels, count } of eachSeries(series)) this.inc(labels, count);
       },
     });
     // prom-client reads a metric through get(); this one is not one of its classes

@@ -77,11 +77,6 @@ export async function cancelJob(db: Kysely<Database>, id: string, now: string): 
 // ---------------------------------------------------------------------------------------------
 // the durable local queue: the jobs table itself
 
-/**
- * Takes the oldest due queued job for this worker, atomically: the inner select picks a candidate
- * (PostgreSQL skips rows other workers hold), the outer update re-checks `status = 'queued'`, so
- * two workers can never both get the same job. SQLite runs the statement under its write lock.
- */
 /** The columns a claim sets: running under this worker's lease, one more attempt. */
 function claimedBy(workerId: string, now: string, leaseUntil: string) {
   return (eb: ExpressionBuilder<Database, 'jobs'>) => ({
@@ -96,6 +91,11 @@ function claimedBy(workerId: string, now: string, leaseUntil: string) {
   });
 }
 
+/**
+ * Takes the oldest due queued job for this worker, atomically: the inner select picks a candidate
+ * (PostgreSQL skips rows other workers hold), the outer update re-checks `status = 'queued'`, so
+ * two workers can never both get the same job. SQLite runs the statement under its write lock.
+ */
 export function claimJob(store: Store, workerId: string, now: string, leaseUntil: string): Promise<JobRow | undefined> {
   const { db, dialect } = store;
   let candidate = db
