@@ -11,6 +11,7 @@ import { assetRoutes } from './assets/routes.js';
 import { ConfigError, type Config } from './config/config.js';
 import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
+import { StoreOutage } from './db/outage.js';
 import { openRedis } from './db/redis.js';
 import { authentication } from './http/auth.js';
 import { errorHandling } from './http/errors.js';
@@ -136,6 +137,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
+  const outage = new StoreOutage(store, app.log);
   const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
@@ -178,6 +180,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const production = await createProduction(config, store, app.log, {
     worker: options.worker !== false && options.only === undefined,
     renderer: options.renderer,
+    outage,
   });
 
   const services: Services = {
@@ -201,6 +204,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('onClose', async () => {
     clearInterval(keyReload);
     stopRetention();
+    outage.close();
     await production.stop();
     follower?.close();
     await publisher.close();
@@ -210,7 +214,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (!options.store) await store.close();
   });
 
-  await app.register(errorHandling);
+  await app.register(errorHandling, { outage });
   await app.register(auditRequests, { audit });
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
