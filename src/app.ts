@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -20,6 +21,7 @@ import { galleryRoutes } from './gallery/routes.js';
 import { GalleryService } from './gallery/service.js';
 import { loggerOptions, RequestLogController } from './http/logging.js';
 import { openApi } from './http/openapi.js';
+import { Readiness, readinessMetric } from './http/readiness.js';
 import { rawJsonBody } from './http/raw-body.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
@@ -235,7 +237,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   // /ready is false while revocations cannot be trusted (feed or Redis subscriber down): take this node out.
-  await app.register(healthRoutes, { prefix: '/api/anime', store, dependenciesReady: () => revocations.isReady() });
+  const readiness = new Readiness({
+    store,
+    dataDir: config.dataDir,
+    // the auth service keeps no assets
+    assetsDir: options.only === 'auth' ? null : path.join(config.dataDir, 'assets'),
+    dependenciesReady: () => revocations.isReady(),
+  });
+  readinessMetric(metrics.registry, readiness);
+  await app.register(healthRoutes, { prefix: '/api/anime', readiness });
   if (remote) {
     await app.register(verifyRoute, { prefix: '/api/auth', verifier });
   } else {
