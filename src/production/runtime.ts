@@ -63,7 +63,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         leaseMs,
         log,
         source: bullQueue ? 'external' : 'store',
-        onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => {}) : undefined,
+        onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
         outage,
       })
     : null;
@@ -87,7 +87,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         log.warn({ err }, 'could not clear stale temporary asset files');
       }
       await worker.start();
-      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log });
+      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
     async stop() {
       await worker?.stop();
