@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
@@ -11,6 +12,7 @@ import { assetRoutes } from './assets/routes.js';
 import { ConfigError, type Config } from './config/config.js';
 import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
+import { StoreOutage } from './db/outage.js';
 import { openRedis } from './db/redis.js';
 import { authentication } from './http/auth.js';
 import { errorHandling } from './http/errors.js';
@@ -19,6 +21,7 @@ import { galleryRoutes } from './gallery/routes.js';
 import { GalleryService } from './gallery/service.js';
 import { loggerOptions, RequestLogController } from './http/logging.js';
 import { openApi } from './http/openapi.js';
+import { Readiness, readinessMetric } from './http/readiness.js';
 import { rawJsonBody } from './http/raw-body.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
@@ -136,6 +139,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
+  const outage = new StoreOutage(store, app.log);
   const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
@@ -178,6 +182,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const production = await createProduction(config, store, app.log, {
     worker: options.worker !== false && options.only === undefined,
     renderer: options.renderer,
+    outage,
   });
 
   const services: Services = {
@@ -201,6 +206,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.addHook('onClose', async () => {
     clearInterval(keyReload);
     stopRetention();
+    outage.close();
     await production.stop();
     follower?.close();
     await publisher.close();
@@ -210,7 +216,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (!options.store) await store.close();
   });
 
-  await app.register(errorHandling);
+  await app.register(errorHandling, { outage });
   await app.register(auditRequests, { audit });
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
@@ -231,7 +237,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   });
 
   // /ready is false while revocations cannot be trusted (feed or Redis subscriber down): take this node out.
-  await app.register(healthRoutes, { prefix: '/api/anime', store, dependenciesReady: () => revocations.isReady() });
+  const readiness = new Readiness({
+    store,
+    dataDir: config.dataDir,
+    // the auth service keeps no assets
+    assetsDir: options.only === 'auth' ? null : path.join(config.dataDir, 'assets'),
+    dependenciesReady: () => revocations.isReady(),
+  });
+  readinessMetric(metrics.registry, readiness);
+  await app.register(healthRoutes, { prefix: '/api/anime', readiness });
   if (remote) {
     await app.register(verifyRoute, { prefix: '/api/auth', verifier });
   } else {

@@ -59,9 +59,14 @@ function withStatementCache(database: SQLite.Database): SqliteDatabase {
 
 export function openStore(config: Pick<Config, 'databaseUrl' | 'dataDir'>): Store {
   if (config.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10 });
-    // An idle client that loses its server must not crash the process.
+    // A connection attempt to a dead server fails within seconds instead of waiting for the OS.
+    const pool = new pg.Pool({ connectionString: config.databaseUrl, max: 10, connectionTimeoutMillis: 5000, keepAlive: true });
+    // A client that loses its server emits 'error' besides failing its query; without a listener that
+    // event kills the process. The pool listens only while a client is idle, so every client gets a
+    // listener of its own for the time it is checked out (inside a transaction, say): the statement
+    // fails, the pool drops the broken client on release, the caller retries.
     pool.on('error', () => {});
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, dialect: 'postgres', sqlite: null, close: () => db.destroy() };
   }

@@ -1,6 +1,7 @@
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import FindMyWay from 'find-my-way';
+import type { StoreOutage } from '../db/outage.js';
 import { HttpProblem, problemType, titleFor, type Problem } from './problem.js';
 
 const PROBLEM_JSON = 'application/problem+json; charset=utf-8';
@@ -43,7 +44,10 @@ function validationProblem(error: FastifyError): Problem {
   };
 }
 
-function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest): { problem: Problem; headers?: Record<string, string> } {
+/** How long a client is asked to wait while the store is out: the outage probe looks every second. */
+const STORE_RETRY_AFTER_SECONDS = '5';
+
+function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest, outage?: StoreOutage): { problem: Problem; headers?: Record<string, string> } {
   if (error instanceof HttpProblem) return { problem: error.toProblem(), headers: error.headers };
   if (error.validation) return { problem: validationProblem(error) };
   const known = error.code ? FRAMEWORK_ERRORS[error.code] : undefined;
@@ -54,6 +58,13 @@ function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest): 
   }
   if (status >= 400 && status < 500) {
     return { problem: { type: problemType('bad-request'), title: titleFor(status), status, detail: 'The request could not be processed.' } };
+  }
+  // A store outage is the service's state, not a fault of this request: logged once (by the outage), a 503.
+  if (outage?.report(error)) {
+    return {
+      problem: { type: problemType('store-unavailable'), title: titleFor(503), status: 503, detail: 'The store is not available right now; retry later.' },
+      headers: { 'retry-after': STORE_RETRY_AFTER_SECONDS },
+    };
   }
   request.log.error({ err: error }, 'unhandled error');
   return {
@@ -70,7 +81,7 @@ function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest): 
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /** Problem+json for every error, 404 for unknown routes and 405 (with Allow) for a known path. */
-export const errorHandling = fp(async (app: FastifyInstance) => {
+export const errorHandling = fp(async (app: FastifyInstance, options: { outage?: StoreOutage }) => {
   const known = FindMyWay({ ignoreTrailingSlash: false });
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -82,7 +93,7 @@ export const errorHandling = fp(async (app: FastifyInstance) => {
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    const { problem, headers } = toProblem(error, request);
+    const { problem, headers } = toProblem(error, request, options.outage);
     return sendProblem(reply, problem, headers);
   });
 

@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../db/database.js';
+import type { StoreOutage } from '../db/outage.js';
 import { JobEvents, type JobEvent } from './events.js';
 import type { JobQueue } from './queue.js';
 import { countQueued, queuedJobs, type JobRow } from './store.js';
@@ -10,6 +11,31 @@ import type { JobWorker } from './worker.js';
 const QUEUE_NAME = 'jobs';
 const RECONCILE_BATCH = 1000;
 const ENQUEUE_WAIT_MS = 1000;
+
+/**
+ * An announcement whose claim fails (the store is down) is tried again with back-off: 1 s, 2 s, …
+ * up to 30 s apart. Past the last try it lands in BullMQ's failed set, where reconcile finds it.
+ */
+const CLAIM_TRIES = 40;
+const CLAIM_BACKOFF = 'claim';
+export function claimBackoffMs(attemptsMade: number): number {
+  return Math.min(30_000, 1000 * 2 ** Math.max(0, attemptsMade - 1));
+}
+
+function announcement(job: { id: string; attempts: number; run_after: string | null }) {
+  return {
+    name: 'render',
+    data: { jobId: job.id },
+    opts: {
+      jobId: bullJobId(job),
+      delay: delayOf(job.run_after),
+      attempts: CLAIM_TRIES,
+      backoff: { type: CLAIM_BACKOFF },
+      removeOnComplete: true,
+      removeOnFail: 1000,
+    },
+  };
+}
 
 export interface RedisSettings {
   url: string;
@@ -110,25 +136,29 @@ export class BullMQQueue implements JobQueue {
    * is slow, the answer does not wait for it and the next reconcile announces the job.
    */
   async enqueue(job: JobRow): Promise<void> {
-    const adding = this.#queue
-      .add('render', { jobId: job.id }, { jobId: bullJobId(job), delay: delayOf(job.run_after), removeOnComplete: true, removeOnFail: 1000 })
-      .then(() => undefined, () => undefined);
+    const { name, data, opts } = announcement(job);
+    const adding = this.#queue.add(name, data, opts).then(
+      () => undefined,
+      () => undefined,
+    );
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([adding, new Promise<void>((resolve) => (timer = setTimeout(resolve, ENQUEUE_WAIT_MS)))]);
     clearTimeout(timer);
   }
 
-  /** Re-announces every queued row (BullMQ ignores ids it already holds). */
-  async reconcile(): Promise<void> {
+  /**
+   * Re-announces every queued row. BullMQ ignores an id it already holds, also one in its failed
+   * set (claims that kept failing while the store was down): such entries are removed first, so
+   * no queued job is left without a live announcement. Returns how many were revived.
+   */
+  async reconcile(): Promise<number> {
     const rows = await queuedJobs(this.store.db, RECONCILE_BATCH);
-    if (rows.length === 0) return;
-    await this.#queue.addBulk(
-      rows.map((row) => ({
-        name: 'render',
-        data: { jobId: row.id },
-        opts: { jobId: bullJobId(row), delay: delayOf(row.run_after), removeOnComplete: true, removeOnFail: 1000 },
-      })),
-    );
+    if (rows.length === 0) return 0;
+    const wanted = new Set(rows.map(bullJobId));
+    const dead = (await this.#queue.getFailed(0, RECONCILE_BATCH - 1)).filter((job) => job.id !== undefined && wanted.has(job.id));
+    await Promise.all(dead.map((job) => this.#queue.remove(job.id!)));
+    await this.#queue.addBulk(rows.map(announcement));
+    return dead.length;
   }
 
   async cancel(jobId: string): Promise<void> {
@@ -193,7 +223,7 @@ export class BullMQWorkerHost {
   constructor(
     jobWorker: JobWorker,
     queue: BullMQQueue,
-    settings: RedisSettings & { concurrency: number; leaseMs: number; log: FastifyBaseLogger },
+    settings: RedisSettings & { concurrency: number; leaseMs: number; log: FastifyBaseLogger; outage?: StoreOutage },
   ) {
     this.#connection = new BullConnection(settings.url, true);
     this.#worker = new Worker(QUEUE_NAME, async (job) => jobWorker.process(String((job.data as { jobId: string }).jobId)), {
@@ -204,12 +234,21 @@ export class BullMQWorkerHost {
       stalledInterval: settings.leaseMs,
       maxStalledCount: 5,
       autorun: true,
+      settings: { backoffStrategy: claimBackoffMs },
     });
     this.#worker.on('error', (error) => settings.log.error({ err: error }, 'BullMQ worker error'));
     this.#cancels = connect(settings.url, true);
     void this.#cancels.subscribe(`${settings.prefix}job-cancel`).catch(() => {});
     this.#cancels.on('message', (_channel: string, jobId: string) => jobWorker.interrupt(jobId));
-    const reconcile = () => void queue.reconcile().catch((error: unknown) => settings.log.warn({ err: error }, 'could not re-announce queued jobs'));
+    const reconcile = () =>
+      void queue.reconcile().then(
+        (revived) => {
+          if (revived > 0) settings.log.warn({ revived }, 're-announced queued jobs whose announcements had failed');
+        },
+        (error: unknown) => {
+          if (!settings.outage?.report(error)) settings.log.warn({ err: error }, 'could not re-announce queued jobs');
+        },
+      );
     this.#timer = setInterval(reconcile, Math.max(settings.leaseMs, 1000));
     this.#timer.unref();
     reconcile();

@@ -3,6 +3,7 @@ import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
 import { AssetStorage } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
+import { StoreOutage } from '../db/outage.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
@@ -29,6 +30,8 @@ export interface ProductionOptions {
   worker: boolean;
   /** a renderer instead of the configured one (tests) */
   renderer?: Renderer;
+  /** where store outages are logged once (the app's); by default one of its own */
+  outage?: StoreOutage;
 }
 
 /**
@@ -46,6 +49,8 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const localQueue = redis ? null : new LocalQueue(store);
   const queue: JobQueue = bullQueue ?? localQueue!;
   const leaseMs = config.jobLeaseSeconds * 1000;
+  const ownOutage = options.outage ? null : new StoreOutage(store, log);
+  const outage = options.outage ?? ownOutage!;
 
   const worker = options.worker
     ? new JobWorker({
@@ -58,7 +63,8 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         leaseMs,
         log,
         source: bullQueue ? 'external' : 'store',
-        onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => {}) : undefined,
+        onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
+        outage,
       })
     : null;
   localQueue?.attach(worker);
@@ -81,7 +87,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         log.warn({ err }, 'could not clear stale temporary asset files');
       }
       await worker.start();
-      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log });
+      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
     async stop() {
       await worker?.stop();
@@ -89,6 +95,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       await queue.close();
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();
+      ownOutage?.close();
     },
   };
 }

@@ -2,7 +2,9 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
-import { RendererError, type RenderRequest, type Renderer } from '../renderers/renderer.js';
+import { describeFault, isTemporaryFault } from '../db/faults.js';
+import type { StoreOutage } from '../db/outage.js';
+import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
 import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
@@ -42,6 +44,12 @@ export interface WorkerOptions {
   source?: 'store' | 'external';
   /** a job went back to the queue (retry, recovery): tell a distributed queue about it */
   onRequeue?: () => void;
+  /** store outages are logged there once, not once per poll */
+  outage?: StoreOutage;
+  /** tries to save a finished render when the store or the disk fails for a moment */
+  saveTries?: number;
+  /** first pause between those tries; doubles with each */
+  saveRetryMs?: number;
 }
 
 type StopReason = 'cancel' | 'timeout' | 'shutdown' | 'lost';
@@ -56,7 +64,32 @@ const MESSAGES = {
   crashed: 'The job could not be finished; please submit it again.',
   failed: 'The renderer could not make this; please try again later.',
   timeout: (seconds: number) => `The job ran longer than its ${seconds}-second limit.`,
+  unsaved: (fault: string) => `The result was made but could not be saved (${fault}); please submit the job again.`,
 };
+
+/** A finished render that could not be saved because the store or the disk kept failing. */
+class SaveError extends Error {
+  constructor(cause: unknown) {
+    super('the result could not be saved', { cause });
+    this.name = 'SaveError';
+  }
+}
+
+/** Waits, or stops waiting when the job is stopped. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
 
 /** A progress write to the store at most this often; events go out on every tick. */
 const PROGRESS_WRITE_MS = 500;
@@ -69,14 +102,14 @@ const PROGRESS_WRITE_MS = 500;
 export class JobWorker implements LocalWorkerHandle {
   readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly #running = new Map<string, Running>();
-  readonly #options: Required<Omit<WorkerOptions, 'onRequeue'>> & Pick<WorkerOptions, 'onRequeue'>;
+  readonly #options: Required<Omit<WorkerOptions, 'onRequeue' | 'outage'>> & Pick<WorkerOptions, 'onRequeue' | 'outage'>;
   #timers: NodeJS.Timeout[] = [];
   #filling = false;
   #again = false;
   #stopped = true;
 
   constructor(options: WorkerOptions) {
-    this.#options = { pollMs: 500, maxAttempts: 3, backoffMs: 1000, source: 'store', ...options };
+    this.#options = { pollMs: 500, maxAttempts: 3, backoffMs: 1000, source: 'store', saveTries: 5, saveRetryMs: 500, ...options };
   }
 
   async start(): Promise<void> {
@@ -105,7 +138,14 @@ export class JobWorker implements LocalWorkerHandle {
   async process(jobId: string): Promise<void> {
     if (this.#stopped || this.#running.has(jobId)) return;
     const now = new Date();
-    const job = await claimJobById(this.#options.store, jobId, this.id, now.toISOString(), this.#leaseUntil(now));
+    let job: JobRow | undefined;
+    try {
+      job = await claimJobById(this.#options.store, jobId, this.id, now.toISOString(), this.#leaseUntil(now));
+    } catch (error) {
+      // The caller (BullMQ) tries again with back-off; the store still says queued.
+      this.#logFault(error, 'job worker could not claim a job', { job: jobId });
+      throw error;
+    }
     if (!job) return;
     this.#launch(job);
     await this.#running.get(jobId)?.done;
@@ -146,7 +186,7 @@ export class JobWorker implements LocalWorkerHandle {
         }
       } while (this.#again && !this.#stopped);
     } catch (error) {
-      if (!this.#stopped) this.#options.log.error({ err: error }, 'job worker could not claim a job');
+      if (!this.#stopped) this.#logFault(error, 'job worker could not claim a job');
     } finally {
       this.#filling = false;
     }
@@ -161,8 +201,13 @@ export class JobWorker implements LocalWorkerHandle {
         this.wake();
       }
     } catch (error) {
-      if (!this.#stopped) this.#options.log.error({ err: error }, 'job recovery failed');
+      if (!this.#stopped) this.#logFault(error, 'job recovery failed');
     }
+  }
+
+  /** A store outage is logged once by the outage tracker; anything else here. */
+  #logFault(error: unknown, message: string, context: Record<string, unknown> = {}): void {
+    if (!this.#options.outage?.report(error)) this.#options.log.error({ err: error, ...context }, message);
   }
 
   #leaseUntil(now = new Date()): string {
@@ -187,7 +232,7 @@ export class JobWorker implements LocalWorkerHandle {
   }
 
   async #run(job: JobRow, entry: Running): Promise<void> {
-    const { store, renderer, events, assets, jobTimeoutMs, leaseMs } = this.#options;
+    const { store, renderer, events, jobTimeoutMs, leaseMs } = this.#options;
     const db = store.db;
     events.publish({ kind: 'status', jobId: job.id, status: 'running', progress: 0 });
 
@@ -211,36 +256,62 @@ export class JobWorker implements LocalWorkerHandle {
       }
     };
 
+    let written: AssetRow[] = [];
     try {
       const outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress });
       entry.controller.signal.throwIfAborted();
-      const rows: AssetRow[] = [];
-      const createdAt = new Date().toISOString();
-      for (const [position, output] of outputs.entries()) {
-        const file = await assets.write(job.id, position, output);
-        rows.push({
-          id: randomUUID(),
-          job_id: job.id,
-          user_id: job.user_id,
-          position,
-          content_type: file.contentType,
-          byte_size: file.byteSize,
-          storage_key: file.storageKey,
-          created_at: createdAt,
-        });
-      }
-      entry.controller.signal.throwIfAborted();
-      if (await completeJob(db, job.id, this.id, rows, new Date().toISOString())) {
-        this.#options.log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
-        events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });
-      } else {
-        await this.#discardIfEnded(job.id, rows);
-      }
+      await this.#save(job, entry, outputs, (rows) => (written = rows));
     } catch (error) {
+      // Before the job changes hands: a new holder writes files of the same names.
+      if (written.length > 0) await this.#removeUnsaved(job.id, written);
       await this.#handleFailure(job, entry, error);
     } finally {
       clearTimeout(timeout);
       clearInterval(lease);
+    }
+  }
+
+  /**
+   * Writes the outputs and commits their rows with the job's success. A temporary fault of the
+   * store or the disk (a dropped connection, a lock timeout, a full or read-only disk) is tried
+   * again with back-off while the lease is renewed; it ends in a SaveError when it lasts.
+   */
+  async #save(job: JobRow, entry: Running, outputs: RenderOutput[], onWritten: (rows: AssetRow[]) => void): Promise<void> {
+    const { store, assets, events, log, saveTries, saveRetryMs } = this.#options;
+    const rows: AssetRow[] = [];
+    const createdAt = new Date().toISOString();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        // files written by an earlier try are kept; a write replaces a file whole
+        for (const [position, output] of outputs.entries()) {
+          if (rows[position]) continue;
+          const file = await assets.write(job.id, position, output);
+          rows[position] = {
+            id: randomUUID(),
+            job_id: job.id,
+            user_id: job.user_id,
+            position,
+            content_type: file.contentType,
+            byte_size: file.byteSize,
+            storage_key: file.storageKey,
+            created_at: createdAt,
+          };
+          onWritten(rows);
+        }
+        entry.controller.signal.throwIfAborted();
+        if (await completeJob(store.db, job.id, this.id, rows, new Date().toISOString())) {
+          log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
+          events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });
+        } else {
+          await this.#discardIfEnded(job.id, rows);
+        }
+        return;
+      } catch (error) {
+        if (entry.reason || !isTemporaryFault(error)) throw error;
+        if (attempt >= saveTries) throw new SaveError(error);
+        log.warn({ err: error, job: job.id, attempt }, 'could not save a finished render; trying again');
+        await pause(saveRetryMs * 2 ** (attempt - 1), entry.controller.signal);
+      }
     }
   }
 
@@ -249,6 +320,23 @@ export class JobWorker implements LocalWorkerHandle {
     const current = await findJob(this.#options.store.db, jobId);
     if (current && (current.status === 'canceled' || current.status === 'failed')) {
       await Promise.all(rows.map((row) => this.#options.assets.remove(row.storage_key)));
+    }
+  }
+
+  /**
+   * Files of a render whose rows were not stored. Removed while this worker still holds the job, or
+   * once it ended without them; never when it succeeded (a commit whose answer was lost) or when
+   * another worker holds it now. If the store cannot say, they stay: the next run replaces them.
+   */
+  async #removeUnsaved(jobId: string, rows: AssetRow[]): Promise<void> {
+    try {
+      const current = await findJob(this.#options.store.db, jobId);
+      if (!current || current.status === 'succeeded') return;
+      const ours = current.status === 'running' && current.locked_by === this.id;
+      if (!ours && current.status !== 'canceled' && current.status !== 'failed') return;
+      await Promise.all(rows.filter(Boolean).map((row) => this.#options.assets.remove(row.storage_key)));
+    } catch (error) {
+      this.#options.log.warn({ err: error, job: jobId }, 'could not remove the files of an unsaved render; a re-run replaces them');
     }
   }
 
@@ -272,6 +360,24 @@ export class JobWorker implements LocalWorkerHandle {
         }
         return;
       }
+    }
+    if (error instanceof SaveError) {
+      // Not the renderer's fault: the job runs again later, and if it still cannot be saved, it says so.
+      const message = MESSAGES.unsaved(describeFault(error.cause));
+      if (job.attempts < maxAttempts) {
+        const runAfter = new Date(now.getTime() + backoffMs * 2 ** (job.attempts - 1)).toISOString();
+        log.warn({ err: error.cause, job: job.id, attempt: job.attempts }, 'could not save a finished render; the job will run again');
+        if (await releaseJob(db, job.id, this.id, { runAfter, now: now.toISOString() })) {
+          events.publish({ kind: 'status', jobId: job.id, status: 'queued', progress: 0 });
+          this.#options.onRequeue?.();
+        }
+        return;
+      }
+      log.error({ err: error.cause, job: job.id }, 'job failed: its result could not be saved');
+      if (await failJob(db, job.id, this.id, message, now.toISOString())) {
+        events.publish({ kind: 'status', jobId: job.id, status: 'failed', progress: 0, error: message });
+      }
+      return;
     }
     const retryable = error instanceof RendererError && error.retryable;
     if (retryable && job.attempts < maxAttempts) {

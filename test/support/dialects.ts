@@ -35,6 +35,11 @@ export function describeEachDialect(name: string, suite: (dialect: DialectName) 
   describe.skipIf(!postgresReachable)(`${name} [postgres]`, () => suite('postgres'));
 }
 
+/** A suite about PostgreSQL itself (connection drops, outages): skipped like the dialect suites without it. */
+export function describePostgres(name: string, suite: () => void): void {
+  describe.skipIf(!postgresReachable)(`${name} [postgres]`, suite);
+}
+
 export interface TestStorage {
   dataDir: string;
   databaseUrl?: string;
