@@ -4,6 +4,7 @@ import { TypeBoxValidatorCompiler, type TypeBoxTypeProvider } from '@fastify/typ
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Redis } from 'ioredis';
 import { replayGuardFor, requestSignatures } from './access/signatures.js';
+import type { Principal } from './access/principal.js';
 import { stepUp } from './access/step-up.js';
 import type { Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
@@ -149,7 +150,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     storeFailed: (policy) => metrics.rateStoreFailed(policy),
   });
   const quotas = new QuotaService(store, config.limits, audit);
-  const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log });
+  // Late-bound: the identity service, made below, tells the key cache of user changes.
+  const assertSteppedUp = (principal: Principal): Promise<void> => identity.assertSteppedUp(principal);
+  const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log, assertSteppedUp });
 
   const onError = (error: unknown) => app.log.warn({ err: error }, 'revocation view');
   let publisher: RevocationPublisher;
@@ -177,6 +180,12 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     audit,
     dummyHash: await hashPassword(randomBytes(16).toString('hex')),
     tokenCache: remote ? undefined : verifier,
+    apiKeys,
+  });
+  // User changes this instance learns of from elsewhere (the store resync after `celforge user …`,
+  // the feed) reach the key cache too.
+  revocations.subscribe((event) => {
+    if (event.kind === 'user') apiKeys.forgetUser(event.userId);
   });
 
   const production = await createProduction(config, store, app.log, {

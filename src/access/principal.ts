@@ -17,9 +17,17 @@ export interface Principal {
 /** How a route is guarded: public, optional (anonymous allowed, a bad credential is still 401) or required. */
 export type AuthMode = 'public' | 'optional' | 'required';
 
+/** Every scope an API key may carry. */
+export const API_KEY_SCOPES = ['jobs:read', 'jobs:write', 'gallery:publish', 'admin'] as const;
+export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+
 export interface RouteAccess {
   auth?: AuthMode;
   role?: Role;
-  /** API-key scope needed when the caller uses an API key */
-  scope?: string;
+  /**
+   * The API-key scope this route needs. The one declaration: the authentication hook enforces it
+   * and the OpenAPI document shows it. A route without one is refused to API keys (deny by
+   * default): account management (password, second factor, sessions, keys) never names one.
+   */
+  scope?: ApiKeyScope;
 }

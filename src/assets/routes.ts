@@ -40,7 +40,7 @@ export function parseRange(header: string | undefined, size: number): { start: n
 export const assetRoutes: FastifyPluginAsyncTypebox<{ store: Store; signer: UrlSigner; storage: AssetStorage }> = async (app, options) => {
   app.get(
     '/assets/:id',
-    { config: { auth: 'optional', rateClass: 'read' }, schema: { tags: ['assets'], params: Params, querystring: Query } },
+    { config: { auth: 'optional', rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['assets'], params: Params, querystring: Query } },
     async (request, reply) => {
       const asset = await openableAsset(options.store, options.signer, request.params.id, {
         principal: request.principal,

@@ -85,7 +85,7 @@ export async function auditRoutes(app: FastifyInstance, options: { store: Store 
   app.get<{ Querystring: Static<typeof Query> }>(
     '/admin/audit',
     {
-      config: { role: 'admin', rateClass: 'admin' },
+      config: { role: 'admin', rateClass: 'admin', scope: 'admin' },
       schema: {
         tags: ['admin'],
         summary: 'The audit trail, newest first',

@@ -32,7 +32,7 @@ export const galleryRoutes: FastifyPluginAsyncTypebox<{ service: GalleryService 
   app.post(
     '/jobs/:id/publish',
     {
-      config: { rateClass: 'write', critical: true },
+      config: { rateClass: 'write', critical: true, scope: 'gallery:publish' },
       schema: { tags: ['gallery'], params: Params, body: PublishBody, response: { 200: JobView } },
     },
     async (request) => service.publish(request.principal!, request.params.id, request.body.visibility, contextOf(request)),
@@ -40,13 +40,13 @@ export const galleryRoutes: FastifyPluginAsyncTypebox<{ service: GalleryService 
 
   app.delete(
     '/jobs/:id/publish',
-    { config: { rateClass: 'write', critical: true }, schema: { tags: ['gallery'], params: Params, response: { 200: JobView } } },
+    { config: { rateClass: 'write', critical: true, scope: 'gallery:publish' }, schema: { tags: ['gallery'], params: Params, response: { 200: JobView } } },
     async (request) => service.publish(request.principal!, request.params.id, null, contextOf(request)),
   );
 
   app.get(
     '/gallery',
-    { config: { auth: 'optional', rateClass: 'read' }, schema: { tags: ['gallery'], querystring: Query, response: { 200: Page } } },
+    { config: { auth: 'optional', rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['gallery'], querystring: Query, response: { 200: Page } } },
     async (request) => service.list(request.principal, request.query),
   );
 };

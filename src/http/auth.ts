@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { Principal, RouteAccess } from '../access/principal.js';
+import type { ApiKeyScope, AuthMode, Principal, RouteAccess } from '../access/principal.js';
+import type { Role } from '../identity/tokens.js';
 import { HttpProblem } from './problem.js';
 
 /** Rate-limit classes a route belongs to (the limits plugin reads them). */
@@ -17,6 +18,18 @@ declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null;
   }
+  interface FastifyInstance {
+    /** every route's access declaration, as registered: what the OpenAPI document and the route walk read */
+    routeAccess: readonly RouteAccessEntry[];
+  }
+}
+
+export interface RouteAccessEntry {
+  method: string;
+  url: string;
+  auth: AuthMode;
+  role?: Role;
+  scope?: ApiKeyScope;
 }
 
 export interface Credentials {
@@ -47,6 +60,15 @@ export interface Authenticators {
 }
 
 const TOKEN68 = /^[A-Za-z0-9._~+/-]+=*$/;
+
+const NOT_ACCEPTED = 'api-key-not-accepted';
+
+/** 401 for an API key where API keys are never accepted (no declared scope): the kind of credential is wrong. */
+export function apiKeyNotAccepted(): HttpProblem {
+  return new HttpProblem(401, NOT_ACCEPTED, 'API keys are not accepted here; this needs a signed-in session.', {
+    headers: { 'www-authenticate': 'Bearer realm="celforge", error="invalid_token"' },
+  });
+}
 
 export function unauthorized(detail: string, error: 'invalid_token' | 'invalid_request' = 'invalid_token'): HttpProblem {
   return new HttpProblem(401, 'unauthorized', detail, {
@@ -84,6 +106,15 @@ export function readCredentials(request: FastifyRequest): Credentials | null {
  */
 export const authentication = fp(async (app: FastifyInstance, options: Authenticators) => {
   app.decorateRequest('principal', null);
+  const table: RouteAccessEntry[] = [];
+  app.decorate('routeAccess', table);
+  app.addHook('onRoute', (route) => {
+    const config = route.config ?? {};
+    for (const method of Array.isArray(route.method) ? route.method : [route.method]) {
+      if (method === 'HEAD') continue; // mirrors its GET
+      table.push({ method, url: route.url, auth: config.auth ?? 'required', role: config.role, scope: config.scope });
+    }
+  });
   app.addHook('onRequest', async (request, reply) => {
     if (request.is404) return;
     const access = request.routeOptions.config;
@@ -96,8 +127,10 @@ export const authentication = fp(async (app: FastifyInstance, options: Authentic
         if (mode === 'optional') return;
         throw unauthorized('Sign in to use this.', 'invalid_request');
       }
-      const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey;
-      if (!authenticator) throw unauthorized('API keys are not accepted here.');
+      // Deny by default: a route that declares no scope is not for API keys. Refused before any
+      // lookup, so it tells nothing about the key and costs nothing to charge.
+      if (credentials.scheme === 'apikey' && (!options.apiKey || access.scope === undefined)) throw apiKeyNotAccepted();
+      const authenticator = credentials.scheme === 'bearer' ? options.bearer : options.apiKey!;
       // A credential known good costs no verification, so it passes even a flooded address's limit.
       const known = authenticator.known?.(credentials.value);
       if (known) {
@@ -107,7 +140,9 @@ export const authentication = fp(async (app: FastifyInstance, options: Authentic
         principal = await authenticator.authenticate(credentials.value, request);
       }
     } catch (error) {
-      if (options.limit && error instanceof HttpProblem && error.status === 401) await options.limit.refused(request, reply);
+      if (options.limit && error instanceof HttpProblem && error.status === 401 && error.slug !== NOT_ACCEPTED) {
+        await options.limit.refused(request, reply);
+      }
       throw error;
     }
     request.principal = principal;

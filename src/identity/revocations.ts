@@ -51,7 +51,8 @@ export class RevocationView {
       this.sessions.set(event.sid, event.at);
     } else {
       const known = this.users.get(event.userId);
-      if (known && known.at > event.at) return;
+      // the same change again (a resync) is no news: listeners hear each change once
+      if (known && known.at >= event.at) return;
       this.users.set(event.userId, { role: event.role, disabled: event.disabled, at: event.at });
     }
     for (const listener of this.listeners) listener(event);

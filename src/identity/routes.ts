@@ -194,9 +194,13 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
     '/totp/enable',
     {
       config: { rateClass: 'write' },
-      schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) } },
+      schema: {
+        tags: ['identity'],
+        body: Type.Object({ code: Code, password: Password }, { additionalProperties: false }),
+        response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) },
+      },
     },
-    async (request) => ({ recovery_codes: await identity.totpEnable(request.principal!, (request.body as { code: string }).code, context(request)) }),
+    async (request) => ({ recovery_codes: await identity.totpEnable(request.principal!, request.body as { code: string; password: string }, context(request)) }),
   );
 
   app.post(
@@ -298,7 +302,7 @@ function revocationFeed(app: FastifyInstance, options: IdentityRouteOptions) {
 
 async function adminRoutes(app: FastifyInstance, options: { identity: IdentityService }) {
   const { identity } = options;
-  const admin = { role: 'admin', critical: true, rateClass: 'admin' } as const;
+  const admin = { role: 'admin', critical: true, rateClass: 'admin', scope: 'admin' } as const;
 
   app.get(
     '/users',
@@ -355,6 +359,15 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
         ctx: context(request),
       });
       return userView(user);
+    },
+  );
+
+  app.delete(
+    '/users/:id/totp',
+    { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 204: Type.Null() } } },
+    async (request, reply) => {
+      await identity.adminResetTotp((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) });
+      return reply.code(204).send();
     },
   );
 

@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Auditor, AuditEvent } from '../audit/events.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
@@ -58,6 +59,8 @@ export interface IdentityDeps {
   dummyHash: string;
   /** told of every access token issued here, so its first use skips the signature check */
   tokenCache?: Pick<AccessTokenVerifier, 'remember'>;
+  /** drops the user's cached API-key rows on every instance, and resolves once they have */
+  apiKeys?: { evictUserKeys(userId: string): Promise<void> };
 }
 
 const invalidCredentials = () =>
@@ -154,6 +157,7 @@ export class IdentityService {
     await db.updateUser(this.db, userId, { role, disabled: disabled ? 1 : 0, updated_at: iso(at) });
     await this.deps.revocations.publish({ kind: 'user', userId, role, disabled, at });
     if (disabled) await this.revokeAllSessions(userId, 'user-disabled');
+    else await this.evictApiKeys(userId);
     if (change.role !== undefined && change.role !== user.role) {
       this.audit({ action: 'admin.user.role', outcome: 'success', actorId: actor.id, target: userId, detail: { from: user.role, to: role } }, actor.ctx);
     }
@@ -163,11 +167,32 @@ export class IdentityService {
     return (await db.findUserById(this.db, userId))!;
   }
 
+  /**
+   * Ends the user's sessions (all but `except`) and drops their cached API-key rows on every
+   * instance: disabling, password changes and "sign out everywhere" reach keys at once too.
+   */
   async revokeAllSessions(userId: string, reason: string, except?: string): Promise<number> {
     const at = Date.now();
     const ids = await db.revokeUserSessions(this.db, userId, { except, reason, now: iso(at) });
     for (const sid of ids) await this.deps.revocations.publish({ kind: 'session', sid, userId, at });
+    await this.evictApiKeys(userId);
     return ids.length;
+  }
+
+  /** Key rows carry the user's role, state and second factor: after a change, no instance may serve a cached one. */
+  private async evictApiKeys(userId: string): Promise<void> {
+    await this.deps.apiKeys?.evictUserKeys(userId);
+  }
+
+  /** Admin: turns a user's second factor off (lost device); their admin-scope keys lapse until they enrol again. */
+  async adminResetTotp(userId: string, actor: { id: string; ctx?: RequestContext }): Promise<void> {
+    if (userId === actor.id) throw conflict('Reset your own second factor through another administrator.');
+    const user = await db.findUserById(this.db, userId);
+    if (!user) throw notFound('No such user.');
+    await db.updateUser(this.db, userId, { totp_enabled: 0, totp_secret: null, totp_last_step: null, updated_at: iso() });
+    await db.deleteRecoveryCodes(this.db, userId);
+    await this.evictApiKeys(userId);
+    this.audit({ action: 'admin.user.2fa.reset', outcome: 'success', actorId: actor.id, target: userId, detail: { was_enabled: user.totp_enabled === 1 } }, actor.ctx);
   }
 
   async adminRevokeSessions(userId: string, actor: { id: string; ctx?: RequestContext }): Promise<number> {
@@ -181,9 +206,12 @@ export class IdentityService {
 
   async login(input: { email: string; password: string; otp?: string }, ctx: RequestContext): Promise<TokenPair> {
     const email = normaliseEmail(input.email);
+    const account = sha256(email);
+    // Per (account, address) and per address refuse; the account-wide count only slows unknown addresses.
     const keys: ThrottleKey[] = [
-      { kind: 'account', id: sha256(email) },
+      { kind: 'pair', id: sha256(`${account}:${ctx.ip}`) },
       { kind: 'client', id: ctx.ip },
+      { kind: 'account', id: account },
     ];
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
@@ -193,6 +221,7 @@ export class IdentityService {
         extensions: { retry_after: gate.retryAfterSeconds },
       });
     }
+    if (gate.delayMs > 0) await sleep(gate.delayMs);
     const user = await db.findUserByEmail(this.db, email);
     // Unknown e-mails cost one argon2 verification too, so timing does not tell who has an account.
     const passwordOk = await verifyPassword(user?.password_hash ?? this.deps.dummyHash, input.password);
@@ -326,18 +355,25 @@ export class IdentityService {
   async changePassword(principal: Principal, input: { current_password: string; new_password: string }, ctx: RequestContext): Promise<void> {
     const user = await db.findUserById(this.db, principal.userId);
     if (!user) throw notFound();
-    const keys: ThrottleKey[] = [{ kind: 'account', id: sha256(user.email) }];
-    const gate = await this.deps.throttle.attempt(keys);
-    if (!gate.allowed) throw new HttpProblem(429, 'throttled', 'Too many attempts; wait before trying again.', { headers: { 'retry-after': String(gate.retryAfterSeconds) } });
-    if (!(await verifyPassword(user.password_hash, input.current_password))) {
-      this.audit({ action: 'auth.password', outcome: 'failure', actorId: user.id }, ctx);
-      throw new HttpProblem(403, 'wrong-password', 'The current password is not right.');
-    }
-    await this.deps.throttle.succeeded(keys);
+    await this.confirmPassword(user, input.current_password, 'auth.password', ctx);
     assertAcceptablePassword(input.new_password, user.email);
     await db.updateUser(this.db, user.id, { password_hash: await hashPassword(input.new_password), updated_at: iso() });
     const ended = await this.revokeAllSessions(user.id, 'password-changed', principal.sessionId ?? undefined);
     this.audit({ action: 'auth.password', outcome: 'success', actorId: user.id, detail: { sessions_ended: ended } }, ctx);
+  }
+
+  /** The signed-in user proves they know the password again (password change, enabling 2FA): throttled per user. */
+  private async confirmPassword(user: db.UserRow, password: string, action: string, ctx: RequestContext): Promise<void> {
+    const keys: ThrottleKey[] = [{ kind: 'factor', id: `password:${user.id}` }];
+    const gate = await this.deps.throttle.attempt(keys);
+    if (!gate.allowed) {
+      throw new HttpProblem(429, 'throttled', 'Too many attempts; wait before trying again.', { headers: { 'retry-after': String(gate.retryAfterSeconds) } });
+    }
+    if (!(await verifyPassword(user.password_hash, password))) {
+      this.audit({ action, outcome: 'failure', actorId: user.id, detail: { reason: 'password' } }, ctx);
+      throw new HttpProblem(403, 'wrong-password', 'The current password is not right.');
+    }
+    await this.deps.throttle.succeeded(keys);
   }
 
   // ---- second factor
@@ -357,7 +393,7 @@ export class IdentityService {
   }
 
   private async gateSecondFactor(user: db.UserRow, code: string, action: string, ctx: RequestContext): Promise<void> {
-    const keys: ThrottleKey[] = [{ kind: 'account', id: `2fa:${user.id}` }];
+    const keys: ThrottleKey[] = [{ kind: 'factor', id: `2fa:${user.id}` }];
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
       this.audit({ action, outcome: 'denied', actorId: user.id, detail: { reason: 'throttled' } }, ctx);
@@ -381,17 +417,21 @@ export class IdentityService {
     return { secret, otpauth_uri: uri, qr_svg: await qrSvg(uri) };
   }
 
-  async totpEnable(principal: Principal, code: string, ctx: RequestContext): Promise<string[]> {
+  /** Needs the password again: a stolen session alone must not be able to put its owner's sign-in behind a factor they lack. */
+  async totpEnable(principal: Principal, input: { code: string; password: string }, ctx: RequestContext): Promise<string[]> {
+    const { code } = input;
     const user = await db.findUserById(this.db, principal.userId);
     if (!user) throw notFound();
     if (user.totp_enabled === 1) throw conflict('Two-factor sign-in is already on.');
     if (!user.totp_secret) throw conflict('Start with POST /api/auth/totp/setup.');
+    await this.confirmPassword(user, input.password, 'auth.2fa.enable', ctx);
     if (!CODE.test(code)) throw new HttpProblem(403, 'invalid-code', 'The code is not right, or it was already used.');
     await this.gateSecondFactor(user, code, 'auth.2fa.enable', ctx);
     const codes = newRecoveryCodes();
     await db.replaceRecoveryCodes(this.db, user.id, codes.map(hashRecoveryCode));
     await db.updateUser(this.db, user.id, { totp_enabled: 1, updated_at: iso() });
     if (principal.sessionId) await db.setSessionMfa(this.db, principal.sessionId, iso());
+    await this.evictApiKeys(user.id);
     this.audit({ action: 'auth.2fa.enable', outcome: 'success', actorId: user.id }, ctx);
     return codes;
   }
@@ -403,6 +443,7 @@ export class IdentityService {
     await this.gateSecondFactor(user, code, 'auth.2fa.disable', ctx);
     await db.updateUser(this.db, user.id, { totp_enabled: 0, totp_secret: null, totp_last_step: null, updated_at: iso() });
     await db.deleteRecoveryCodes(this.db, user.id);
+    await this.evictApiKeys(user.id);
     this.audit({ action: 'auth.2fa.disable', outcome: 'success', actorId: user.id }, ctx);
   }
 

@@ -153,8 +153,9 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
     }
     if (rateClass === 'signin') {
       addRouteHook(route, 'preValidation', async (request, reply) => {
+        // per account *and* address: a budget of the account alone would let anyone lock it
         const account = accountOf(request.body);
-        if (account) await charge(request, reply, 'signin-account', account);
+        if (account) await charge(request, reply, 'signin-account', `${account}:${request.ip}`);
       });
     }
     if (jobQuota) {

@@ -29,7 +29,7 @@ export async function quotaRoutes(app: FastifyInstance, options: { quotas: Quota
   app.get<{ Params: { id: string } }>(
     '/admin/users/:id/quota',
     {
-      config: { role: 'admin', rateClass: 'admin' },
+      config: { role: 'admin', rateClass: 'admin', scope: 'admin' },
       schema: { tags: ['admin'], params: UserParams, response: { 200: QuotaAnswer } },
     },
     async (request) => quotas.view(request.params.id),
@@ -38,7 +38,7 @@ export async function quotaRoutes(app: FastifyInstance, options: { quotas: Quota
   app.put<{ Params: { id: string }; Body: { active_jobs: number | null; jobs_per_day: number | null } }>(
     '/admin/users/:id/quota',
     {
-      config: { role: 'admin', rateClass: 'admin', critical: true },
+      config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' },
       schema: { tags: ['admin'], params: UserParams, body: Override, response: { 200: QuotaAnswer } },
     },
     async (request) =>

@@ -60,7 +60,7 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
   app.post(
     '/generate',
     {
-      config: { rateClass: 'generation', jobQuota: true },
+      config: { rateClass: 'generation', jobQuota: true, scope: 'jobs:write' },
       schema: {
         tags: ['production'],
         body: GenerateBody,
@@ -79,27 +79,27 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
 
   app.get(
     '/jobs',
-    { config: { rateClass: 'read' }, schema: { tags: ['production'], querystring: ListQuery, response: { 200: JobPage } } },
+    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], querystring: ListQuery, response: { 200: JobPage } } },
     async (request) => service.list(request.principal!, request.query),
   );
 
   for (const url of ['/jobs/:id', '/generation/:id/status']) {
     app.get(
       url,
-      { config: { rateClass: 'read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+      { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
       async (request) => service.get(request.principal!, request.params.id),
     );
   }
 
   app.post(
     '/jobs/:id/cancel',
-    { config: { rateClass: 'write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+    { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
     async (request) => service.cancel(request.principal!, request.params.id, contextOf(request)),
   );
 
   app.get(
     '/jobs/:id/events',
-    { config: { rateClass: 'read' }, schema: { tags: ['production'], params: JobParams } },
+    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams } },
     async (request, reply) => {
       const principal = request.principal!;
       const job = await service.ownJob(principal, request.params.id);
@@ -166,7 +166,7 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
 
   app.get(
     '/admin/stats',
-    { config: { role: 'admin', rateClass: 'admin' }, schema: { tags: ['admin'], response: { 200: Stats } } },
+    { config: { role: 'admin', rateClass: 'admin', scope: 'admin' }, schema: { tags: ['admin'], response: { 200: Stats } } },
     async () => service.stats(),
   );
 };

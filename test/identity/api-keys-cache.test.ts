@@ -13,6 +13,7 @@ const row = (id: string, userId = 'u1'): ApiKeyState => ({
   email: 'e',
   role: 'user',
   disabled: 0,
+  totp_enabled: 0,
 });
 
 describe('ApiKeyCache', () => {

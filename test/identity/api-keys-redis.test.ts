@@ -63,6 +63,34 @@ describeEachDialect('API keys on two instances sharing Redis', (dialect) => {
     expect(await whoami(b, key.key)).toBe(401);
   });
 
+  it('disabling or demoting on instance A stops the keys on instance B before A answers', async () => {
+    const operator = await signIn(a, { role: 'admin' });
+    const owner = await signIn(a, { role: 'admin' });
+    const reader = await createKey(a, owner);
+    const ops = await createKey(a, owner, { name: 'ops', scopes: ['admin'] });
+    const stats = () => b.inject({ method: 'GET', url: '/api/anime/admin/stats', headers: apiKeyHeader(ops.key) });
+    expect((await stats()).statusCode).toBe(200);
+    expect(await whoami(b, reader.key)).toBe(200);
+    const patch = (payload: object) => a.inject({ method: 'PATCH', url: `/api/auth/users/${owner.userId}`, headers: operator.authorization, payload });
+    expect((await patch({ role: 'user' })).statusCode).toBe(200);
+    expect((await stats()).statusCode).toBe(403);
+    expect(await whoami(b, reader.key)).toBe(200);
+    expect((await patch({ disabled: true })).statusCode).toBe(200);
+    expect(await whoami(b, reader.key)).toBe(401);
+  });
+
+  it('a password change or "sign out everywhere" on A reaches B\'s key cache at once', async () => {
+    const owner = await signIn(a);
+    const key = await createKey(a, owner);
+    expect(await whoami(b, key.key)).toBe(200);
+    // a change B cannot know of (a row edited behind its back) shows after the eviction that "sign out everywhere" sends
+    await a.services.store.db.updateTable('users').set({ disabled: 1 }).where('id', '=', owner.userId).execute();
+    expect(await whoami(b, key.key)).toBe(200); // B still serves its cached row
+    const signOut = await a.inject({ method: 'DELETE', url: '/api/auth/sessions', headers: owner.authorization });
+    expect(signOut.statusCode).toBe(200);
+    expect(await whoami(b, key.key)).toBe(401);
+  });
+
   it('a signature used on instance A is a replay on instance B', async () => {
     const user = await signIn(a);
     const key = await createKey(a, user);

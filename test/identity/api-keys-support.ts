@@ -16,15 +16,15 @@ export interface CreatedKey {
 
 /** Test-only routes: a scoped read, an admin-scoped read and a critical write. */
 export async function testRoutes(app: FastifyInstance, _services: Services) {
-  app.get('/test/whoami', async (request) => request.principal);
+  app.get('/test/whoami', { config: { scope: 'jobs:read' } }, async (request) => request.principal);
   app.get('/test/jobs', { config: { scope: 'jobs:read' } }, async () => ({ ok: true }));
   app.get('/test/admin', { config: { scope: 'admin', role: 'admin' } }, async () => ({ ok: true }));
   app.get('/test/admin-jobs', { config: { scope: 'jobs:read', role: 'admin' } }, async () => ({ ok: true }));
-  app.post('/test/admin-action', { config: { role: 'admin' } }, async () => ({ ok: true }));
+  app.post('/test/admin-action', { config: { role: 'admin', scope: 'admin' } }, async () => ({ ok: true }));
   app.route({
     method: ['POST', 'PUT', 'DELETE'],
     url: '/test/critical/:name',
-    config: { critical: true },
+    config: { critical: true, scope: 'jobs:read' },
     schema: { params: Type.Object({ name: Type.String({ maxLength: 20 }) }) },
     handler: async (request) => ({ ok: true, method: request.method, name: (request.params as { name: string }).name, body: request.body ?? null }),
   });

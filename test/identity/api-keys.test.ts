@@ -177,8 +177,8 @@ describeEachDialect('API keys', (dialect) => {
         headers: apiKeyHeader(key.key),
         payload: { name: 'child', scopes: ['jobs:read'] },
       });
-      expect(res.statusCode).toBe(403);
-      expect(res.json().type).toBe('urn:celforge:problem:session-required');
+      expect(res.statusCode).toBe(401);
+      expect(res.json().type).toBe('urn:celforge:problem:api-key-not-accepted');
     });
 
     it('caps the live keys per user', async () => {

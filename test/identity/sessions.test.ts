@@ -176,7 +176,7 @@ describeEachDialect('identity: login throttling and audit', (dialect) => {
   // The route-class rate limits sit in front of the login throttle; widen them so the throttle itself is measured.
   const t = useTestApp(dialect, { limits: { ...DEFAULT_LIMITS, rates: parseRateLimits('signin-account=1000/15m,signin-ip=1000/60s') } });
 
-  it('a 30-attempt burst against one account is throttled with 429 and Retry-After, every attempt audited', async () => {
+  it('a 30-attempt burst from one address against one account is throttled with 429 and Retry-After, every attempt audited', async () => {
     const user = await registerAndLogin(t.app);
     const events: { action: string; outcome: string; detail?: Record<string, unknown> }[] = [];
     const original = t.app.services.audit.record.bind(t.app.services.audit);
@@ -188,9 +188,7 @@ describeEachDialect('identity: login throttling and audit', (dialect) => {
       // 30 wrong passwords and, last in the same burst, the right one: all are counted as they arrive
       const attempts = [...Array.from({ length: 30 }, (_, i) => `wrong password ${i}`), TEST_PASSWORD];
       const results = await Promise.all(
-        attempts.map((password, i) =>
-          t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: user.email, password }, remoteAddress: `10.7.0.${i}` }),
-        ),
+        attempts.map((password) => t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: user.email, password }, remoteAddress: '10.7.0.1' })),
       );
       const burst = results.slice(0, 30);
       const limited = burst.filter((r) => r.statusCode === 429);
@@ -198,7 +196,7 @@ describeEachDialect('identity: login throttling and audit', (dialect) => {
       expect(burst.filter((r) => r.statusCode === 200)).toHaveLength(0);
       expect(Number(limited[0]!.headers['retry-after'])).toBeGreaterThan(0);
       expect(limited[0]!.json()).toMatchObject({ status: 429, type: 'urn:celforge:problem:login-throttled' });
-      // even the right password waits
+      // from the guessing address even the right password waits
       expect(results[30]!.statusCode).toBe(429);
       const logins = events.filter((e) => e.action === 'auth.login');
       expect(logins).toHaveLength(31);
@@ -208,6 +206,21 @@ describeEachDialect('identity: login throttling and audit', (dialect) => {
     } finally {
       t.app.services.audit.record = original;
     }
+  });
+
+  it('nobody locks an account out: 30 wrong passwords from 30 addresses, then the right one from a fresh address signs in', async () => {
+    const user = await registerAndLogin(t.app);
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) =>
+        t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: user.email, password: `wrong password ${i}` }, remoteAddress: `10.17.0.${i}` }),
+      ),
+    );
+    expect(results.map((r) => r.statusCode)).toEqual(Array(30).fill(401));
+    const fresh = await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: user.email, password: TEST_PASSWORD }, remoteAddress: '10.18.0.1' });
+    expect(fresh.statusCode, fresh.body).toBe(200);
+    // and the guessing addresses still get their own five tries each, not the owner's
+    const again = await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email: user.email, password: TEST_PASSWORD }, remoteAddress: '10.17.0.3' });
+    expect(again.statusCode).toBe(200);
   });
 
   it('throttles one client address trying many accounts', async () => {

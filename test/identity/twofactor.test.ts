@@ -21,7 +21,7 @@ describeEachDialect('identity: TOTP, recovery codes, step-up, admin user endpoin
     const { secret, otpauth_uri, qr_svg } = setup.json() as { secret: string; otpauth_uri: string; qr_svg: string };
     expect(otpauth_uri).toContain(`secret=${secret}`);
     expect(qr_svg).toMatch(/^<svg/);
-    const enable = await post('/api/auth/totp/enable', user.authorization.authorization, { code: await codeAt(secret) });
+    const enable = await post('/api/auth/totp/enable', user.authorization.authorization, { code: await codeAt(secret), password: TEST_PASSWORD });
     expect(enable.statusCode).toBe(200);
     const recovery = enable.json().recovery_codes as string[];
     return { ...user, secret, recovery };
@@ -141,6 +141,45 @@ describeEachDialect('identity: TOTP, recovery codes, step-up, admin user endpoin
     const end = await t.app.inject({ method: 'DELETE', url: `/api/auth/users/${other.userId}/sessions`, headers: auth });
     expect(end.json()).toEqual({ revoked: 1 });
     expect((await t.app.inject({ method: 'GET', url: '/api/auth/me', headers: other.authorization })).statusCode).toBe(401);
+  });
+
+  it('turning TOTP on needs the password again: a stolen session alone cannot lock its owner out', async () => {
+    const user = await registerAndLogin(t.app);
+    const { secret } = (await post('/api/auth/totp/setup', user.authorization.authorization)).json() as { secret: string };
+    const noPassword = await post('/api/auth/totp/enable', user.authorization.authorization, { code: await codeAt(secret) });
+    expect(noPassword.statusCode).toBe(400);
+    expect(noPassword.json()).toMatchObject({ type: 'urn:celforge:problem:validation', errors: [{ pointer: '/password' }] });
+    const wrong = await post('/api/auth/totp/enable', user.authorization.authorization, { code: await codeAt(secret), password: 'not the password at all' });
+    expect(wrong.statusCode).toBe(403);
+    expect(wrong.json()).toMatchObject({ type: 'urn:celforge:problem:wrong-password' });
+    const row = await t.app.services.store.db.selectFrom('users').select('totp_enabled').where('id', '=', user.userId).executeTakeFirstOrThrow();
+    expect(row.totp_enabled).toBe(0);
+    expect((await login(user.email)).statusCode).toBe(200); // still signs in with the password alone
+    const right = await post('/api/auth/totp/enable', user.authorization.authorization, { code: await codeAt(secret), password: TEST_PASSWORD });
+    expect(right.statusCode).toBe(200);
+  });
+
+  it('an admin resets a user\'s 2FA: step-up required, audited, the user signs in with the password again', async () => {
+    const user = await enrolled();
+    const reset = (headers: Record<string, string>) => t.app.inject({ method: 'DELETE', url: `/api/auth/users/${user.userId}/totp`, headers });
+    const notSteppedUp = await signIn(t.app, { role: 'admin', steppedUp: false });
+    expect((await reset(notSteppedUp.authorization)).json()).toMatchObject({ status: 403, type: 'urn:celforge:problem:enrol-2fa' });
+    expect((await reset(user.authorization)).statusCode).toBe(403);
+    expect((await login(user.email)).json()).toMatchObject({ type: 'urn:celforge:problem:otp-required' });
+
+    const admin = await enrolled('admin');
+    const old = new Date(Date.now() - 16 * 60_000).toISOString();
+    await t.app.services.store.db.updateTable('sessions').set({ mfa_at: old }).where('id', '=', admin.sessionId).execute();
+    expect((await reset(admin.authorization)).json()).toMatchObject({ status: 403, type: 'urn:celforge:problem:step-up-required' });
+    await post('/api/auth/step-up', admin.authorization.authorization, { code: admin.recovery[0]! });
+    expect((await reset(admin.authorization)).statusCode).toBe(204);
+    expect((await login(user.email)).statusCode).toBe(200);
+    const codes = await t.app.services.store.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', user.userId).execute();
+    expect(codes).toHaveLength(0);
+    await t.app.services.audit.flush();
+    const rows = await t.app.services.store.db.selectFrom('audit_log').selectAll().where('action', '=', 'admin.user.2fa.reset').where('target', '=', user.userId).execute();
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ actor_id: admin.userId, outcome: 'success' });
   });
 
   it('turning TOTP off needs a valid code', async () => {

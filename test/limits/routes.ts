@@ -8,7 +8,7 @@ import type { Services } from '../../src/app.js';
  * row, so quotas count real rows), a sign-in stand-in, a read and a public address echo.
  */
 export async function limitTestRoutes(app: FastifyInstance, services: Services) {
-  app.get('/api/anime/_test/read', async (request) => ({ user: request.principal!.userId }));
+  app.get('/api/anime/_test/read', { config: { scope: 'jobs:read' } }, async (request) => ({ user: request.principal!.userId }));
   app.get('/api/anime/_test/whoami', { config: { auth: 'public' } }, async (request) => ({ ip: request.ip }));
   app.post(
     '/api/anime/_test/login',

@@ -1,6 +1,6 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Principal } from '../../access/principal.js';
+import type { ApiKeyScope, Principal } from '../../access/principal.js';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { HttpProblem, notFound } from '../../http/problem.js';
@@ -10,9 +10,7 @@ import { EvictionBus, type Eviction } from './eviction.js';
 import { API_KEY_ID, apiKeyIdOf, hashApiKey, newApiKey, newSigningSecret } from './format.js';
 import { findApiKeyState, insertApiKeyWithinCap, listApiKeys, revokeApiKey, touchApiKey, type ApiKeyState } from './store.js';
 
-/** Every scope an API key may carry. */
-export const API_KEY_SCOPES = ['jobs:read', 'jobs:write', 'gallery:publish', 'admin'] as const;
-export type ApiKeyScope = (typeof API_KEY_SCOPES)[number];
+export { API_KEY_SCOPES, type ApiKeyScope } from '../../access/principal.js';
 
 export const MAX_KEYS_PER_USER = 25;
 const DAY_MS = 86_400_000;
@@ -55,6 +53,8 @@ export interface ApiKeyServiceOptions {
   /** the eviction channel, `${redisPrefix}apikeys` */
   channel: string;
   log: Logger;
+  /** throws unless this session verified its second factor recently (creating an admin-scope key needs it) */
+  assertSteppedUp: (principal: Principal) => Promise<void>;
   clock?: () => number;
 }
 
@@ -84,8 +84,10 @@ export class ApiKeyService {
       throw new HttpProblem(400, 'invalid-name', 'The name must be 1–100 characters without control characters.');
     }
     const scopes = [...new Set(input.scopes)];
-    if (scopes.includes('admin') && principal.role !== 'admin') {
-      throw new HttpProblem(403, 'forbidden', 'Only administrators can grant the "admin" scope.');
+    if (scopes.includes('admin')) {
+      if (principal.role !== 'admin') throw new HttpProblem(403, 'forbidden', 'Only administrators can grant the "admin" scope.');
+      // the same bar as admin work in a session: enrolled second factor, verified in the last 15 minutes
+      await this.options.assertSteppedUp(principal);
     }
     const now = this.#clock();
     const expiresAt = this.#expiry(input.expires_at, now);
@@ -144,6 +146,11 @@ export class ApiKeyService {
    */
   evictUserKeys(userId: string): Promise<void> {
     return this.#evict({ kind: 'user', id: userId });
+  }
+
+  /** Drops this user's cached key rows here only (another instance's change, already applied there). */
+  forgetUser(userId: string): void {
+    this.#apply({ kind: 'user', id: userId });
   }
 
   /** The principal for a presented key, or ApiKeyRefused. */
@@ -264,8 +271,9 @@ const derivedFromRow = new WeakMap<ApiKeyState, DerivedFromRow>();
 function derivedOf(state: ApiKeyState): DerivedFromRow {
   let derived = derivedFromRow.get(state);
   if (!derived) {
-    // an admin scope counts only while the owner is an admin
-    const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || state.role === 'admin');
+    // an admin scope counts only while the owner is an admin with a second factor, as admin sessions need
+    const adminHolds = state.role === 'admin' && state.totp_enabled === 1;
+    const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || adminHolds);
     const expiresAt = state.expires_at === null ? Infinity : Date.parse(state.expires_at);
     derived = { keyHash: hashBytes(state.key_hash), scopes: Object.freeze(scopes), expiresAt: Number.isNaN(expiresAt) ? -Infinity : expiresAt };
     derivedFromRow.set(state, derived);

@@ -16,6 +16,7 @@ export interface ApiKeyState {
   email: string;
   role: 'admin' | 'user';
   disabled: number;
+  totp_enabled: number;
 }
 
 class OverCap extends Error {}
@@ -59,6 +60,7 @@ export function findApiKeyState(db: Kysely<Database>, id: string): Promise<ApiKe
       'users.email',
       'users.role',
       'users.disabled',
+      'users.totp_enabled',
     ])
     .where('api_keys.id', '=', id)
     .executeTakeFirst();
