@@ -251,7 +251,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
     const gallery = new GalleryService({ store, signer, audit, production: jobs });
     await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events });
-    await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets });
+    await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets, delivery: config.assets.delivery });
     await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
