@@ -48,6 +48,8 @@ import { metricsRoutes, quotaRoutes } from './limits/routes.js';
 import { productionRoutes } from './production/routes.js';
 import { createProduction, type ProductionServices } from './production/runtime.js';
 import { ProductionService } from './production/service.js';
+import { shareRoutes } from './sharing/routes.js';
+import { ShareService } from './sharing/service.js';
 import type { Renderer } from './renderers/renderer.js';
 
 /** What the routes, the command line, the tests and the benchmark share. */
@@ -274,8 +276,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
     const gallery = new GalleryService({ store, signer, audit, production: jobs });
     await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events });
-    await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets });
+    await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets, delivery: config.assets.delivery });
     await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
+    const shares = new ShareService({ store, audit, production: jobs });
+    await app.register(shareRoutes, { prefix: '/api/anime', service: shares, publicUrl: config.publicUrl, storage: assets, delivery: config.assets.delivery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
     await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });

@@ -26,6 +26,7 @@ const USAGE = `usage: celforge <command>
   audit verify                     check the audit trail's hash chain (exit 1 names the first bad row)
   audit export [--from T] [--to T] the audit trail as JSON lines (T: ISO-8601 time)
   audit prune [--days N]           delete audit rows older than the retention (CELFORGE_AUDIT_RETENTION_DAYS)
+  assets migrate --to s3           copy the data dir's results to the CELFORGE_S3_* bucket (resumable, verified)
 `;
 
 async function serve(args: string[], config: Config): Promise<number> {
@@ -263,7 +264,30 @@ async function token(args: string[], config: Config): Promise<number> {
   });
 }
 
-const COMMANDS: Record<string, Command> = { serve, worker, migrate: migrateCommand, keys, audit, user, token };
+async function assets(args: string[], config: Config): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values } = parseArgs({ args: rest, options: { to: { type: 'string' } }, strict: true });
+  if (sub !== 'migrate' || values.to !== 's3') {
+    process.stderr.write('usage: celforge assets migrate --to s3\n');
+    return 2;
+  }
+  if (!config.assets.s3) throw new ConfigError('assets migrate --to s3: set CELFORGE_S3_BUCKET (and CELFORGE_S3_ENDPOINT, credentials) first');
+  const { DiskObjectStore } = await import('./assets/backends/disk.js');
+  const { S3ObjectStore } = await import('./assets/backends/s3.js');
+  const { migrateObjects } = await import('./assets/migrate.js');
+  const source = new DiskObjectStore(config.dataDir, ['assets', 'thumbnails']);
+  const target = new S3ObjectStore(config.assets.s3);
+  try {
+    const report = await migrateObjects(source, target);
+    for (const failure of report.failed) process.stderr.write(`${failure.key}: ${failure.reason}\n`);
+    process.stdout.write(`copied ${report.copied} (${report.bytes} bytes), already there and verified ${report.verified}, failed ${report.failed.length}\n`);
+    return report.failed.length > 0 ? 1 : 0;
+  } finally {
+    await target.close();
+  }
+}
+
+const COMMANDS: Record<string, Command> = { serve, worker, migrate: migrateCommand, keys, audit, user, token, assets };
 
 async function main(argv: string[]): Promise<number> {
   const [name, ...args] = argv;

@@ -1,10 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
+import type { AssetRow } from '../production/store.js';
 import { openableAsset } from './service.js';
 import type { UrlSigner } from './signed-urls.js';
-import { extensionFor, type AssetStorage } from './storage.js';
+import { extensionFor, originalKey, type AssetStorage } from './storage.js';
 
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Query = Type.Object(
@@ -15,6 +17,9 @@ const Query = Type.Object(
   },
   { additionalProperties: false },
 );
+
+/** A presigned GET lives this long: enough to start a download, too short to pass around. */
+const PRESIGNED_SECONDS = 60;
 
 /** `bytes=a-b`, `bytes=a-` or `bytes=-n`; one range only. null: serve the whole file. */
 export function parseRange(header: string | undefined, size: number): { start: number; end: number } | null | 'unsatisfiable' {
@@ -36,41 +41,72 @@ export function parseRange(header: string | undefined, size: number): { start: n
   return { start, end };
 }
 
-/** `GET /api/anime/assets/{id}`: the bytes of a result, with Range support for video. */
-export const assetRoutes: FastifyPluginAsyncTypebox<{ store: Store; signer: UrlSigner; storage: AssetStorage }> = async (app, options) => {
-  app.get(
-    '/assets/:id',
-    { config: { auth: 'optional', rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['assets'], params: Params, querystring: Query } },
-    async (request, reply) => {
-      const asset = await openableAsset(options.store, options.signer, request.params.id, {
-        principal: request.principal,
-        expires: request.query.expires,
-        signature: request.query.signature,
-      });
-      const size = options.storage.size(asset.storage_key);
-      if (size === null) throw new HttpProblem(404, 'not-found', 'No such asset.');
-      const disposition = request.query.download ? 'attachment' : 'inline';
-      reply
-        .header('content-type', asset.content_type)
-        .header('x-content-type-options', 'nosniff')
-        .header('content-disposition', `${disposition}; filename="${asset.id}.${extensionFor(asset.content_type)}"`)
-        .header('accept-ranges', 'bytes')
-        .header('cache-control', 'private, max-age=300')
-        // a result may be shown by <img>/<video> on a page of another allowed origin
-        .header('cross-origin-resource-policy', 'same-site')
-        .header('content-security-policy', "default-src 'none'; sandbox");
-      const range = parseRange(request.headers.range, size);
-      if (range === 'unsatisfiable') {
-        throw new HttpProblem(416, 'range-not-satisfiable', 'The requested range is outside the file.', {
-          headers: { 'content-range': `bytes */${size}` },
+export interface DeliveryOptions {
+  storage: AssetStorage;
+  /** `redirect`: a presigned GET of the object store instead of the bytes (S3 only) */
+  delivery: 'stream' | 'redirect';
+}
+
+/**
+ * Sends a result (or its thumbnail) once the caller's right to it is established: the bytes with
+ * Range support, or a redirect to a presigned GET that lives a minute.
+ */
+export async function deliverAsset(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  asset: AssetRow,
+  options: DeliveryOptions & { which: 'original' | 'thumbnail'; download?: boolean },
+) {
+  const { storage, which } = options;
+  const contentType = which === 'original' ? asset.content_type : 'image/webp';
+  const extension = which === 'original' ? extensionFor(asset.content_type) : 'webp';
+  const disposition = `${options.download ? 'attachment' : 'inline'}; filename="${asset.id}${which === 'thumbnail' ? '-thumbnail' : ''}.${extension}"`;
+  if (options.delivery === 'redirect' && which === 'original' && storage.objects.presign) {
+    const url = await storage.objects.presign(originalKey(asset.storage_key), { contentType, disposition, expiresInSeconds: PRESIGNED_SECONDS });
+    return reply.code(302).header('location', url).header('cache-control', 'no-store').send();
+  }
+  const size = await storage.size(asset.storage_key, which);
+  if (size === null) throw new HttpProblem(404, 'not-found', 'No such asset.');
+  reply
+    .header('content-type', contentType)
+    .header('x-content-type-options', 'nosniff')
+    .header('content-disposition', disposition)
+    .header('accept-ranges', 'bytes')
+    .header('cache-control', 'private, max-age=300')
+    // a result may be shown by <img>/<video> on a page of another allowed origin
+    .header('cross-origin-resource-policy', 'same-site')
+    .header('content-security-policy', "default-src 'none'; sandbox");
+  const range = parseRange(request.headers.range, size);
+  if (range === 'unsatisfiable') {
+    throw new HttpProblem(416, 'range-not-satisfiable', 'The requested range is outside the file.', {
+      headers: { 'content-range': `bytes */${size}` },
+    });
+  }
+  if (range) {
+    reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+    return reply.send(await storage.open(asset.storage_key, range, which));
+  }
+  reply.header('content-length', size);
+  return reply.send(await storage.open(asset.storage_key, undefined, which));
+}
+
+/**
+ * `GET /api/anime/assets/{id}`: the bytes of a result, with Range support for video;
+ * `GET /api/anime/assets/{id}/thumbnail`: its 384 px WebP thumbnail or poster.
+ */
+export const assetRoutes: FastifyPluginAsyncTypebox<{ store: Store; signer: UrlSigner } & DeliveryOptions> = async (app, options) => {
+  for (const which of ['original', 'thumbnail'] as const) {
+    app.get(
+      which === 'original' ? '/assets/:id' : '/assets/:id/thumbnail',
+      { config: { auth: 'optional', rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['assets'], params: Params, querystring: Query } },
+      async (request, reply) => {
+        const asset = await openableAsset(options.store, options.signer, request.params.id, {
+          principal: request.principal,
+          expires: request.query.expires,
+          signature: request.query.signature,
         });
-      }
-      if (range) {
-        reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
-        return reply.send(options.storage.open(asset.storage_key, range));
-      }
-      reply.header('content-length', size);
-      return reply.send(options.storage.open(asset.storage_key));
-    },
-  );
+        return deliverAsset(request, reply, asset, { ...options, which, download: request.query.download !== undefined });
+      },
+    );
+  }
 };

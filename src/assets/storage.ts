@@ -1,8 +1,9 @@
-import { randomUUID } from 'node:crypto';
-import { createReadStream, mkdirSync, statSync, type ReadStream } from 'node:fs';
-import { readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import path from 'node:path';
-import type { RenderOutput } from '../renderers/renderer.js';
+import type { Readable } from 'node:stream';
+import type { Config } from '../config/config.js';
+import { DiskObjectStore } from './backends/disk.js';
+import type { ByteRange, ObjectStore } from './backends/object-store.js';
+import { S3ObjectStore } from './backends/s3.js';
+import { makeThumbnail, stripMetadata } from './derivatives.js';
 
 /** Content types a result may have, and the extension its file gets. Anything else is refused. */
 const TYPES: Record<string, string> = {
@@ -15,12 +16,12 @@ const TYPES: Record<string, string> = {
 };
 
 const KEY = /^[0-9a-f-]{36}-\d{1,3}\.[a-z0-9]{1,5}$/;
-/** `<storage key>.<uuid>.tmp`, as `write` names its temporary files */
-const TEMP = /^[0-9a-f-]{36}-\d{1,3}\.[a-z0-9]{1,5}\.[0-9a-f-]{36}\.tmp$/;
+const ORIGINALS = 'assets';
+const THUMBNAILS = 'thumbnails';
 
 /**
- * A temporary file older than this was left by a writer that died (a write takes seconds); a
- * younger one may still be written by another process sharing the data dir.
+ * A temporary file or unfinished upload older than this was left by a writer that died (a write
+ * takes seconds); a younger one may still be written by another process.
  */
 export const STALE_TEMP_MS = 60 * 60 * 1000;
 
@@ -30,73 +31,80 @@ export interface StoredFile {
   byteSize: number;
 }
 
+/** What a render produced: the bytes in memory, or a stream (a large video) that is never buffered. */
+export interface ResultBody {
+  contentType: string;
+  data: Buffer | Readable;
+}
+
+/** The object key of a result's original, and of its thumbnail (image) or poster (video). */
+export const originalKey = (storageKey: string) => `${ORIGINALS}/${checked(storageKey)}`;
+export const thumbnailKey = (storageKey: string) => `${THUMBNAILS}/${checked(storageKey).replace(/\.[a-z0-9]+$/, '')}.webp`;
+
+function checked(storageKey: string): string {
+  if (!KEY.test(storageKey)) throw new Error('not a storage key');
+  return storageKey;
+}
+
+/** The storage key an object key belongs to, or null for a key that is not Celforge's. */
+export function ownerOfKey(key: string): { storageKey: string | null; stem: string; kind: 'original' | 'thumbnail' } | null {
+  const [folder, name, ...rest] = key.split('/');
+  if (rest.length > 0 || !name) return null;
+  if (folder === ORIGINALS && KEY.test(name)) return { storageKey: name, stem: name.replace(/\.[a-z0-9]+$/, ''), kind: 'original' };
+  if (folder === THUMBNAILS && /^[0-9a-f-]{36}-\d{1,3}\.webp$/.test(name)) return { storageKey: null, stem: name.slice(0, -5), kind: 'thumbnail' };
+  return null;
+}
+
+export function openObjectStore(config: Config): ObjectStore {
+  const { s3 } = config.assets;
+  return s3 ? new S3ObjectStore(s3) : new DiskObjectStore(config.dataDir, [ORIGINALS, THUMBNAILS]);
+}
+
 /**
- * Result files under `<data dir>/assets`, named by job id and position. A file is written to a
- * temporary name and renamed into place, so a re-run of the same job (after a crash) replaces
- * it whole instead of adding a second one.
+ * Results and their derivatives, in whichever object store is configured: the one place the job
+ * pipeline saves through. An image is stored without embedded metadata, with a 384 px WebP
+ * thumbnail; a video with a poster. Each write replaces a re-run's files whole (keys are the job
+ * id and position), never adding a second copy.
  */
 export class AssetStorage {
-  readonly #dir: string;
+  constructor(readonly objects: ObjectStore) {}
 
-  constructor(dataDir: string) {
-    this.#dir = path.join(dataDir, 'assets');
-    mkdirSync(this.#dir, { recursive: true, mode: 0o700 });
+  static forDataDir(dataDir: string): AssetStorage {
+    return new AssetStorage(new DiskObjectStore(dataDir, [ORIGINALS, THUMBNAILS]));
   }
 
-  async write(jobId: string, position: number, output: RenderOutput): Promise<StoredFile> {
+  async write(jobId: string, position: number, output: ResultBody): Promise<StoredFile> {
     const contentType = output.contentType.toLowerCase();
     const extension = TYPES[contentType];
     if (!extension) throw new Error(`renderer produced an unsupported content type`);
     const storageKey = `${jobId}-${position}.${extension}`;
-    const file = this.#path(storageKey);
-    const temp = `${file}.${randomUUID()}.tmp`;
-    try {
-      await writeFile(temp, output.data, { mode: 0o600 });
-      await rename(temp, file);
-    } catch (error) {
-      await rm(temp, { force: true });
-      throw error;
-    }
-    return { storageKey, contentType, byteSize: output.data.length };
+    const data = Buffer.isBuffer(output.data) && contentType.startsWith('image/') ? await stripMetadata(output.data, contentType) : output.data;
+    // The derivative first: a result visible in the store always has its thumbnail.
+    await this.objects.put(thumbnailKey(storageKey), await makeThumbnail(Buffer.isBuffer(data) ? data : null, contentType), 'image/webp');
+    const byteSize = await this.objects.put(originalKey(storageKey), data, contentType);
+    return { storageKey, contentType, byteSize };
   }
 
-  /** Removes temporary files a killed writer left behind; returns how many. */
-  async removeStaleTemps(maxAgeMs = STALE_TEMP_MS): Promise<number> {
-    const cutoff = Date.now() - maxAgeMs;
-    let removed = 0;
-    for (const name of await readdir(this.#dir)) {
-      if (!TEMP.test(name)) continue;
-      const file = path.join(this.#dir, name);
-      try {
-        if ((await stat(file)).mtimeMs >= cutoff) continue;
-        await rm(file, { force: true });
-        removed++;
-      } catch {
-        // renamed or removed meanwhile
-      }
-    }
-    return removed;
-  }
-
+  /** Removes a result and its derivatives. */
   async remove(storageKey: string): Promise<void> {
-    await rm(this.#path(storageKey), { force: true });
+    await Promise.all([this.objects.remove(originalKey(storageKey)), this.objects.remove(thumbnailKey(storageKey))]);
   }
 
-  size(storageKey: string): number | null {
-    try {
-      return statSync(this.#path(storageKey)).size;
-    } catch {
-      return null;
-    }
+  /** Removes temporary files and unfinished uploads that killed writers left behind; returns how many. */
+  removeStaleTemps(maxAgeMs = STALE_TEMP_MS): Promise<number> {
+    return this.objects.sweepLeftovers(maxAgeMs);
   }
 
-  open(storageKey: string, range?: { start: number; end: number }): ReadStream {
-    return createReadStream(this.#path(storageKey), range);
+  async size(storageKey: string, which: 'original' | 'thumbnail' = 'original'): Promise<number | null> {
+    return (await this.objects.stat(which === 'original' ? originalKey(storageKey) : thumbnailKey(storageKey)))?.size ?? null;
   }
 
-  #path(storageKey: string): string {
-    if (!KEY.test(storageKey)) throw new Error('not a storage key');
-    return path.join(this.#dir, storageKey);
+  open(storageKey: string, range?: ByteRange, which: 'original' | 'thumbnail' = 'original'): Promise<Readable> {
+    return this.objects.open(which === 'original' ? originalKey(storageKey) : thumbnailKey(storageKey), range);
+  }
+
+  close(): Promise<void> {
+    return this.objects.close();
   }
 }
 

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { parseAssetSettings, type AssetSettings } from '../assets/settings.js';
 
 /** A bad setting: start-up stops with this one line. */
 export class ConfigError extends Error {
@@ -52,6 +53,8 @@ export interface Config {
   auditRetentionDays: number;
   /** secrets from env, *_FILE or Vault; embedded mode makes the missing ones in dataDir */
   secrets: Secrets;
+  /** where results live (data dir or S3), how they are delivered, storage quota, retention */
+  assets: AssetSettings;
 }
 
 /** Names of the rate-limit policies; `signin-*` and `anonymous` are keyed by client address. */
@@ -319,6 +322,7 @@ export function loadConfig(env: Env = process.env): Config {
       metricsToken: readVariable(env, 'CELFORGE_METRICS_TOKEN'),
       serviceToken: readVariable(env, 'CELFORGE_SERVICE_TOKEN'),
     },
+    assets: parseAssetSettings(env),
   };
 }
 

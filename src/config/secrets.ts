@@ -11,6 +11,8 @@ const VAULT_KEYS: Record<string, string> = {
   encryption_key: 'CELFORGE_ENCRYPTION_KEY',
   url_signing_key: 'CELFORGE_URL_SIGNING_KEY',
   metrics_token: 'CELFORGE_METRICS_TOKEN',
+  s3_access_key_id: 'CELFORGE_S3_ACCESS_KEY_ID',
+  s3_secret_access_key: 'CELFORGE_S3_SECRET_ACCESS_KEY',
 };
 
 /** Secrets every instance of a scale-out deployment must share, so none may be made locally. */

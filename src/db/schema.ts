@@ -10,6 +10,7 @@ export interface Database {
   audit_log: AuditLogTable;
   user_quotas: UserQuotasTable;
   audit_head: AuditHeadTable;
+  share_links: ShareLinksTable;
 }
 
 export interface UsersTable {
@@ -135,6 +136,8 @@ export interface UserQuotasTable {
   user_id: string;
   active_jobs: number | null;
   jobs_per_day: number | null;
+  /** stored result bytes (0010); bigint, so PostgreSQL may hand it back as text */
+  storage_bytes?: number | string | null;
   updated_at: string;
   updated_by: string | null;
 }
@@ -147,4 +150,17 @@ export interface AuditHeadTable {
   /** seq and hash of the last row removed by retention (0 and 64 zeros before any) */
   anchor_seq: number;
   anchor_hash: string;
+}
+
+/** A link that opens one work without an account (0010); only the token's SHA-256 is kept. */
+export interface ShareLinksTable {
+  id: string;
+  token_hash: string;
+  job_id: string;
+  user_id: string;
+  created_at: string;
+  expires_at: string;
+  revoked_at: string | null;
+  open_count: number;
+  last_opened_at: string | null;
 }

@@ -1,6 +1,6 @@
 import type { FastifyBaseLogger } from 'fastify';
 import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
-import { AssetStorage } from '../assets/storage.js';
+import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import { StoreOutage } from '../db/outage.js';
@@ -41,7 +41,7 @@ export interface ProductionOptions {
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
   const renderer = options.renderer ?? createRenderer(config);
-  const assets = new AssetStorage(config.dataDir);
+  const assets = new AssetStorage(openObjectStore(config));
   const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
   const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
   const events = redis ? new RedisJobEvents(redis) : new JobEvents();
@@ -96,6 +96,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();
       ownOutage?.close();
+      await assets.close();
     },
   };
 }

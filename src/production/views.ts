@@ -11,6 +11,8 @@ export const AssetView = Type.Object({
   byte_size: Type.Integer(),
   /** a signed, short-lived URL that works without credentials (for <img> and <video>) */
   url: Type.String(),
+  /** the same, for its 384 px WebP thumbnail (image) or poster (video): what grids show */
+  thumbnail_url: Type.String(),
 });
 
 export const JobView = Type.Object({
@@ -50,7 +52,8 @@ export const JobPage = Type.Object({ items: Type.Array(JobView), next_cursor: Nu
 export type JobPage = Static<typeof JobPage>;
 
 export function assetView(asset: AssetRow, signer: UrlSigner) {
-  return { id: asset.id, content_type: asset.content_type, byte_size: asset.byte_size, url: signer.url(asset.id) };
+  const url = signer.url(asset.id);
+  return { id: asset.id, content_type: asset.content_type, byte_size: asset.byte_size, url, thumbnail_url: url.replace('?', '/thumbnail?') };
 }
 
 /** What a job's owner sees: never a renderer path, a worker id or an attempt counter. */

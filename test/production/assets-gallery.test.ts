@@ -1,10 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
+import { ASSET_BACKENDS, assetSettingsFor, startTestS3 } from '../support/s3.js';
 import { expectNoPath, expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from './helpers.js';
 
-describeEachDialect('assets, gallery and admin stats', (dialect) => {
-  const t = useTestApp(dialect, { limits: ROOMY_LIMITS });
+const s3 = await startTestS3();
+
+for (const backend of ASSET_BACKENDS) describeEachDialect(`assets, gallery and admin stats [${backend}]`, (dialect) => {
+  const t = useTestApp(dialect, { limits: ROOMY_LIMITS, assets: assetSettingsFor(backend, s3) });
 
   async function finished(type: 'image' | 'video' = 'image', prompt = 'a lantern') {
     const user = await signIn(t.app);

@@ -1,0 +1,152 @@
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+  S3ServiceException,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import type { Readable } from 'node:stream';
+import type { ByteRange, ObjectStore, PresignOptions, StoredObject } from './object-store.js';
+
+export interface S3Settings {
+  endpoint?: string;
+  bucket: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** `http://host/bucket/key` instead of `http://bucket.host/key` (MinIO, Ceph, most self-hosted stores) */
+  forcePathStyle: boolean;
+  /** prepended to every key, so one bucket can hold several deployments */
+  prefix: string;
+}
+
+/** Parts of a multipart upload: at most two are held in memory per upload. */
+const PART_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Objects in an S3-compatible bucket. Large bodies go up as multipart uploads streamed part by
+ * part; S3 shows an object only once its upload completes, so a writer killed midway leaves an
+ * unfinished upload (no object), which `sweepLeftovers` aborts where the store lists them.
+ */
+export class S3ObjectStore implements ObjectStore {
+  readonly kind = 's3';
+  readonly #client: S3Client;
+
+  constructor(private readonly settings: S3Settings) {
+    this.#client = new S3Client({
+      endpoint: settings.endpoint,
+      region: settings.region,
+      forcePathStyle: settings.forcePathStyle,
+      credentials:
+        settings.accessKeyId && settings.secretAccessKey
+          ? { accessKeyId: settings.accessKeyId, secretAccessKey: settings.secretAccessKey }
+          : undefined,
+      // Checksums only where S3 demands them: many S3-compatible stores reject the SDK's default
+      // aws-chunked trailers on streamed bodies.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+    });
+  }
+
+  get client(): S3Client {
+    return this.#client;
+  }
+
+  #key(key: string): string {
+    return this.settings.prefix + key;
+  }
+
+  async put(key: string, body: Buffer | Readable, contentType: string): Promise<number> {
+    let bytes = Buffer.isBuffer(body) ? body.length : 0;
+    if (!Buffer.isBuffer(body)) body.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    const upload = new Upload({
+      client: this.#client,
+      params: { Bucket: this.settings.bucket, Key: this.#key(key), Body: body, ContentType: contentType },
+      partSize: PART_BYTES,
+      queueSize: 2,
+    });
+    await upload.done();
+    return bytes;
+  }
+
+  async stat(key: string): Promise<{ size: number } | null> {
+    try {
+      const head = await this.#client.send(new HeadObjectCommand({ Bucket: this.settings.bucket, Key: this.#key(key) }));
+      return { size: head.ContentLength ?? 0 };
+    } catch (error) {
+      if (isMissing(error)) return null;
+      throw error;
+    }
+  }
+
+  async open(key: string, range?: ByteRange): Promise<Readable> {
+    const answer = await this.#client.send(
+      new GetObjectCommand({
+        Bucket: this.settings.bucket,
+        Key: this.#key(key),
+        Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+      }),
+    );
+    return answer.Body as Readable;
+  }
+
+  async remove(key: string): Promise<void> {
+    await this.#client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.#key(key) }));
+  }
+
+  async *list(): AsyncIterable<StoredObject> {
+    let token: string | undefined;
+    do {
+      const page = await this.#client.send(
+        new ListObjectsV2Command({ Bucket: this.settings.bucket, Prefix: this.settings.prefix || undefined, ContinuationToken: token }),
+      );
+      for (const item of page.Contents ?? []) {
+        if (!item.Key) continue;
+        yield { key: item.Key.slice(this.settings.prefix.length), size: item.Size ?? 0, modifiedAt: item.LastModified ?? new Date(0) };
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+  }
+
+  presign(key: string, options: PresignOptions): Promise<string> {
+    const command = new GetObjectCommand({
+      Bucket: this.settings.bucket,
+      Key: this.#key(key),
+      ResponseContentType: options.contentType,
+      ResponseContentDisposition: options.disposition,
+    });
+    return getSignedUrl(this.#client, command, { expiresIn: options.expiresInSeconds });
+  }
+
+  async sweepLeftovers(maxAgeMs: number): Promise<number> {
+    const cutoff = Date.now() - maxAgeMs;
+    let listing;
+    try {
+      listing = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.settings.bucket, Prefix: this.settings.prefix || undefined }));
+    } catch (error) {
+      // Some S3-compatible stores cannot list uploads; a bucket lifecycle rule is the fallback (README).
+      if (error instanceof S3ServiceException && error.name === 'NotImplemented') return 0;
+      throw error;
+    }
+    let aborted = 0;
+    for (const upload of listing.Uploads ?? []) {
+      if (!upload.Key || !upload.UploadId || (upload.Initiated?.getTime() ?? 0) >= cutoff) continue;
+      await this.#client.send(new AbortMultipartUploadCommand({ Bucket: this.settings.bucket, Key: upload.Key, UploadId: upload.UploadId }));
+      aborted++;
+    }
+    return aborted;
+  }
+
+  async close(): Promise<void> {
+    this.#client.destroy();
+  }
+}
+
+function isMissing(error: unknown): boolean {
+  return error instanceof S3ServiceException && (error.name === 'NotFound' || error.name === 'NoSuchKey' || error.$metadata.httpStatusCode === 404);
+}

@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import type { RenderOutput, RenderRequest, Renderer } from '../../src/renderers/renderer.js';
+import { signIn, useTestApp } from '../support/app.js';
+import { describeEachDialect } from '../support/dialects.js';
+import { ASSET_BACKENDS, assetSettingsFor, startTestS3 } from '../support/s3.js';
+import { expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from '../production/helpers.js';
+
+const s3 = await startTestS3();
+
+const WORKFLOW = JSON.stringify({ '3': { class_type: 'KSampler', inputs: { seed: 42 } }, '4': { inputs: { ckpt_name: '/home/artist/models/secret-model.safetensors' } } });
+const PROMPT = JSON.stringify({ '6': { inputs: { text: 'a private prompt' } } });
+
+function pngChunk(type: string, data: Buffer): Buffer {
+  const head = Buffer.alloc(8);
+  head.writeUInt32BE(data.length, 0);
+  head.write(type, 4, 'latin1');
+  const crc = Buffer.alloc(4);
+  crc.writeUInt32BE(crc32(Buffer.concat([head.subarray(4), data])), 0);
+  return Buffer.concat([head, data, crc]);
+}
+
+/** A PNG as ComfyUI's SaveImage writes it: tEXt chunks `prompt` and `workflow` before the pixels. */
+async function comfyPng(): Promise<Buffer> {
+  const png = await sharp({ create: { width: 640, height: 480, channels: 3, background: '#3060a0' } }).png().toBuffer();
+  const text = (key: string, value: string) => pngChunk('tEXt', Buffer.from(`${key}\0${value}`, 'latin1'));
+  return Buffer.concat([png.subarray(0, 33), text('prompt', PROMPT), text('workflow', WORKFLOW), png.subarray(33)]);
+}
+
+/** An animated WebP as SaveAnimatedWEBP writes it: the workflow in EXIF. */
+async function comfyWebp(): Promise<Buffer> {
+  const frames = await Promise.all(['#ff0000', '#00ff00'].map((color) => sharp({ create: { width: 200, height: 100, channels: 3, background: color } }).png().toBuffer()));
+  return sharp(frames, { join: { animated: true } })
+    .webp({ quality: 90, delay: [100, 100] })
+    .withExif({ IFD0: { Make: `workflow:${WORKFLOW}`, Model: `prompt:${PROMPT}` } })
+    .toBuffer();
+}
+
+const FFMPEG = existsSync('/usr/bin/ffmpeg');
+
+/** One red second of MP4, made by ffmpeg. */
+function redMp4(): Buffer {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-mp4-')), 'red.mp4');
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=red:s=160x120:d=1', '-pix_fmt', 'yuv420p', file]);
+  return readFileSync(file);
+}
+
+class ComfyLikeRenderer implements Renderer {
+  readonly name = 'comfy-like';
+  async render(request: RenderRequest): Promise<RenderOutput[]> {
+    if (request.prompt === 'broken mp4') return [{ data: randomBytes(4096), contentType: 'video/mp4', extension: 'mp4' }];
+    if (request.prompt === 'mp4') return [{ data: redMp4(), contentType: 'video/mp4', extension: 'mp4' }];
+    if (request.type === 'video') return [{ data: await comfyWebp(), contentType: 'image/webp', extension: 'webp' }];
+    return [{ data: await comfyPng(), contentType: 'image/png', extension: 'png' }];
+  }
+  async health() {
+    return { name: this.name, ok: true };
+  }
+}
+
+for (const backend of ASSET_BACKENDS) {
+  describeEachDialect(`stored results: metadata, thumbnails, posters [${backend}]`, (dialect) => {
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS, assets: assetSettingsFor(backend, s3) }, { renderer: new ComfyLikeRenderer() });
+
+    async function finished(type: 'image' | 'video', prompt = 'a lantern') {
+      const user = await signIn(t.app);
+      const job = (await generate(t.app, user.authorization, { prompt, type, width: 64, height: 64 })).json() as Json;
+      return { user, job: await waitFor(t.app, user.authorization, job.job_id, ['succeeded']) };
+    }
+
+    async function objectKeys(): Promise<string[]> {
+      const settings = t.config.assets.s3;
+      if (settings) return s3.keys(settings);
+      const { readdirSync } = await import('node:fs');
+      return ['assets', 'thumbnails'].flatMap((folder) => readdirSync(path.join(t.config.dataDir, folder)).map((name) => `${folder}/${name}`)).sort();
+    }
+
+    it('an image is stored without ComfyUI prompt and workflow chunks, pixels unchanged, beside a 384 px WebP thumbnail', async () => {
+      const { job } = await finished('image');
+      const asset = job.assets[0] as Json;
+      const stored = (await t.app.inject({ url: asset.url })).rawPayload;
+      expect(stored.length).toBe(asset.byte_size);
+      expect(stored.toString('latin1')).not.toMatch(/tEXt|workflow|KSampler|secret-model|private prompt/);
+      const original = await comfyPng();
+      expect(original.toString('latin1')).toMatch(/workflow/);
+      const [a, b] = await Promise.all([sharp(stored).raw().toBuffer(), sharp(original).raw().toBuffer()]);
+      expect(a.equals(b)).toBe(true);
+
+      expect(asset.thumbnail_url).toMatch(new RegExp(`^/api/anime/assets/${asset.id}/thumbnail\\?expires=\\d+&signature=[\\w-]+$`));
+      const thumbnail = await t.app.inject({ url: asset.thumbnail_url });
+      expect(thumbnail.statusCode).toBe(200);
+      expect(thumbnail.headers['content-type']).toBe('image/webp');
+      expect(thumbnail.headers['content-disposition']).toBe(`inline; filename="${asset.id}-thumbnail.webp"`);
+      const meta = await sharp(thumbnail.rawPayload).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['webp', 384, 288]);
+
+      const stem = `${job.job_id}-0`;
+      expect(await objectKeys()).toEqual(expect.arrayContaining([`assets/${stem}.png`, `thumbnails/${stem}.webp`]));
+    });
+
+    it('an animated WebP video loses its EXIF, keeps its frames, and gets a poster from its first frame', async () => {
+      const { job } = await finished('video');
+      const asset = job.assets[0] as Json;
+      const stored = (await t.app.inject({ url: asset.url })).rawPayload;
+      expect(stored.toString('latin1')).not.toMatch(/EXIF|workflow|secret-model/);
+      const meta = await sharp(stored, { animated: true }).metadata();
+      expect([meta.pages, meta.width, meta.pageHeight, meta.exif]).toEqual([2, 200, 100, undefined]);
+      const poster = (await t.app.inject({ url: asset.thumbnail_url })).rawPayload;
+      const { data, info } = await sharp(poster).raw().toBuffer({ resolveWithObject: true });
+      expect([info.width, info.height]).toEqual([200, 100]);
+      expect(data[0]).toBeGreaterThan(200); // red: the first frame
+      expect(data[1]).toBeLessThan(50);
+    });
+
+    it.runIf(FFMPEG)('an MP4 gets a poster from its first frame (ffmpeg)', async () => {
+      const { job } = await finished('video', 'mp4');
+      const poster = await t.app.inject({ url: job.assets[0].thumbnail_url });
+      const { data, info } = await sharp(poster.rawPayload).raw().toBuffer({ resolveWithObject: true });
+      expect([info.width, info.height]).toEqual([160, 120]);
+      expect(data[0]).toBeGreaterThan(200);
+      expect(data[1]).toBeLessThan(60);
+    });
+
+    it('a video no frame can be taken from still gets a poster (a plain one)', async () => {
+      const { job } = await finished('video', 'broken mp4');
+      const poster = await t.app.inject({ url: job.assets[0].thumbnail_url });
+      expect(poster.statusCode).toBe(200);
+      const meta = await sharp(poster.rawPayload).metadata();
+      expect([meta.format, meta.width, meta.height]).toEqual(['webp', 384, 216]);
+    });
+
+    it('a thumbnail opens under the same rules as its original: owner or signed URL, else 404', async () => {
+      const { user, job } = await finished('image');
+      const asset = job.assets[0] as Json;
+      const stranger = await signIn(t.app);
+      expect((await t.app.inject({ url: `/api/anime/assets/${asset.id}/thumbnail`, headers: user.authorization })).statusCode).toBe(200);
+      expectProblem(await t.app.inject({ url: `/api/anime/assets/${asset.id}/thumbnail`, headers: stranger.authorization }), 404, 'not-found');
+      expectProblem(await t.app.inject({ url: `/api/anime/assets/${asset.id}/thumbnail` }), 404, 'not-found');
+      const list = (await t.app.inject({ url: '/api/anime/jobs', headers: user.authorization })).json() as Json;
+      expect(list.items[0].assets[0].thumbnail_url).toMatch(/\/thumbnail\?/);
+    });
+  });
+}
+
+describe('delivery by presigned redirect [s3]', () => {
+  const t = useTestApp('sqlite', { limits: ROOMY_LIMITS, assets: assetSettingsFor('s3', s3, { delivery: 'redirect' }) });
+
+  it('after the same checks, answers a 302 to a one-minute presigned GET that serves the bytes and ranges', async () => {
+    const user = await signIn(t.app);
+    const submitted = (await generate(t.app, user.authorization, { prompt: 'redirected', type: 'video', width: 64, height: 64, frames: 4 })).json() as Json;
+    const job = await waitFor(t.app, user.authorization, submitted.job_id, ['succeeded']);
+    const asset = job.assets[0] as Json;
+    const answer = await t.app.inject({ url: asset.url });
+    expect(answer.statusCode).toBe(302);
+    const location = new URL(answer.headers.location as string);
+    expect(location.origin).toBe(s3.endpoint);
+    expect(location.searchParams.get('X-Amz-Expires')).toBe('60');
+    expect(location.searchParams.get('response-content-type')).toBe(asset.content_type);
+    const bytes = await fetch(location);
+    expect(Buffer.from(await bytes.arrayBuffer()).length).toBe(asset.byte_size);
+    const ranged = await fetch(location, { headers: { range: 'bytes=0-9' } });
+    expect(ranged.status).toBe(206);
+    expect((await ranged.arrayBuffer()).byteLength).toBe(10);
+    const stranger = await signIn(t.app);
+    expectProblem(await t.app.inject({ url: `/api/anime/assets/${asset.id}`, headers: stranger.authorization }), 404, 'not-found');
+  });
+});
