@@ -9,6 +9,7 @@ export interface Database {
   assets: AssetsTable;
   audit_log: AuditLogTable;
   user_quotas: UserQuotasTable;
+  fleet_shares: FleetSharesTable;
   audit_head: AuditHeadTable;
 }
 
@@ -135,6 +136,18 @@ export interface UserQuotasTable {
   user_id: string;
   active_jobs: number | null;
   jobs_per_day: number | null;
+  updated_at: string;
+  updated_by: string | null;
+}
+
+/** A user's share of the GPU fleet (migration 0009); no row: weight 1, the configured cap, no use yet. */
+export interface FleetSharesTable {
+  user_id: string;
+  weight: number;
+  max_running: number | null;
+  /** GPU milliseconds, decayed to `usage_at` */
+  usage_ms: number;
+  usage_at: string | null;
   updated_at: string;
   updated_by: string | null;
 }

@@ -7,6 +7,7 @@ import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
+import { claimFair, DEFAULT_POLICY, recordGpuUse } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
 import type { JobQueue } from './queue.js';
 import { JobWorker } from './worker.js';
@@ -46,6 +47,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const localQueue = redis ? null : new LocalQueue(store);
   const queue: JobQueue = bullQueue ?? localQueue!;
   const leaseMs = config.jobLeaseSeconds * 1000;
+  const policy = { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null };
 
   const worker = options.worker
     ? new JobWorker({
@@ -59,6 +61,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         log,
         source: bullQueue ? 'external' : 'store',
         onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => {}) : undefined,
+        claimNext: (workerId, now, leaseUntil) => claimFair(store, workerId, now, leaseUntil, policy),
+        onRendered: (job, renderMs) =>
+          void recordGpuUse(store.db, job.user_id, renderMs, new Date(), policy).catch((err: unknown) => log.warn({ err }, 'could not record GPU use')),
       })
     : null;
   localQueue?.attach(worker);

@@ -4,6 +4,7 @@ import * as userQuotas from './0005_user_quotas.js';
 import * as auditHead from './0006_audit_head.js';
 import * as identity from './0002_identity.js';
 import * as jobRequestHash from './0004_job_request_hash.js';
+import * as fleetShares from './0009_fleet_shares.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -12,4 +13,5 @@ export const migrations: Record<string, Migration> = {
   '0006_audit_head': auditHead,
   '0002_identity': identity,
   '0004_job_request_hash': jobRequestHash,
+  '0009_fleet_shares': fleetShares,
 };
