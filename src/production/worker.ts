@@ -4,6 +4,7 @@ import type { AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
 import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
+import { previewRelay } from './fleet/previews.js';
 import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
 import {
@@ -249,7 +250,8 @@ export class JobWorker implements LocalWorkerHandle {
       renderStart = 0;
     };
     try {
-      let outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress });
+      const onPreview = previewRelay(events, job.id);
+      let outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress, onPreview });
       rendered();
       entry.controller.signal.throwIfAborted();
       if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);
