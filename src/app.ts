@@ -45,6 +45,7 @@ import { credentialLimit, limits } from './limits/plugin.js';
 import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
+import { fleetShareRoutes } from './production/fleet/routes.js';
 import { productionRoutes } from './production/routes.js';
 import { createProduction, type ProductionServices } from './production/runtime.js';
 import { ProductionService } from './production/service.js';
@@ -282,6 +283,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(shareRoutes, { prefix: '/api/anime', service: shares, publicUrl: config.publicUrl, storage: assets, delivery: config.assets.delivery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
+    await app.register(fleetShareRoutes, { prefix: '/api/anime', store, audit });
     await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
     if (options.extraRoutes) await options.extraRoutes(app, services);
   }

@@ -36,6 +36,10 @@ export interface Config {
   previewStepMs?: number;
   /** jobs one worker renders at once */
   workerConcurrency: number;
+  /** prompts each ComfyUI backend is kept deep, one per URL (a single value applies to all) */
+  comfyuiDepths?: number[];
+  /** jobs one user may have running at once (admins override it per user); unset: no cap */
+  fleetUserMaxRunning?: number;
   /** a job running longer than this fails */
   jobTimeoutSeconds: number;
   /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
@@ -209,6 +213,13 @@ function parseUrl(name: string, text: string, protocols: string[]): string {
   return text;
 }
 
+function parseDepths(text: string | undefined, urls: number): number[] | undefined {
+  if (text === undefined) return undefined;
+  const depths = parseList(text).map((item) => parseInteger('CELFORGE_COMFYUI_DEPTH', item, 1, 16));
+  if (depths.length !== 1 && depths.length !== urls) throw new ConfigError('CELFORGE_COMFYUI_DEPTH: give one value, or one per CELFORGE_COMFYUI_URLS entry');
+  return depths;
+}
+
 function parseList(text: string | undefined): string[] {
   return (text ?? '')
     .split(',')
@@ -305,6 +316,8 @@ export function loadConfig(env: Env = process.env): Config {
     comfyuiMaxOutputBytes: optionalInteger(env, 'CELFORGE_COMFYUI_MAX_OUTPUT_BYTES', 1024, 2 * 1024 ** 3),
     previewStepMs: optionalInteger(env, 'CELFORGE_PREVIEW_STEP_MS', 0, 60_000),
     workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
+    comfyuiDepths: parseDepths(readVariable(env, 'CELFORGE_COMFYUI_DEPTH'), comfyuiUrls.length),
+    fleetUserMaxRunning: optionalInteger(env, 'CELFORGE_FLEET_USER_MAX_RUNNING', 1, 100_000),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
     jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
     authUrl: authUrl && parseUrl('CELFORGE_AUTH_URL', authUrl, ['http:', 'https:']),

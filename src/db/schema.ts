@@ -9,6 +9,7 @@ export interface Database {
   assets: AssetsTable;
   audit_log: AuditLogTable;
   user_quotas: UserQuotasTable;
+  fleet_shares: FleetSharesTable;
   audit_head: AuditHeadTable;
   share_links: ShareLinksTable;
 }
@@ -138,6 +139,18 @@ export interface UserQuotasTable {
   jobs_per_day: number | null;
   /** stored result bytes (0010); bigint, so PostgreSQL may hand it back as text */
   storage_bytes?: number | string | null;
+  updated_at: string;
+  updated_by: string | null;
+}
+
+/** A user's share of the GPU fleet (migration 0009); no row: weight 1, the configured cap, no use yet. */
+export interface FleetSharesTable {
+  user_id: string;
+  weight: number;
+  max_running: number | null;
+  /** GPU milliseconds, decayed to `usage_at` */
+  usage_ms: number;
+  usage_at: string | null;
   updated_at: string;
   updated_by: string | null;
 }

@@ -2,12 +2,14 @@ import { EventEmitter } from 'node:events';
 import type { JobStatus } from './store.js';
 
 export interface JobEvent {
-  kind: 'progress' | 'status';
+  kind: 'progress' | 'status' | 'preview';
   jobId: string;
   status: JobStatus;
   progress: number;
   /** text for the owner when the job failed */
   error?: string | null;
+  /** kind `preview`: a live image of the render so far (base64) */
+  preview?: { contentType: string; data: string };
 }
 
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);

@@ -152,6 +152,7 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
       };
       const onEvent = (event: JobEvent) => {
         if (event.kind === 'progress') send('progress', { job_id: event.jobId, status: event.status, progress: event.progress });
+        else if (event.kind === 'preview' && event.preview) send('preview', { job_id: event.jobId, content_type: event.preview.contentType, data: event.preview.data });
         else chain = chain.then(() => sendStatus()).catch(close);
       };
       try {

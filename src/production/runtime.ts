@@ -8,7 +8,10 @@ import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
+import { claimFair, DEFAULT_POLICY, recordGpuUse } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
+import { parseParams } from './params.js';
+import { toVideoAssets, VideoError } from './video.js';
 import type { JobQueue } from './queue.js';
 import { JobWorker } from './worker.js';
 
@@ -51,6 +54,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const leaseMs = config.jobLeaseSeconds * 1000;
   const ownOutage = options.outage ? null : new StoreOutage(store, log);
   const outage = options.outage ?? ownOutage!;
+  const policy = { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null };
 
   const worker = options.worker
     ? new JobWorker({
@@ -65,6 +69,20 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         source: bullQueue ? 'external' : 'store',
         onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
         outage,
+        claimNext: (workerId, now, leaseUntil) => claimFair(store, workerId, now, leaseUntil, policy),
+        finishOutputs: async (job, outputs, signal) => {
+          if (job.type !== 'video') return outputs;
+          try {
+            return await toVideoAssets(outputs, parseParams(job.params).fps, { timeoutMs: Math.min(120_000, config.jobTimeoutSeconds * 1000) }, signal);
+          } catch (err) {
+            signal.throwIfAborted();
+            // The job still yields what the renderer made; ffmpeg missing or failing is the operator's to see.
+            log[err instanceof VideoError && err.missing ? 'warn' : 'error']({ err, job: job.id }, 'could not make an MP4 of a video job');
+            return outputs;
+          }
+        },
+        onRendered: (job, renderMs) =>
+          void recordGpuUse(store.db, job.user_id, renderMs, new Date(), policy).catch((err: unknown) => log.warn({ err }, 'could not record GPU use')),
       })
     : null;
   localQueue?.attach(worker);

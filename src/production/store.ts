@@ -78,7 +78,7 @@ export async function cancelJob(db: Kysely<Database>, id: string, now: string): 
 // the durable local queue: the jobs table itself
 
 /** The columns a claim sets: running under this worker's lease, one more attempt. */
-function claimedBy(workerId: string, now: string, leaseUntil: string) {
+export function claimedBy(workerId: string, now: string, leaseUntil: string) {
   return (eb: ExpressionBuilder<Database, 'jobs'>) => ({
     status: 'running' as const,
     locked_by: workerId,

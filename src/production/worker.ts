@@ -6,6 +6,7 @@ import { describeFault, isTemporaryFault } from '../db/faults.js';
 import type { StoreOutage } from '../db/outage.js';
 import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
+import { previewRelay } from './fleet/previews.js';
 import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
 import {
@@ -50,7 +51,18 @@ export interface WorkerOptions {
   saveTries?: number;
   /** first pause between those tries; doubles with each */
   saveRetryMs?: number;
+  /** fleet scheduling (src/production/fleet): the next job to take instead of the oldest one */
+  claimNext?: (workerId: string, now: Date, leaseUntil: string) => Promise<JobRow | undefined>;
+  /** a render ended (any outcome) after `renderMs` of renderer time */
+  onRendered?: (job: JobRow, renderMs: number) => void;
+  /** turns what the renderer made into the files kept (e.g. video → MP4 + poster) */
+  finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
 }
+
+type Hooks = 'onRequeue' | 'outage' | 'claimNext' | 'onRendered' | 'finishOutputs';
+
+/** With a renderer that tells its free slots, never more jobs than this in one worker anyway. */
+const MAX_IN_FLIGHT = 256;
 
 type StopReason = 'cancel' | 'timeout' | 'shutdown' | 'lost';
 
@@ -102,7 +114,7 @@ const PROGRESS_WRITE_MS = 500;
 export class JobWorker implements LocalWorkerHandle {
   readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly #running = new Map<string, Running>();
-  readonly #options: Required<Omit<WorkerOptions, 'onRequeue' | 'outage'>> & Pick<WorkerOptions, 'onRequeue' | 'outage'>;
+  readonly #options: Required<Omit<WorkerOptions, Hooks>> & Pick<WorkerOptions, Hooks>;
   #timers: NodeJS.Timeout[] = [];
   #filling = false;
   #again = false;
@@ -117,8 +129,9 @@ export class JobWorker implements LocalWorkerHandle {
     await this.#recover();
     const { pollMs, leaseMs, source } = this.#options;
     this.#timers.push(setInterval(() => void this.#recover(), Math.max(leaseMs / 2, 250)));
-    if (source === 'store') this.#timers.push(setInterval(() => this.wake(), pollMs));
+    if (source === 'store' || this.#options.claimNext) this.#timers.push(setInterval(() => this.wake(), pollMs));
     for (const timer of this.#timers) timer.unref();
+    this.#options.renderer.onCapacity?.(() => this.wake());
     this.wake();
   }
 
@@ -136,6 +149,8 @@ export class JobWorker implements LocalWorkerHandle {
    * here; a job that is not due, already taken or ended is left alone.
    */
   async process(jobId: string): Promise<void> {
+    // Fleet scheduling decides in the store which job runs next: an announcement only says "look now".
+    if (this.#options.claimNext) return this.#fillNow();
     if (this.#stopped || this.#running.has(jobId)) return;
     const now = new Date();
     let job: JobRow | undefined;
@@ -152,7 +167,7 @@ export class JobWorker implements LocalWorkerHandle {
   }
 
   wake(): void {
-    if (this.#stopped || this.#options.source !== 'store') return;
+    if (this.#stopped || (this.#options.source !== 'store' && !this.#options.claimNext)) return;
     if (this.#filling) {
       this.#again = true;
       return;
@@ -169,14 +184,32 @@ export class JobWorker implements LocalWorkerHandle {
     return this.#running.size;
   }
 
+  async #fillNow(): Promise<void> {
+    this.wake();
+    while (this.#filling) await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+
+  /** Room for one more job: the renderer's free slots when it tells them, else `concurrency`. */
+  #hasRoom(): boolean {
+    const { renderer, concurrency } = this.#options;
+    if (!renderer.freeSlots) return this.#running.size < concurrency;
+    return this.#running.size < MAX_IN_FLIGHT && renderer.freeSlots() > 0;
+  }
+
+  #claim(now: Date): Promise<JobRow | undefined> {
+    const { claimNext, store } = this.#options;
+    if (claimNext) return claimNext(this.id, now, this.#leaseUntil(now));
+    return claimJob(store, this.id, now.toISOString(), this.#leaseUntil(now));
+  }
+
   async #fill(): Promise<void> {
     this.#filling = true;
     try {
       do {
         this.#again = false;
-        while (!this.#stopped && this.#running.size < this.#options.concurrency) {
+        while (!this.#stopped && this.#hasRoom()) {
           const now = new Date();
-          const job = await claimJob(this.#options.store, this.id, now.toISOString(), this.#leaseUntil(now));
+          const job = await this.#claim(now);
           if (!job) break;
           if (this.#stopped) {
             await releaseJob(this.#options.store.db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true });
@@ -257,11 +290,20 @@ export class JobWorker implements LocalWorkerHandle {
     };
 
     let written: AssetRow[] = [];
+    let renderStart = Date.now();
+    const rendered = () => {
+      if (renderStart > 0) this.#rendered(job, Date.now() - renderStart);
+      renderStart = 0;
+    };
     try {
-      const outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress });
+      const onPreview = previewRelay(events, job.id);
+      let outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress, onPreview });
+      rendered();
       entry.controller.signal.throwIfAborted();
+      if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);
       await this.#save(job, entry, outputs, (rows) => (written = rows));
     } catch (error) {
+      rendered();
       // Before the job changes hands: a new holder writes files of the same names.
       if (written.length > 0) await this.#removeUnsaved(job.id, written);
       await this.#handleFailure(job, entry, error);
@@ -312,6 +354,14 @@ export class JobWorker implements LocalWorkerHandle {
         log.warn({ err: error, job: job.id, attempt }, 'could not save a finished render; trying again');
         await pause(saveRetryMs * 2 ** (attempt - 1), entry.controller.signal);
       }
+    }
+  }
+
+  #rendered(job: JobRow, renderMs: number): void {
+    try {
+      this.#options.onRendered?.(job, renderMs);
+    } catch {
+      // accounting must not change a job's outcome
     }
   }
 

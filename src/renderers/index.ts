@@ -5,13 +5,14 @@ import type { Renderer } from './renderer.js';
 
 /** The renderer the config names: `preview` (built in) or `comfyui` (one or more ComfyUI URLs). */
 export function createRenderer(
-  config: Pick<Config, 'renderer' | 'previewStepMs' | 'comfyuiUrls' | 'comfyuiCheckpoint' | 'comfyuiMaxOutputBytes' | 'jobTimeoutSeconds'>,
+  config: Pick<Config, 'renderer' | 'previewStepMs' | 'comfyuiUrls' | 'comfyuiCheckpoint' | 'comfyuiMaxOutputBytes' | 'jobTimeoutSeconds' | 'comfyuiDepths'>,
 ): Renderer {
   if (config.renderer === 'comfyui') {
     return new ComfyUIRenderer({
       urls: config.comfyuiUrls,
       checkpoint: config.comfyuiCheckpoint,
       maxOutputBytes: config.comfyuiMaxOutputBytes,
+      depths: config.comfyuiDepths,
       // The worker's own time limit governs the job; the renderer's is a backstop just behind it.
       jobTimeoutMs: (config.jobTimeoutSeconds + 30) * 1000,
     });

@@ -34,6 +34,31 @@ const MAX_TICKS = 150;
 const DRAWN_PERCENT = 95;
 const CHANNELS = 3;
 const TAU = Math.PI * 2;
+/** Live preview frames: at most one per this long, at most this wide (JPEG). */
+const PREVIEW_EVERY_MS = 500;
+const PREVIEW_SIDE = 256;
+
+/** Sends a small JPEG of the picture so far, now and then, without holding up the render. */
+class PreviewFeed {
+  #last = 0;
+
+  constructor(private readonly context: RenderContext) {}
+
+  offer(pixels: Buffer, width: number, height: number): void {
+    const send = this.context.onPreview;
+    const now = Date.now();
+    if (!send || now - this.#last < PREVIEW_EVERY_MS) return;
+    this.#last = now;
+    sharp(Buffer.from(pixels), { raw: { width, height, channels: CHANNELS } })
+      .resize({ width: Math.min(width, PREVIEW_SIDE), withoutEnlargement: true })
+      .jpeg({ quality: 60 })
+      .toBuffer()
+      .then((data) => {
+        if (!this.context.signal.aborted) send.call(this.context, { contentType: 'image/jpeg', data });
+      })
+      .catch(() => undefined);
+  }
+}
 
 export class PreviewRenderer implements Renderer {
   readonly name = 'preview';
@@ -54,10 +79,11 @@ export class PreviewRenderer implements Renderer {
     const scene = buildScene(request);
     const progress = monotonicProgress(context.onProgress);
     progress(0);
+    const feed = new PreviewFeed(context);
     const output =
       request.type === 'video'
-        ? await this.#renderVideo(request, scene, signal, progress)
-        : await this.#renderImage(request, scene, signal, progress);
+        ? await this.#renderVideo(request, scene, signal, progress, feed)
+        : await this.#renderImage(request, scene, signal, progress, feed);
     signal.throwIfAborted();
     progress(100);
     return [output];
@@ -73,6 +99,7 @@ export class PreviewRenderer implements Renderer {
     scene: Scene,
     signal: AbortSignal,
     progress: (percent: number) => void,
+    feed: PreviewFeed,
   ): Promise<RenderOutput> {
     const { width, height } = request;
     const pixels = Buffer.alloc(width * height * CHANNELS);
@@ -83,6 +110,7 @@ export class PreviewRenderer implements Renderer {
       frame.y1 = Math.round((height * (i + 1)) / ticks);
       drawScene(frame, scene, 0);
       progress((DRAWN_PERCENT * (i + 1)) / ticks);
+      feed.offer(pixels, width, height);
       await pause(this.#stepDelayMs, signal);
     }
     const encoding = sharp(pixels, { raw: { width, height, channels: CHANNELS } })
@@ -98,6 +126,7 @@ export class PreviewRenderer implements Renderer {
     scene: Scene,
     signal: AbortSignal,
     progress: (percent: number) => void,
+    feed: PreviewFeed,
   ): Promise<RenderOutput> {
     const { width, height, frames } = request;
     const frameBytes = width * height * CHANNELS;
@@ -106,6 +135,7 @@ export class PreviewRenderer implements Renderer {
       const frame = frameOver(pixels.subarray(f * frameBytes, (f + 1) * frameBytes), width, height);
       drawScene(frame, scene, f / frames);
       progress((DRAWN_PERCENT * (f + 1)) / frames);
+      feed.offer(pixels.subarray(f * frameBytes, (f + 1) * frameBytes), width, height);
       await pause(this.#stepDelayMs, signal);
     }
     const delay = Math.round(1000 / request.fps);

@@ -30,6 +30,14 @@ export interface RenderContext {
   signal: AbortSignal;
   /** 0–100 */
   onProgress(percent: number): void;
+  /** an intermediate image of the render (live preview), when the renderer has one */
+  onPreview?(frame: PreviewFrame): void;
+}
+
+export interface PreviewFrame {
+  /** image/jpeg, image/png or image/webp */
+  contentType: string;
+  data: Buffer;
 }
 
 export interface RendererHealth {
@@ -44,6 +52,13 @@ export interface Renderer {
   render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]>;
   health(): Promise<RendererHealth>;
   close?(): Promise<void>;
+  /**
+   * How many more jobs the renderer can take now without any of them waiting on it (a fleet keeps
+   * each backend `depth` prompts deep); without it the worker takes `concurrency` jobs at once.
+   */
+  freeSlots?(): number;
+  /** calls `listener` whenever slots free up */
+  onCapacity?(listener: () => void): void;
 }
 
 /**

@@ -54,6 +54,15 @@ export interface ComfyUIDoubleOptions {
   stepDelayMs?: number;
   /** checkpoint names the double "has" (default: v1-5-pruned-emaonly.safetensors) */
   checkpoints?: string[];
+  /** node classes it lacks (e.g. SaveAnimatedWEBP: a backend that cannot make video) */
+  withoutNodes?: string[];
+}
+
+/** One prompt's execution on the double's "GPU", for measuring idle gaps and utilisation. */
+export interface Execution {
+  promptId: string;
+  startedAt: number;
+  endedAt: number;
 }
 
 export interface ComfyUIDouble {
@@ -67,6 +76,12 @@ export interface ComfyUIDouble {
   viewPaddingBytes: number;
   /** GET /view sends files with a Content-Length (default) or chunked, without one */
   viewTransfer: 'content-length' | 'chunked';
+  /** GET /view waits this long before answering (fetching a large result takes time) */
+  viewDelayMs: number;
+  /** a fixed time each prompt's sampler takes instead of steps × stepDelayMs (0: off) */
+  renderMs: number;
+  /** every execution that ran to its end, in order */
+  readonly executions: Execution[];
   /** GET /view answers whose connection closed before the whole file was sent */
   readonly viewsCutShort: number;
   /** every POST /prompt body received, in order (including rejected ones) */
@@ -279,6 +294,9 @@ const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout
 
 export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Promise<ComfyUIDouble> {
   const specs = nodeSpecs(options.checkpoints ?? ['v1-5-pruned-emaonly.safetensors']);
+  for (const node of options.withoutNodes ?? []) delete specs[node];
+  const executions: Execution[] = [];
+  const preview = await sharp({ create: { width: 32, height: 32, channels: 3, background: { r: 200, g: 80, b: 120 } } }).jpeg().toBuffer();
   const pending: QueueItem[] = [];
   const history = new Map<string, Record<string, unknown>>();
   const files = new Map<string, Buffer>();
@@ -341,7 +359,8 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     const header = Buffer.alloc(8);
     header.writeUInt32BE(1, 0);
     header.writeUInt32BE(2, 4);
-    ws.send(Buffer.concat([header, Buffer.from('not really a png')]), { binary: true });
+    header.writeUInt32BE(1, 4);
+    ws.send(Buffer.concat([header, preview]), { binary: true });
   }
 
   function queueInfo(): Record<string, unknown> {
@@ -371,6 +390,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     }
     if (route === 'GET /view') return view(res, url.searchParams);
     if (route === 'GET /system_stats') return json(res, 200, systemStats());
+    if (route === 'GET /object_info') return json(res, 200, objectInfo());
     return json(res, 404, { error: 'not found' });
   }
 
@@ -432,6 +452,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
       res.writeHead(400).end();
       return;
     }
+    if (double.viewDelayMs > 0) await sleep(double.viewDelayMs);
     const data = files.get(fileKey({ filename, subfolder, type: type as 'output' }));
     if (!data) {
       res.writeHead(404).end();
@@ -460,6 +481,22 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
       if (!res.write(piece)) await Promise.race([new Promise((resolve) => res.once('drain', resolve)), gone]);
     }
     if (!res.destroyed) res.end();
+  }
+
+  /** server.py's node_info shape, reduced to what a client reads: inputs per class, lists as [values]. */
+  function objectInfo(): Record<string, unknown> {
+    const info: Record<string, unknown> = {};
+    for (const [name, spec] of Object.entries(specs)) {
+      const required: Record<string, unknown> = {};
+      for (const [input, type] of Object.entries(spec.required)) {
+        if (type === 'link') required[input] = ['*'];
+        else if (typeof type === 'string') required[input] = [type];
+        else if (type.kind === 'LIST') required[input] = [type.values(), {}];
+        else required[input] = [type.kind, { min: type.min, max: type.max }];
+      }
+      info[name] = { input: { required }, output_node: Boolean(spec.output), name, display_name: name, category: 'double' };
+    }
+    return info;
   }
 
   function systemStats(): Record<string, unknown> {
@@ -495,6 +532,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
       messages.push([type, data]);
       send(toAll ? undefined : sid, type, data);
     };
+    const startedAt = performance.now();
     event('execution_start', { prompt_id, timestamp: Date.now() });
     event('execution_cached', { nodes: [], prompt_id, timestamp: Date.now() });
     const outputs: Record<string, unknown> = {};
@@ -527,6 +565,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
       meta: {},
     });
     finished.push(prompt_id);
+    executions.push({ promptId: prompt_id, startedAt, endedAt: performance.now() });
     running = undefined;
     send(sid, 'executing', { node: null, prompt_id });
   }
@@ -555,6 +594,14 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
   }
 
   async function sample(item: QueueItem, node: string, steps: number, sid: string | undefined): Promise<unknown> {
+    if (double.renderMs > 0 && double.mode === 'normal') {
+      // One timed "GPU" pass; ComfyUI reports the end of sampling, then saves.
+      await sleep(double.renderMs);
+      if (closed || item.interrupted) return 'interrupted';
+      send(sid, 'progress', { value: steps, max: steps, prompt_id: item.promptId, node });
+      sendPreview(sid);
+      return undefined;
+    }
     for (let value = 1; value <= steps; value++) {
       if (closed || item.interrupted) return 'interrupted';
       if (double.mode === 'hang') {
@@ -607,6 +654,9 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     promptAnswerDelayMs: 0,
     viewPaddingBytes: 0,
     viewTransfer: 'content-length',
+    viewDelayMs: 0,
+    renderMs: 0,
+    executions,
     get viewsCutShort() {
       return cutShort;
     },

@@ -274,11 +274,21 @@ describe('ComfyUIRenderer against the ComfyUI double', () => {
   it('fails a workflow ComfyUI refuses (400) without trying another backend', async () => {
     const a = await comfy();
     const b = await comfy();
-    const r = renderer([a.url, b.url], { checkpoint: 'missing-model.safetensors' });
-    const err = await rejection(r.render(request(), context().ctx));
+    const r = renderer([a.url, b.url]);
+    const err = await rejection(r.render(request({ width: 20_000 }), context().ctx));
     expect(err.retryable).toBe(false);
     expect(err.message).toBe('renderer rejected the workflow');
     expect(a.promptCount + b.promptCount).toBe(1);
+  });
+
+  it('fails at once, sending nothing, a job whose checkpoint no backend has (/object_info)', async () => {
+    const a = await comfy();
+    const b = await comfy();
+    const r = renderer([a.url, b.url], { checkpoint: 'missing-model.safetensors' });
+    const err = await rejection(r.render(request(), context().ctx));
+    expect(err.retryable).toBe(false);
+    expect(err.message).toBe('no renderer can run this job (its model or nodes are not installed)');
+    expect(a.promptCount + b.promptCount).toBe(0);
   });
 
   it('completes by polling /history when the WebSocket cannot be used', async () => {

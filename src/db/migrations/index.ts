@@ -5,6 +5,7 @@ import * as auditHead from './0006_audit_head.js';
 import * as identity from './0002_identity.js';
 import * as jobRequestHash from './0004_job_request_hash.js';
 import * as assetsAtScale from './0010_assets_at_scale.js';
+import * as fleetShares from './0009_fleet_shares.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -14,4 +15,5 @@ export const migrations: Record<string, Migration> = {
   '0002_identity': identity,
   '0004_job_request_hash': jobRequestHash,
   '0010_assets_at_scale': assetsAtScale,
+  '0009_fleet_shares': fleetShares,
 };

@@ -121,6 +121,13 @@ export class ComfyUIClient {
     await this.call('POST', 'interrupt', { body: { prompt_id: promptId }, signal }, drain);
   }
 
+  /** GET /object_info: every node class the server has, with its inputs (checkpoint lists included). */
+  async objectInfo(signal?: AbortSignal): Promise<Record<string, unknown>> {
+    const answer = await this.call('GET', 'object_info', { signal }, (res) => readJson(res, 'GET /object_info'));
+    if (!isObject(answer)) throw unexpected('GET /object_info: malformed');
+    return answer;
+  }
+
   /** GET /system_stats: a cheap liveness probe. */
   async systemStats(signal?: AbortSignal): Promise<Record<string, unknown>> {
     const answer = await this.call('GET', 'system_stats', { signal }, (res) => readJson(res, 'GET /system_stats'));

@@ -7,9 +7,11 @@ import {
   type Renderer,
   type RendererHealth,
   type RenderOutput,
+  type PreviewFrame,
   type RenderRequest,
 } from '../renderer.js';
 import { ComfyUIClient, MESSAGES, type HistoryEntry, type OutputFile } from './client.js';
+import { Fleet, type FleetBackend, type FleetRun, type Requirement } from './fleet.js';
 import { buildWorkflow, ROLES, type Workflow } from './workflow.js';
 
 export interface ComfyUIRendererOptions {
@@ -29,6 +31,8 @@ export interface ComfyUIRendererOptions {
   downloadTimeoutMs?: number;
   /** largest result file downloaded (default 200 MiB); a larger one fails the job */
   maxOutputBytes?: number;
+  /** prompts each backend is kept deep, per URL (one value: all); default 2 */
+  depths?: number[];
 }
 
 const DEFAULTS = {
@@ -64,87 +68,6 @@ const MEDIA: Record<string, { contentType: string; types: JobType[] }> = {
   mp4: { contentType: 'video/mp4', types: ['video'] },
   webm: { contentType: 'video/webm', types: ['video'] },
 };
-
-// ---------------------------------------------------------------------------------------------
-// Backends
-
-interface Backend {
-  /** index in the configured URL list; the only name a backend ever has outside this module */
-  id: string;
-  client: ComfyUIClient;
-  /** undefined until first probed */
-  ok: boolean | undefined;
-  /** running + pending prompts at the last probe */
-  queue: number;
-  /** jobs this process has on it right now */
-  inflight: number;
-}
-
-class BackendPool {
-  readonly backends: Backend[];
-  private turn = 0;
-  private probing: Promise<void> | undefined;
-
-  constructor(urls: string[], clientOptions: ConstructorParameters<typeof ComfyUIClient>[1]) {
-    this.backends = urls.map((url, index) => ({
-      id: String(index),
-      client: new ComfyUIClient(url, clientOptions),
-      ok: undefined,
-      queue: 0,
-      inflight: 0,
-    }));
-  }
-
-  /**
-   * Backends in the order to try: those not known dead first, shortest queue first, ties taken in
-   * turn; the dead ones last, in case they came back since the last probe.
-   */
-  candidates(): Backend[] {
-    const n = this.backends.length;
-    const turn = this.turn++ % n;
-    const rank = (b: Backend): [number, number, number] => [
-      b.ok === false ? 1 : 0,
-      Math.max(b.queue, b.inflight),
-      (Number(b.id) - turn + n) % n,
-    ];
-    return [...this.backends].sort((a, b) => compareTuples(rank(a), rank(b)));
-  }
-
-  markDown(backend: Backend): void {
-    backend.ok = false;
-  }
-
-  /** Probes every backend (GET /queue) at once; concurrent callers share one round. */
-  probe(): Promise<void> {
-    this.probing ??= Promise.all(this.backends.map((b) => probeOne(b))).then(
-      () => {
-        this.probing = undefined;
-      },
-      () => {
-        this.probing = undefined;
-      },
-    );
-    return this.probing;
-  }
-}
-
-async function probeOne(backend: Backend): Promise<void> {
-  try {
-    const queue = await backend.client.queue();
-    backend.ok = true;
-    backend.queue = queue.running.length + queue.pending.length;
-  } catch {
-    backend.ok = false;
-  }
-}
-
-function compareTuples(a: number[], b: number[]): number {
-  for (let i = 0; i < a.length; i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Progress
@@ -222,6 +145,40 @@ class SocketBuffer {
   }
 }
 
+interface WatchHooks {
+  /** the prompt began executing */
+  onStart?: () => void;
+  onPreview?: (frame: PreviewFrame) => void;
+}
+
+/**
+ * A binary WebSocket message: PREVIEW_IMAGE (4-byte event 1, 4-byte image type 1 JPEG / 2 PNG,
+ * the image) or PREVIEW_IMAGE_WITH_METADATA (event 4, 4-byte JSON length, JSON with prompt_id and
+ * image_type, the image). Anything else is not a preview.
+ */
+export function parsePreview(data: WebSocket.RawData, promptId: string): PreviewFrame | undefined {
+  const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+  if (buf.length < 9) return undefined;
+  const event = buf.readUInt32BE(0);
+  if (event === 1) {
+    const contentType = { 1: 'image/jpeg', 2: 'image/png' }[buf.readUInt32BE(4)];
+    return contentType ? { contentType, data: buf.subarray(8) } : undefined;
+  }
+  if (event === 4) {
+    const length = buf.readUInt32BE(4);
+    if (8 + length >= buf.length) return undefined;
+    try {
+      const meta = JSON.parse(buf.subarray(8, 8 + length).toString('utf8')) as { prompt_id?: unknown; image_type?: unknown };
+      if (meta.prompt_id !== undefined && meta.prompt_id !== promptId) return undefined;
+      const contentType = typeof meta.image_type === 'string' && /^image\/(jpeg|png|webp)$/.test(meta.image_type) ? meta.image_type : undefined;
+      return contentType ? { contentType, data: buf.subarray(8 + length) } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
 class PromptWatch {
   readonly done: Promise<HistoryEntry>;
   private resolve!: (entry: HistoryEntry) => void;
@@ -241,6 +198,7 @@ class PromptWatch {
     private readonly pollMs: number,
     private readonly signal: AbortSignal,
     early: SocketMessage[],
+    private readonly hooks: WatchHooks = {},
   ) {
     this.done = new Promise((resolve, reject) => {
       this.resolve = resolve;
@@ -273,14 +231,22 @@ class PromptWatch {
   private readonly onClose = (): void => this.schedule();
 
   private readonly onMessage = (data: WebSocket.RawData, isBinary: boolean): void => {
-    if (isBinary || this.settled) return; // binary frames are live previews
+    if (this.settled) return;
+    if (isBinary) {
+      // Live previews: this socket's client id is this run's alone, so they are its prompt's.
+      const frame = this.hooks.onPreview && parsePreview(data, this.promptId);
+      if (frame) this.hooks.onPreview?.(frame);
+      return;
+    }
     const event = parseEvent(data);
     if (!event || event.data.prompt_id !== this.promptId) return;
     const d = event.data;
     switch (event.type) {
       case 'execution_start':
+        this.hooks.onStart?.();
         return this.progress.started();
       case 'progress':
+        this.hooks.onStart?.();
         return this.progress.step(d.node, Number(d.value), Number(d.max));
       case 'executing':
         if (d.node === null) return void this.check();
@@ -429,25 +395,62 @@ interface RunSettings {
 
 type StopReason = 'canceled' | 'timeout' | 'closed';
 
-class RenderRun {
+/** Failures that say the backend itself is gone (not the prompt's own fault). */
+function isBackendFault(err: unknown): boolean {
+  const faults: string[] = [MESSAGES.unavailable, MESSAGES.timeout, JOB_MESSAGES.lost];
+  return err instanceof RendererError && err.retryable && faults.includes(err.message);
+}
+
+interface Outcome {
+  promise: Promise<HistoryEntry>;
+  resolve(entry: HistoryEntry): void;
+  reject(err: unknown): void;
+}
+
+function outcome(): Outcome {
+  let resolve!: (entry: HistoryEntry) => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<HistoryEntry>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  promise.catch(() => undefined);
+  return { promise, resolve, reject };
+}
+
+class RenderRun implements FleetRun {
   private readonly controller = new AbortController();
   private readonly clientId = `celforge-${randomUUID()}`;
   private promptId: string = randomUUID();
   private reason: StopReason | undefined;
   /** the backend the prompt was (or may have been) sent to */
-  private backend: Backend | undefined;
+  private backend: FleetBackend | undefined;
+  /** whether this run holds a slot of `backend` (until its prompt has finished executing) */
+  private holding = false;
   private socket: SocketBuffer | undefined;
   private watch: PromptWatch | undefined;
   private readonly progress: Progress;
+  private readonly workflow: Workflow;
+  readonly requirement: Requirement;
+  startedAt: number | undefined;
+  private moving = false;
+  /** settled by whichever watch follows the prompt where it finally runs */
+  private readonly result = outcome();
 
   constructor(
-    private readonly pool: BackendPool,
+    private readonly fleet: Fleet,
     private readonly settings: RunSettings,
     private readonly request: RenderRequest,
     private readonly context: RenderContext,
   ) {
     const roles = ROLES[request.type];
     this.progress = new Progress((p) => context.onProgress(p), roles.sampler, roles.output);
+    this.workflow = buildWorkflow(request.type, request, { checkpoint: settings.checkpoint });
+    this.requirement = {
+      kind: request.type,
+      nodes: [...new Set(Object.values(this.workflow).map((node) => node.class_type))],
+      checkpoint: settings.checkpoint,
+    };
   }
 
   /** Stops the run; the pending render() rejects after cleaning up on ComfyUI. */
@@ -460,9 +463,9 @@ class RenderRun {
   async execute(): Promise<RenderOutput[]> {
     const unlink = this.linkAbort();
     try {
-      const workflow = buildWorkflow(this.request.type, this.request, { checkpoint: this.settings.checkpoint });
-      await this.submit(workflow);
-      const entry = await untilAborted(this.startWatch(), this.controller.signal);
+      await this.submit();
+      const entry = await untilAborted(this.result.promise, this.controller.signal);
+      this.gpuDone();
       const outputs = await this.download(entry);
       this.progress.done();
       return outputs;
@@ -471,6 +474,7 @@ class RenderRun {
         await this.withdraw();
         throw stopError(this.reason);
       }
+      if (this.backend && isBackendFault(err)) this.fleet.markDown(this.backend);
       throw asRendererError(err);
     } finally {
       unlink();
@@ -490,47 +494,49 @@ class RenderRun {
     };
   }
 
-  /** Tries the backends in order; one that cannot be reached is marked down and the next one tried. */
-  private async submit(workflow: Workflow): Promise<void> {
+  /** Takes a slot from the fleet and submits there; a backend that cannot be reached is marked down and another tried. */
+  private async submit(): Promise<void> {
     let lastError: unknown;
-    for (const backend of this.pool.candidates()) {
-      this.controller.signal.throwIfAborted();
+    for (let tries = 0; tries < Math.max(1, this.fleet.backends.length); tries++) {
+      const backend = await this.fleet.acquire(this, this.controller.signal);
+      this.backend = backend;
+      this.holding = true;
       try {
-        await this.submitTo(backend, workflow);
+        await this.submitTo(backend);
+        this.startWatch();
         return;
       } catch (err) {
         if (this.controller.signal.aborted || (err instanceof RendererError && !err.retryable)) throw err;
         lastError = err;
-        this.pool.markDown(backend);
+        this.fleet.markDown(backend);
         this.leave(backend);
       }
     }
     throw new RendererError(MESSAGES.unavailable, true, { cause: lastError });
   }
 
-  private async submitTo(backend: Backend, workflow: Workflow): Promise<void> {
+  private async submitTo(backend: FleetBackend): Promise<void> {
     const { signal } = this.controller;
-    this.backend = backend;
-    backend.inflight++;
     // Connect first so that no event of the prompt can be missed.
     const ws = await backend.client.openSocket(this.clientId, signal);
     this.socket = ws && new SocketBuffer(ws);
-    const submitted = await backend.client.submit(workflow, this.clientId, this.promptId, signal);
+    const submitted = await backend.client.submit(this.workflow, this.clientId, this.promptId, signal);
     this.promptId = submitted.promptId;
     backend.ok = true;
   }
 
   /** Gives a backend up after a failed submission, removing the prompt in case it got queued. */
-  private leave(backend: Backend): void {
+  private leave(backend: FleetBackend): void {
     this.closeSocket();
-    backend.inflight--;
+    if (this.holding) this.fleet.release(this, backend);
+    this.holding = false;
     this.backend = undefined;
     void backend.client.deleteFromQueue([this.promptId]).catch(() => undefined);
   }
 
-  private startWatch(): Promise<HistoryEntry> {
+  private startWatch(): void {
     const backend = this.backend!;
-    this.watch = new PromptWatch(
+    const watch = new PromptWatch(
       backend.client,
       this.promptId,
       this.socket?.ws,
@@ -538,8 +544,78 @@ class RenderRun {
       this.settings.pollIntervalMs,
       this.controller.signal,
       this.socket?.release() ?? [],
+      { onStart: () => this.onStart(backend), onPreview: this.context.onPreview && ((frame) => this.context.onPreview?.(frame)) },
     );
-    return this.watch.done;
+    this.watch = watch;
+    watch.done.then(
+      (entry) => {
+        if (this.watch === watch) this.result.resolve(entry);
+      },
+      (err: unknown) => {
+        if (this.watch === watch) this.result.reject(err);
+      },
+    );
+  }
+
+  private onStart(backend: FleetBackend): void {
+    if (this.startedAt !== undefined || backend !== this.backend) return;
+    this.startedAt = Date.now();
+    backend.executionStarted(this.startedAt);
+  }
+
+  /** The prompt has finished executing: its slot goes to the next prompt while the result downloads. */
+  private gpuDone(): void {
+    const backend = this.backend;
+    if (!backend) return;
+    if (this.startedAt !== undefined) backend.executionEnded(this.request.type, Date.now() - this.startedAt);
+    this.startedAt = undefined;
+    if (this.holding) this.fleet.release(this, backend);
+    this.holding = false;
+  }
+
+  /**
+   * Work stealing: takes the prompt back from its backend (POST /queue {delete}) and submits it to
+   * `target`. False when it had started there meanwhile (a delete never touches a running prompt).
+   */
+  async moveTo(target: FleetBackend): Promise<boolean> {
+    const from = this.backend;
+    const watch = this.watch;
+    if (!from || !watch || this.startedAt !== undefined || this.moving || this.reason || !this.holding) return false;
+    this.moving = true;
+    watch.stop();
+    this.watch = undefined;
+    try {
+      let taken = false;
+      try {
+        const { signal } = this.controller;
+        await from.client.deleteFromQueue([this.promptId], signal);
+        const queue = await from.client.queue(signal);
+        if (queue.running.includes(this.promptId)) this.onStart(from);
+        taken = !queue.running.includes(this.promptId) && !queue.pending.includes(this.promptId) && !(await from.client.history(this.promptId, signal));
+      } catch {
+        taken = false;
+      }
+      if (this.reason) return false;
+      if (!taken) {
+        // It stays where it is: follow it there again (the new watch reads /history, so nothing is missed).
+        this.startWatch();
+        return false;
+      }
+      this.closeSocket();
+      this.backend = target;
+      this.fleet.moved(this, from);
+      this.promptId = randomUUID();
+      try {
+        await this.submitTo(target);
+        this.startWatch();
+      } catch (err) {
+        if (isBackendFault(err)) this.fleet.markDown(target);
+        this.result.reject(err);
+      }
+      return true;
+    } finally {
+      this.moving = false;
+    }
   }
 
   private async download(entry: HistoryEntry): Promise<RenderOutput[]> {
@@ -583,7 +659,9 @@ class RenderRun {
   private release(): void {
     this.watch?.stop();
     this.closeSocket();
-    if (this.backend) this.backend.inflight--;
+    if (this.backend && this.startedAt !== undefined) this.backend.executionEnded(this.request.type, undefined);
+    if (this.backend && this.holding) this.fleet.release(this, this.backend);
+    this.holding = false;
     this.backend = undefined;
   }
 }
@@ -619,10 +697,10 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
 // ---------------------------------------------------------------------------------------------
 // The renderer
 
-/** Celforge's production renderer: one or more ComfyUI servers over HTTP + WebSocket. */
+/** Celforge's production renderer: a fleet of one or more ComfyUI servers over HTTP + WebSocket. */
 export class ComfyUIRenderer implements Renderer {
   readonly name = 'comfyui';
-  private readonly pool: BackendPool;
+  readonly fleet: Fleet;
   private readonly settings: RunSettings;
   /** renders in progress, each with a promise that settles (never rejects) when it has ended */
   private readonly runs = new Map<RenderRun, Promise<unknown>>();
@@ -632,23 +710,27 @@ export class ComfyUIRenderer implements Renderer {
   constructor(options: ComfyUIRendererOptions) {
     if (options.urls.length === 0) throw new Error('comfyui renderer: at least one URL is required');
     const requestTimeoutMs = options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs;
-    this.pool = new BackendPool(options.urls, {
-      timeoutMs: requestTimeoutMs,
-      downloadTimeoutMs: options.downloadTimeoutMs ?? DEFAULTS.downloadTimeoutMs,
-      maxOutputBytes: options.maxOutputBytes ?? DEFAULTS.maxOutputBytes,
+    this.fleet = new Fleet({
+      urls: options.urls,
+      depths: options.depths,
+      client: {
+        timeoutMs: requestTimeoutMs,
+        downloadTimeoutMs: options.downloadTimeoutMs ?? DEFAULTS.downloadTimeoutMs,
+        maxOutputBytes: options.maxOutputBytes ?? DEFAULTS.maxOutputBytes,
+      },
     });
     this.settings = {
       checkpoint: options.checkpoint ?? DEFAULTS.checkpoint,
       jobTimeoutMs: options.jobTimeoutMs ?? DEFAULTS.jobTimeoutMs,
       pollIntervalMs: options.pollIntervalMs ?? DEFAULTS.pollIntervalMs,
     };
-    this.timer = setInterval(() => void this.pool.probe(), options.healthIntervalMs ?? DEFAULTS.healthIntervalMs);
+    this.timer = setInterval(() => void this.fleet.probe(), options.healthIntervalMs ?? DEFAULTS.healthIntervalMs);
     this.timer.unref();
   }
 
   async render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]> {
     if (this.closed) throw new RendererError(MESSAGES.unavailable, true);
-    const run = new RenderRun(this.pool, this.settings, request, context);
+    const run = new RenderRun(this.fleet, this.settings, request, context);
     const result = run.execute();
     const ended = result.then(
       () => this.runs.delete(run),
@@ -658,11 +740,17 @@ export class ComfyUIRenderer implements Renderer {
     return result;
   }
 
+  freeSlots(): number {
+    return this.closed ? 0 : this.fleet.freeSlots();
+  }
+
+  onCapacity(listener: () => void): void {
+    this.fleet.onCapacity(listener);
+  }
+
   async health(): Promise<RendererHealth> {
-    await this.pool.probe();
-    const backends = this.pool.backends.map((b) =>
-      b.ok ? { id: b.id, ok: true, queue: b.queue } : { id: b.id, ok: false },
-    );
+    await this.fleet.probe();
+    const backends = this.fleet.backends.map((b) => (b.ok ? { id: b.id, ok: true, queue: b.queue } : { id: b.id, ok: false }));
     return { name: this.name, ok: backends.some((b) => b.ok), backends };
   }
 

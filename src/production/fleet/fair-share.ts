@@ -1,0 +1,149 @@
+import { sql, type Kysely } from 'kysely';
+import type { Store } from '../../db/database.js';
+import type { Database, FleetSharesTable } from '../../db/schema.js';
+import { claimedBy, type JobRow } from '../store.js';
+
+export interface FairSharePolicy {
+  /** jobs one user may have running at once unless an admin set otherwise; null: no cap */
+  maxRunning: number | null;
+  /** recorded GPU use halves every this many milliseconds */
+  halfLifeMs: number;
+}
+
+export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, halfLifeMs: 10 * 60_000 };
+
+/** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
+const CLAIM_LOCK = 0x63_66_66_6c; // "cffl"
+
+interface Contender {
+  userId: string;
+  oldest: string;
+  running: number;
+  weight: number;
+  usage: number;
+}
+
+/** GPU milliseconds of a share row as of `now`, after the half-life decay. */
+export function decayedUsage(share: Pick<FleetSharesTable, 'usage_ms' | 'usage_at'> | undefined, now: number, halfLifeMs: number): number {
+  if (!share || !share.usage_at) return 0;
+  const age = Math.max(0, now - Date.parse(share.usage_at));
+  return share.usage_ms * 2 ** (-age / halfLifeMs);
+}
+
+/**
+ * Weighted round-robin by user: the user with the fewest running jobs per unit of weight goes
+ * first, then the one with the least recent GPU use per weight, then the one waiting longest.
+ */
+function compare(a: Contender, b: Contender): number {
+  return a.running / a.weight - b.running / b.weight || a.usage / a.weight - b.usage / b.weight || a.oldest.localeCompare(b.oldest);
+}
+
+/**
+ * Takes the next job by fair share instead of arrival order: among users with a due queued job
+ * and room under their running cap, the first by `compare`; that user's oldest due job. Claims are
+ * serialised (PostgreSQL advisory lock; SQLite's write lock), so caps hold across workers.
+ */
+export function claimFair(store: Store, workerId: string, now: Date, leaseUntil: string, policy: FairSharePolicy = DEFAULT_POLICY): Promise<JobRow | undefined> {
+  const at = now.toISOString();
+  return store.db.transaction().execute(async (trx) => {
+    if (store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
+    const waiting = await trx
+      .selectFrom('jobs')
+      .select(['user_id', (eb) => eb.fn.min<string>('created_at').as('oldest')])
+      .where('status', '=', 'queued')
+      .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
+      .groupBy('user_id')
+      .execute();
+    if (waiting.length === 0) return undefined;
+    const users = waiting.map((row) => row.user_id);
+    const [running, shares] = await Promise.all([
+      trx
+        .selectFrom('jobs')
+        .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
+        .where('status', '=', 'running')
+        .where('user_id', 'in', users)
+        .groupBy('user_id')
+        .execute(),
+      trx.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+    ]);
+    const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
+    const shareOf = new Map(shares.map((row) => [row.user_id, row]));
+    const contenders: Contender[] = [];
+    for (const row of waiting) {
+      const share = shareOf.get(row.user_id);
+      const count = runningOf.get(row.user_id) ?? 0;
+      const cap = share?.max_running ?? policy.maxRunning;
+      if (cap !== null && count >= cap) continue;
+      contenders.push({
+        userId: row.user_id,
+        oldest: String(row.oldest),
+        running: count,
+        weight: share?.weight ?? 1,
+        usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
+      });
+    }
+    const next = contenders.sort(compare)[0];
+    if (!next) return undefined;
+    const candidate = trx
+      .selectFrom('jobs')
+      .select('id')
+      .where('user_id', '=', next.userId)
+      .where('status', '=', 'queued')
+      .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
+      .orderBy('created_at')
+      .orderBy('id')
+      .limit(1);
+    return trx
+      .updateTable('jobs')
+      .set(claimedBy(workerId, at, leaseUntil))
+      .where('id', '=', candidate)
+      .where('status', '=', 'queued')
+      .returningAll()
+      .executeTakeFirst();
+  });
+}
+
+/** Adds a job's GPU time to its user's decaying use. */
+export async function recordGpuUse(db: Kysely<Database>, userId: string, ms: number, now: Date, policy: FairSharePolicy = DEFAULT_POLICY): Promise<void> {
+  const at = now.toISOString();
+  await db.transaction().execute(async (trx) => {
+    const share = await trx.selectFrom('fleet_shares').selectAll().where('user_id', '=', userId).executeTakeFirst();
+    const usage = decayedUsage(share, now.getTime(), policy.halfLifeMs) + Math.max(0, ms);
+    if (share) {
+      await trx.updateTable('fleet_shares').set({ usage_ms: usage, usage_at: at }).where('user_id', '=', userId).execute();
+    } else {
+      await trx
+        .insertInto('fleet_shares')
+        .values({ user_id: userId, weight: 1, max_running: null, usage_ms: usage, usage_at: at, updated_at: at, updated_by: null })
+        .onConflict((oc) => oc.column('user_id').doUpdateSet({ usage_ms: usage, usage_at: at }))
+        .execute();
+    }
+  });
+}
+
+export interface ShareSetting {
+  weight: number;
+  max_running: number | null;
+}
+
+/** An admin's setting of a user's weight and running cap; the user's recorded use is kept. */
+export async function saveShare(db: Kysely<Database>, userId: string, setting: ShareSetting, by: string, now: Date): Promise<void> {
+  const at = now.toISOString();
+  await db
+    .insertInto('fleet_shares')
+    .values({ user_id: userId, weight: setting.weight, max_running: setting.max_running, usage_ms: 0, usage_at: null, updated_at: at, updated_by: by })
+    .onConflict((oc) => oc.column('user_id').doUpdateSet({ weight: setting.weight, max_running: setting.max_running, updated_at: at, updated_by: by }))
+    .execute();
+}
+
+export function findShare(db: Kysely<Database>, userId: string): Promise<FleetSharesTable | undefined> {
+  return db.selectFrom('fleet_shares').selectAll().where('user_id', '=', userId).executeTakeFirst();
+}
+
+/** Per-user GPU use (decayed, in seconds) of every user who has some, largest first. */
+export async function gpuSecondsByUser(db: Kysely<Database>, now: Date, policy: FairSharePolicy = DEFAULT_POLICY) {
+  const rows = await db.selectFrom('fleet_shares').select(['user_id', 'usage_ms', 'usage_at']).where('usage_ms', '>', 0).execute();
+  return rows
+    .map((row) => ({ user_id: row.user_id, gpu_seconds: decayedUsage(row, now.getTime(), policy.halfLifeMs) / 1000 }))
+    .sort((a, b) => b.gpu_seconds - a.gpu_seconds);
+}

@@ -1,0 +1,67 @@
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import type { Auditor } from '../../audit/events.js';
+import type { Store } from '../../db/database.js';
+import { notFound } from '../../http/problem.js';
+import { userExists } from '../../limits/quota-store.js';
+import { decayedUsage, DEFAULT_POLICY, findShare, saveShare, type ShareSetting } from './fair-share.js';
+
+const Setting = Type.Object(
+  {
+    weight: Type.Number({ minimum: 0.01, maximum: 100 }),
+    max_running: Type.Union([Type.Integer({ minimum: 1, maximum: 100_000 }), Type.Null()]),
+  },
+  { additionalProperties: false },
+);
+const ShareAnswer = Type.Object({
+  user_id: Type.String(),
+  weight: Type.Number(),
+  /** null: the configured default (CELFORGE_FLEET_USER_MAX_RUNNING) or no cap */
+  max_running: Type.Union([Type.Integer(), Type.Null()]),
+  gpu_seconds: Type.Number(),
+});
+const UserParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
+
+/** Admin: a user's share of the GPU fleet (fair-share weight, running cap) and recent GPU use. */
+export async function fleetShareRoutes(app: FastifyInstance, options: { store: Store; audit: Auditor }) {
+  const { store, audit } = options;
+  const view = async (userId: string) => {
+    if (!(await userExists(store.db, userId))) throw notFound('No such user.');
+    const share = await findShare(store.db, userId);
+    return {
+      user_id: userId,
+      weight: share?.weight ?? 1,
+      max_running: share?.max_running ?? null,
+      gpu_seconds: decayedUsage(share, Date.now(), DEFAULT_POLICY.halfLifeMs) / 1000,
+    };
+  };
+
+  app.get<{ Params: { id: string } }>(
+    '/admin/users/:id/share',
+    { config: { role: 'admin', rateClass: 'admin' }, schema: { tags: ['admin'], params: UserParams, response: { 200: ShareAnswer } } },
+    async (request) => view(request.params.id),
+  );
+
+  app.put<{ Params: { id: string }; Body: ShareSetting }>(
+    '/admin/users/:id/share',
+    {
+      config: { role: 'admin', rateClass: 'admin', critical: true },
+      schema: { tags: ['admin'], params: UserParams, body: Setting, response: { 200: ShareAnswer } },
+    },
+    async (request) => {
+      const userId = request.params.id;
+      if (!(await userExists(store.db, userId))) throw notFound('No such user.');
+      await saveShare(store.db, userId, request.body, request.principal!.userId, new Date());
+      audit.record({
+        action: 'admin.user.share',
+        outcome: 'success',
+        actorId: request.principal!.userId,
+        target: userId,
+        ip: request.ip,
+        requestId: String(request.id),
+        detail: { weight: request.body.weight, max_running: request.body.max_running },
+      });
+      return view(userId);
+    },
+  );
+}

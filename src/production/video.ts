@@ -1,0 +1,143 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import sharp from 'sharp';
+import type { RenderOutput } from '../renderers/renderer.js';
+
+/**
+ * Video files people can use: whatever frames a renderer made (an animated WebP or GIF, or a batch
+ * of stills) become an H.264 MP4 (yuv420p, moov atom first so playback starts before the download
+ * ends) and a JPEG poster; the original animation is kept after them. ffmpeg runs without a shell,
+ * with a time limit, and its output file may not pass `maxBytes`.
+ */
+
+export interface VideoOptions {
+  /** the ffmpeg binary (default: `ffmpeg` on PATH) */
+  ffmpeg?: string;
+  timeoutMs?: number;
+  /** largest MP4 kept; ffmpeg stops writing there and the conversion fails */
+  maxBytes?: number;
+  /** largest total of decoded frame bytes accepted (width × height × 3 × frames) */
+  maxRawBytes?: number;
+}
+
+const DEFAULTS = { ffmpeg: 'ffmpeg', timeoutMs: 120_000, maxBytes: 200 * 1024 * 1024, maxRawBytes: 1024 * 1024 * 1024 };
+const STDERR_KEEP = 4096;
+
+export class VideoError extends Error {
+  constructor(
+    message: string,
+    /** ffmpeg is not installed here */
+    readonly missing = false,
+  ) {
+    super(message);
+    this.name = 'VideoError';
+  }
+}
+
+interface Frames {
+  width: number;
+  height: number;
+  count: number;
+  /** rgb24, frame after frame */
+  raw: Buffer;
+}
+
+const ANIMATED = new Set(['image/webp', 'image/gif']);
+const STILLS = new Set(['image/png', 'image/jpeg', 'image/webp']);
+
+/** The frames of a renderer's outputs: one animation, or every still in order (sized as the first). */
+async function framesOf(outputs: RenderOutput[], maxRawBytes: number): Promise<Frames | undefined> {
+  if (outputs.length === 1 && ANIMATED.has(outputs[0]!.contentType)) {
+    const image = sharp(outputs[0]!.data, { pages: -1, animated: true });
+    const meta = await image.metadata();
+    const count = meta.pages ?? 1;
+    const width = meta.width ?? 0;
+    const height = meta.pageHeight ?? meta.height ?? 0;
+    if (width === 0 || height === 0 || width * height * 3 * count > maxRawBytes) return undefined;
+    const raw = await image.removeAlpha().raw().toBuffer();
+    return { width, height, count, raw };
+  }
+  const stills = outputs.filter((o) => STILLS.has(o.contentType));
+  if (stills.length === 0 || stills.length !== outputs.length) return undefined;
+  const first = await sharp(stills[0]!.data).metadata();
+  const width = first.width ?? 0;
+  const height = first.height ?? 0;
+  if (width === 0 || height === 0 || width * height * 3 * stills.length > maxRawBytes) return undefined;
+  const raws = await Promise.all(stills.map((s) => sharp(s.data).resize(width, height, { fit: 'fill' }).removeAlpha().raw().toBuffer()));
+  return { width, height, count: stills.length, raw: Buffer.concat(raws) };
+}
+
+/** Runs ffmpeg (no shell) with `input` on stdin; rejects on a non-zero exit, the time limit or the signal. */
+function runFfmpeg(binary: string, args: string[], input: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(binary, args, { stdio: ['pipe', 'ignore', 'pipe'], shell: false, windowsHide: true });
+    let stderr = '';
+    let failure: Error | undefined;
+    const kill = (error: Error): void => {
+      failure ??= error;
+      child.kill('SIGKILL');
+    };
+    const timer = setTimeout(() => kill(new VideoError(`ffmpeg ran longer than ${timeoutMs} ms`)), timeoutMs);
+    const onAbort = (): void => kill(signal?.reason instanceof Error ? signal.reason : new Error('aborted'));
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    child.stderr.on('data', (chunk: Buffer) => {
+      if (stderr.length < STDERR_KEEP) stderr += chunk.toString('utf8').slice(0, STDERR_KEEP - stderr.length);
+    });
+    // ffmpeg may exit before reading everything (an error): that EPIPE is reported through 'close'.
+    child.stdin.on('error', () => {});
+    child.on('error', (error: NodeJS.ErrnoException) => {
+      failure ??= error.code === 'ENOENT' ? new VideoError('ffmpeg is not installed', true) : error;
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      if (failure) return reject(failure);
+      if (code !== 0) return reject(new VideoError(`ffmpeg exited with ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
+      resolve();
+    });
+    child.stdin.end(input);
+  });
+}
+
+/**
+ * The MP4 and poster of a video job's outputs, followed by the outputs themselves; the outputs
+ * unchanged when they already hold a video or hold no frames that can be read.
+ */
+export async function toVideoAssets(outputs: RenderOutput[], fps: number, options: VideoOptions = {}, signal?: AbortSignal): Promise<RenderOutput[]> {
+  const settings = { ...DEFAULTS, ...options };
+  if (outputs.some((o) => o.contentType.startsWith('video/'))) return outputs;
+  const frames = await framesOf(outputs, settings.maxRawBytes);
+  if (!frames) return outputs;
+  const dir = await mkdtemp(path.join(tmpdir(), 'celforge-video-'));
+  try {
+    const file = path.join(dir, 'video.mp4');
+    const rate = String(Math.max(1, Math.min(120, Math.round(fps))));
+    const args = [
+      '-hide_banner', '-loglevel', 'error',
+      '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${frames.width}x${frames.height}`, '-r', rate, '-i', 'pipe:0',
+      // yuv420p needs even sides
+      '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2',
+      '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p',
+      '-movflags', '+faststart', '-fs', String(settings.maxBytes), '-threads', '1',
+      '-y', file,
+    ];
+    await runFfmpeg(settings.ffmpeg, args, frames.raw, settings.timeoutMs, signal);
+    const size = (await stat(file)).size;
+    if (size === 0 || size >= settings.maxBytes) throw new VideoError('the video is larger than allowed');
+    const mp4 = await readFile(file);
+    const frameBytes = frames.width * frames.height * 3;
+    const poster = await sharp(frames.raw.subarray(0, frameBytes), { raw: { width: frames.width, height: frames.height, channels: 3 } })
+      .jpeg({ quality: 85 })
+      .toBuffer();
+    return [
+      { data: mp4, contentType: 'video/mp4', extension: 'mp4' },
+      { data: poster, contentType: 'image/jpeg', extension: 'jpg' },
+      ...outputs,
+    ];
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

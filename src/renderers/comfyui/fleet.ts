@@ -1,0 +1,400 @@
+import { RendererError, type JobType } from '../renderer.js';
+import { ComfyUIClient, MESSAGES, type ClientOptions } from './client.js';
+
+/**
+ * The ComfyUI fleet of one Celforge process: which backend runs which prompt. Every healthy backend
+ * is kept `depth` prompts deep (default: one running, one waiting), so its GPU never waits for
+ * Celforge between prompts; a prompt that has not started moves to a backend that frees up first
+ * (work stealing); a job goes only to a backend whose /object_info has its nodes and checkpoint.
+ */
+
+export const DEFAULT_DEPTH = 2;
+export const NO_BACKEND_CAN = 'no renderer can run this job (its model or nodes are not installed)';
+
+/** What a backend can run, from GET /object_info. */
+export interface Capabilities {
+  nodes: Set<string>;
+  checkpoints: Set<string>;
+}
+
+/** What a job needs: the node types of its workflow and the checkpoint it loads. */
+export interface Requirement {
+  kind: JobType;
+  nodes: string[];
+  checkpoint: string;
+}
+
+/** A render as the fleet sees it. */
+export interface FleetRun {
+  readonly requirement: Requirement;
+  /** when its prompt began executing on its backend (Date.now()); undefined while it waits */
+  readonly startedAt: number | undefined;
+  /** takes the prompt back from its backend and submits it to `target`; false if it had started meanwhile */
+  moveTo(target: FleetBackend): Promise<boolean>;
+}
+
+const GAP_SAMPLES = 512;
+/** A pause longer than this between prompts is the fleet running dry, not a scheduling gap. */
+const GAP_CAP_MS = 5_000;
+/** /object_info is re-read every this many probes (it changes only when models or nodes are added). */
+const CAPABILITY_EVERY = 20;
+
+export class FleetBackend {
+  ok: boolean | undefined = undefined;
+  capabilities: Capabilities | undefined;
+  /** runs holding a slot: submitted (or being submitted) and not finished executing */
+  readonly slots = new Set<FleetRun>();
+  /** running + pending prompts at the last probe (all clients, not only this process) */
+  queue = 0;
+  /** per job kind: mean execution time of recent prompts (exponentially weighted), ms */
+  readonly renderMs = new Map<JobType, number>();
+  #busySince: number | undefined;
+  #executing = 0;
+  #busyTotal = 0;
+  #lastEnd: number | undefined;
+  readonly #gaps: number[] = [];
+  #probes = 0;
+  readonly #createdAt = Date.now();
+
+  constructor(
+    readonly id: string,
+    readonly client: ComfyUIClient,
+    readonly depth: number,
+  ) {}
+
+  get healthy(): boolean {
+    return this.ok !== false;
+  }
+
+  get free(): number {
+    return this.healthy ? Math.max(0, this.depth - this.slots.size) : 0;
+  }
+
+  can(requirement: Requirement): boolean | undefined {
+    const caps = this.capabilities;
+    if (!caps) return undefined;
+    return caps.checkpoints.has(requirement.checkpoint) && requirement.nodes.every((node) => caps.nodes.has(node));
+  }
+
+  /** expected milliseconds a prompt of `kind` takes here (unknown: the fleet's guess) */
+  expectedMs(kind: JobType, fallback: number): number {
+    return this.renderMs.get(kind) ?? fallback;
+  }
+
+  executionStarted(at = Date.now()): void {
+    if (this.#executing++ === 0) {
+      this.#busySince = at;
+      if (this.#lastEnd !== undefined) {
+        const gap = at - this.#lastEnd;
+        if (gap <= GAP_CAP_MS) {
+          this.#gaps.push(gap);
+          if (this.#gaps.length > GAP_SAMPLES) this.#gaps.shift();
+        }
+      }
+    }
+  }
+
+  executionEnded(kind: JobType, ms: number | undefined, at = Date.now()): void {
+    if (this.#executing === 0) return;
+    if (--this.#executing === 0 && this.#busySince !== undefined) {
+      this.#busyTotal += at - this.#busySince;
+      this.#busySince = undefined;
+      this.#lastEnd = at;
+    }
+    if (ms !== undefined && ms >= 0) {
+      const before = this.renderMs.get(kind);
+      this.renderMs.set(kind, before === undefined ? ms : before * 0.8 + ms * 0.2);
+    }
+  }
+
+  stats(now = Date.now()) {
+    const busy = this.#busyTotal + (this.#busySince !== undefined ? now - this.#busySince : 0);
+    const gaps = [...this.#gaps].sort((a, b) => a - b);
+    return {
+      id: this.id,
+      ok: this.healthy,
+      depth: this.depth,
+      in_flight: this.slots.size,
+      utilization: Math.min(1, busy / Math.max(1, now - this.#createdAt)),
+      idle_gap_ms: { count: gaps.length, p50: percentile(gaps, 0.5), p99: percentile(gaps, 0.99) },
+      render_ms: Object.fromEntries(this.renderMs),
+    };
+  }
+
+  async probe(): Promise<void> {
+    try {
+      const queue = await this.client.queue();
+      this.queue = queue.running.length + queue.pending.length;
+      if (!this.capabilities || this.#probes % CAPABILITY_EVERY === 0) this.capabilities = parseObjectInfo(await this.client.objectInfo());
+      this.#probes++;
+      this.ok = true;
+    } catch {
+      this.ok = false;
+    }
+  }
+}
+
+interface Waiter {
+  run: FleetRun;
+  resolve: (backend: FleetBackend) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface FleetOptions {
+  urls: string[];
+  /** per URL; one value applies to all; default 2 */
+  depths?: number[];
+  client: ClientOptions;
+}
+
+export class Fleet {
+  readonly backends: FleetBackend[];
+  readonly #waiting: Waiter[] = [];
+  /** when each run got its slot */
+  readonly #placedAt = new WeakMap<FleetRun, number>();
+  readonly #listeners: (() => void)[] = [];
+  #probing: Promise<void> | undefined;
+  #turn = 0;
+
+  constructor(options: FleetOptions) {
+    this.backends = options.urls.map((url, index) => {
+      const depth = options.depths?.[options.depths.length === 1 ? 0 : index] ?? DEFAULT_DEPTH;
+      return new FleetBackend(String(index), new ComfyUIClient(url, options.client), depth);
+    });
+  }
+
+  /** Jobs the fleet can take now without one waiting: free slots of healthy backends, less runs already waiting. */
+  freeSlots(): number {
+    return this.backends.reduce((sum, b) => sum + b.free, 0) - this.#waiting.length;
+  }
+
+  onCapacity(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  /**
+   * A backend slot for the run: at once when a capable backend has one free, else when one frees
+   * up. Fails at once when no backend can run it (non-retryable) or none that can is healthy.
+   */
+  acquire(run: FleetRun, signal: AbortSignal): Promise<FleetBackend> {
+    return new Promise<FleetBackend>((resolve, reject) => {
+      const waiter: Waiter = {
+        run,
+        resolve: (backend) => {
+          signal.removeEventListener('abort', onAbort);
+          resolve(backend);
+        },
+        reject: (err) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      const onAbort = (): void => {
+        this.#drop(waiter);
+        reject(signal.reason);
+      };
+      if (signal.aborted) return reject(signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      // Counted at once, so the worker sees the slot taken before any await.
+      this.#waiting.push(waiter);
+      void this.#place(waiter);
+    });
+  }
+
+  async #place(waiter: Waiter): Promise<void> {
+    if (this.backends.some((b) => b.healthy && b.capabilities === undefined)) await this.probe();
+    if (!this.#waiting.includes(waiter)) return;
+    const requirement = waiter.run.requirement;
+    if (this.backends.every((b) => b.can(requirement) === false)) {
+      this.#drop(waiter);
+      return waiter.reject(new RendererError(NO_BACKEND_CAN, false, { cause: new Error(`needs ${requirement.checkpoint} and ${requirement.nodes.join(', ')}`) }));
+    }
+    if (!this.backends.some((b) => b.healthy && b.can(requirement) !== false)) {
+      this.#drop(waiter);
+      return waiter.reject(new RendererError(MESSAGES.unavailable, true, { cause: new Error('no healthy backend can run this job') }));
+    }
+    this.#dispatch();
+  }
+
+  /** Gives free slots to waiting runs, oldest first, each on the capable backend expected to start it soonest. */
+  #dispatch(): void {
+    for (const waiter of [...this.#waiting]) {
+      const backend = this.#bestFree(waiter.run.requirement);
+      if (!backend) continue;
+      this.#drop(waiter);
+      backend.slots.add(waiter.run);
+      this.#placedAt.set(waiter.run, Date.now());
+      waiter.resolve(backend);
+    }
+  }
+
+  #bestFree(requirement: Requirement): FleetBackend | undefined {
+    const n = this.backends.length;
+    const turn = this.#turn++ % n;
+    const fallback = this.#typicalMs(requirement.kind);
+    let best: FleetBackend | undefined;
+    let bestKey: number[] = [];
+    for (const b of this.backends) {
+      if (b.free === 0 || b.can(requirement) === false) continue;
+      // Fewest prompts ahead, weighted by how fast the backend is; ties in turn.
+      const key = [b.slots.size * b.expectedMs(requirement.kind, fallback) + b.expectedMs(requirement.kind, fallback), (Number(b.id) - turn + n) % n];
+      if (!best || compareTuples(key, bestKey) < 0) {
+        best = b;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  #typicalMs(kind: JobType): number {
+    const known = this.backends.flatMap((b) => (b.renderMs.has(kind) ? [b.renderMs.get(kind)!] : []));
+    return known.length > 0 ? Math.min(...known) : 1000;
+  }
+
+  #drop(waiter: Waiter): void {
+    const at = this.#waiting.indexOf(waiter);
+    if (at >= 0) this.#waiting.splice(at, 1);
+  }
+
+  /** The run's prompt finished executing (or the run ended): its slot goes to the next one. */
+  release(run: FleetRun, backend: FleetBackend): void {
+    if (!backend.slots.delete(run)) return;
+    this.#dispatch();
+    if (backend.free > 0 && this.#waiting.length === 0) void this.#steal(backend);
+    this.#notify();
+  }
+
+  /** A backend could not be reached: no new prompt goes there until a probe finds it again. */
+  markDown(backend: FleetBackend): void {
+    backend.ok = false;
+  }
+
+  /**
+   * `target` has a free slot and nothing waits for one: take a prompt that has not started on a
+   * backend where it would finish later than here, and run it here instead.
+   */
+  async #steal(target: FleetBackend): Promise<void> {
+    const now = Date.now();
+    let victim: FleetRun | undefined;
+    let gain = 0;
+    for (const source of this.backends) {
+      if (source === target) continue;
+      const waiting = [...source.slots].filter((run) => run.startedAt === undefined);
+      const last = waiting.at(-1);
+      if (!last || target.can(last.requirement) === false) continue;
+      // The last waiting prompt there ends after what runs there and every prompt ahead of it.
+      const kind = last.requirement.kind;
+      const fallback = this.#typicalMs(kind);
+      const thereEnds = this.#busyFor(source, fallback, now) + waiting.length * source.expectedMs(kind, fallback);
+      const hereEnds = this.#busyFor(target, fallback, now) + ([...target.slots].filter((run) => run.startedAt === undefined).length + 1) * target.expectedMs(kind, fallback);
+      if (thereEnds - hereEnds > gain) {
+        gain = thereEnds - hereEnds;
+        victim = last;
+      }
+    }
+    if (!victim) return;
+    target.slots.add(victim); // held while the move is tried
+    this.#placedAt.set(victim, Date.now());
+    let moved = false;
+    try {
+      moved = await victim.moveTo(target);
+    } catch {
+      moved = false;
+    }
+    if (!moved) {
+      target.slots.delete(victim);
+      this.#dispatch();
+      this.#notify();
+    }
+  }
+
+  /**
+   * How long what executes on a backend is expected to go on: a prompt past its mean, as long again
+   * as it ran; nothing of ours started though some wait (another client's prompt runs, or the
+   * backend is stuck), as long again as the oldest has waited.
+   */
+  #busyFor(backend: FleetBackend, fallback: number, now: number): number {
+    let longest = 0;
+    let oldestWait = 0;
+    let started = false;
+    for (const run of backend.slots) {
+      if (run.startedAt === undefined) {
+        oldestWait = Math.max(oldestWait, now - (this.#placedAt.get(run) ?? now));
+        continue;
+      }
+      started = true;
+      const elapsed = now - run.startedAt;
+      const expected = backend.expectedMs(run.requirement.kind, fallback);
+      longest = Math.max(longest, elapsed < expected ? expected - elapsed : elapsed);
+    }
+    return started ? longest : oldestWait;
+  }
+
+  /** Called by a run whose prompt moved: its old slot is freed (the new one was held by #steal). */
+  moved(run: FleetRun, from: FleetBackend): void {
+    from.slots.delete(run);
+    this.#dispatch();
+    this.#notify();
+  }
+
+  #notify(): void {
+    if (this.freeSlots() <= 0) return;
+    for (const listener of this.#listeners) {
+      try {
+        listener();
+      } catch {
+        // a listener's fault is its own
+      }
+    }
+  }
+
+  /** Probes every backend (GET /queue, and /object_info now and then); concurrent callers share one round. */
+  probe(): Promise<void> {
+    this.#probing ??= Promise.all(this.backends.map((b) => b.probe())).then(() => {
+      this.#probing = undefined;
+      this.#dispatch();
+      this.#notify();
+    });
+    return this.#probing;
+  }
+
+  /** ETA of the n-th job (0-based) still to be placed, from measured render times and free slots. */
+  etaMs(position: number, kind: JobType): number | undefined {
+    const healthy = this.backends.filter((b) => b.healthy);
+    if (healthy.length === 0) return undefined;
+    const fallback = this.#typicalMs(kind);
+    const rate = healthy.reduce((sum, b) => sum + 1 / b.expectedMs(kind, fallback), 0);
+    const ahead = position + healthy.reduce((sum, b) => sum + Math.max(0, b.slots.size - 1), 0) + this.#waiting.length;
+    return Math.round((ahead + 1) / rate);
+  }
+
+  stats() {
+    const now = Date.now();
+    return { waiting: this.#waiting.length, backends: this.backends.map((b) => b.stats(now)) };
+  }
+}
+
+/** The node classes and checkpoints of an /object_info answer. */
+export function parseObjectInfo(info: Record<string, unknown>): Capabilities {
+  const nodes = new Set(Object.keys(info));
+  const checkpoints = new Set<string>();
+  const loader = info.CheckpointLoaderSimple as { input?: { required?: { ckpt_name?: unknown } } } | undefined;
+  const spec = loader?.input?.required?.ckpt_name;
+  // ["a.safetensors", ...] as the first element, optionally followed by an options object.
+  const list = Array.isArray(spec) ? spec[0] : undefined;
+  if (Array.isArray(list)) for (const name of list) if (typeof name === 'string') checkpoints.add(name);
+  return { nodes, checkpoints };
+}
+
+function percentile(sorted: number[], p: number): number | null {
+  if (sorted.length === 0) return null;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+
+function compareTuples(a: number[], b: number[]): number {
+  for (let i = 0; i < a.length; i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}

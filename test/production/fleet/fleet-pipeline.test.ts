@@ -1,0 +1,84 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ComfyUIRenderer } from '../../../src/renderers/comfyui/renderer.js';
+import { startComfyUIDouble, type ComfyUIDouble } from '../../doubles/comfyui.js';
+import { signIn, useTestApp } from '../../support/app.js';
+import { describeEachDialect } from '../../support/dialects.js';
+import { generate, ROOMY_LIMITS, waitFor, type Json } from '../helpers.js';
+
+/** Doubles and a fleet renderer over them, made before the app that uses them. */
+function useFleet(count: number, depths?: number[]) {
+  const handle = { doubles: [] as ComfyUIDouble[], renderer: undefined as unknown as ComfyUIRenderer };
+  beforeAll(async () => {
+    for (let i = 0; i < count; i++) handle.doubles.push(await startComfyUIDouble({ stepDelayMs: 2 }));
+    handle.renderer = new ComfyUIRenderer({ urls: handle.doubles.map((d) => d.url), depths, pollIntervalMs: 50, requestTimeoutMs: 1_000 });
+  });
+  afterAll(async () => Promise.all(handle.doubles.map((d) => d.close())));
+  return handle;
+}
+
+const promptsFor = (d: ComfyUIDouble, jobId: string) => d.prompts.filter((p) => JSON.stringify(p.prompt).includes(`"celforge_${jobId}"`));
+
+async function submit(app: Parameters<typeof generate>[0], authorization: Record<string, string>, count: number): Promise<string[]> {
+  const ids: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const response = await generate(app, authorization, { prompt: `fleet ${i}`, type: 'image', width: 64, height: 64, steps: 2 });
+    expect(response.statusCode).toBe(202);
+    ids.push((response.json() as Json).job_id);
+  }
+  return ids;
+}
+
+describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
+  describe('depth', () => {
+    const fleet = useFleet(2);
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
+
+    it('workers start only as many jobs as keep every backend two prompts deep; the rest stay queued in the store', async () => {
+      const [a, b] = fleet.doubles as [ComfyUIDouble, ComfyUIDouble];
+      a.hold(true);
+      b.hold(true);
+      const user = await signIn(t.app);
+      const ids = await submit(t.app, user.authorization, 7);
+      await expect.poll(() => a.promptCount + b.promptCount, { timeout: 10_000 }).toBe(4);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect([a.pending().length, b.pending().length]).toEqual([2, 2]);
+      const rows = await t.app.services.store.db.selectFrom('jobs').select(['status']).where('id', 'in', ids).execute();
+      expect(rows.filter((r) => r.status === 'running')).toHaveLength(4);
+      expect(rows.filter((r) => r.status === 'queued')).toHaveLength(3);
+      a.hold(false);
+      b.hold(false);
+      for (const id of ids) expect((await waitFor(t.app, user.authorization, id, ['succeeded', 'failed'])).status).toBe('succeeded');
+      const done = await t.app.services.store.db.selectFrom('jobs').select(['attempts']).where('id', 'in', ids).execute();
+      expect(done.every((r) => r.attempts === 1)).toBe(true);
+      expect(a.finished.length + b.finished.length).toBe(7);
+    });
+  });
+
+  describe('a backend dying', () => {
+    const fleet = useFleet(2);
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
+
+    it('a backend killed mid-job: the job restarts on another backend once, counted as a retry, and finishes once', async () => {
+      const [a, b] = fleet.doubles as [ComfyUIDouble, ComfyUIDouble];
+      a.renderMs = 1_500;
+      b.renderMs = 1_500;
+      const user = await signIn(t.app);
+      const ids = await submit(t.app, user.authorization, 2);
+      await expect.poll(() => a.running() !== undefined && b.running() !== undefined, { timeout: 10_000 }).toBe(true);
+      const victim = ids.find((id) => promptsFor(a, id).length === 1)!;
+      const other = ids.find((id) => id !== victim)!;
+      await a.close();
+      const job = await waitFor(t.app, user.authorization, victim, ['succeeded', 'failed'], 30_000);
+      expect(job.status).toBe('succeeded');
+      expect(job.assets).toHaveLength(1);
+      expect((await waitFor(t.app, user.authorization, other, ['succeeded', 'failed'])).status).toBe('succeeded');
+      const rows = await t.app.services.store.db.selectFrom('jobs').select(['id', 'attempts']).where('id', 'in', ids).execute();
+      expect(Object.fromEntries(rows.map((r) => [r.id, r.attempts]))).toEqual({ [victim]: 2, [other]: 1 });
+      // Rendered to the end exactly once, on the backend still alive.
+      expect(b.finished.filter((id) => promptsFor(b, victim).some((p) => p.prompt_id === id))).toHaveLength(1);
+      expect(a.finished).toHaveLength(0);
+      const assets = await t.app.services.store.db.selectFrom('assets').select('job_id').where('job_id', 'in', ids).execute();
+      expect(assets).toHaveLength(2);
+    });
+  });
+});
