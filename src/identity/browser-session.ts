@@ -87,11 +87,16 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
     {
       config: signin,
       onRequest: fromStudio,
-      schema: { tags: ['identity'], summary: "A new access token from the studio's refresh cookie", response: { 200: BrowserTokens } },
+      schema: {
+        tags: ['identity'],
+        summary: "A new access token from the studio's refresh cookie; 204 when there is no cookie (nobody signed in here)",
+        response: { 200: BrowserTokens, 204: Type.Null() },
+      },
     },
     async (request, reply) => {
       const token = cookieToken(request);
-      if (!token) throw new HttpProblem(401, 'unauthorized', 'Sign in to continue.');
+      // No cookie is the ordinary state of a visitor, not a failed credential: the studio asks on every load.
+      if (!token) return reply.code(204).send();
       try {
         return answer(reply, await identity.refresh(token, context(request)));
       } catch (error) {

@@ -77,10 +77,14 @@ describeEachDialect('identity: the studio session in an httpOnly cookie', (diale
     expect((await refresh(second)).statusCode).toBe(401);
   });
 
-  it('answers a refresh with no cookie with 401', async () => {
-    const response = await refresh(undefined);
-    expect(response.statusCode).toBe(401);
-    expect(response.json()).toMatchObject({ type: 'urn:celforge:problem:unauthorized', status: 401 });
+  it('answers a refresh with no cookie with 204 and no token, and a dead cookie with 401', async () => {
+    const none = await refresh(undefined);
+    expect(none.statusCode).toBe(204);
+    expect(none.body).toBe('');
+    const dead = await refresh('A'.repeat(43));
+    expect(dead.statusCode).toBe(401);
+    expect(dead.json()).toMatchObject({ type: 'urn:celforge:problem:invalid-grant', status: 401 });
+    expect(refreshCookie(dead.headers['set-cookie'])).toMatchObject({ value: '', maxAge: 0 });
   });
 
   it('signs out: the session ends server-side and the cookie is cleared', async () => {

@@ -982,7 +982,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        /** A new access token from the studio's refresh cookie */
+        /** A new access token from the studio's refresh cookie; 204 when there is no cookie (nobody signed in here) */
         post: {
             parameters: {
                 query?: never;
@@ -1006,6 +1006,13 @@ export interface paths {
                             session_id: string;
                         };
                     };
+                };
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
             };
         };

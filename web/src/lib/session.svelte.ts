@@ -47,7 +47,7 @@ export function refresh(): Promise<boolean> {
   inFlight ??= (async () => {
     const run = async () => {
       const response = await fetch('/api/auth/browser/refresh', { method: 'POST', headers: STUDIO_HEADER, credentials: 'same-origin' });
-      if (!response.ok) return false;
+      if (response.status !== 200) return false;
       const body = (await response.json()) as { access_token: string; expires_in: number };
       setToken(body.access_token, body.expires_in);
       return true;

@@ -14,6 +14,7 @@ export const strings = {
     signOut: 'Sign out',
     account: 'Account',
     signedInAs: (email: string) => `Signed in as ${email}`,
+    signedInAsPrefix: 'Signed in as ',
     admin: 'Administrator',
     skip: 'Skip to content',
   },
