@@ -26,8 +26,10 @@ import { Readiness, readinessMetric } from './http/readiness.js';
 import { rawJsonBody } from './http/raw-body.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
+import { studio } from './http/studio.js';
 import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
 import { apiKeyRoutes } from './identity/api-keys/routes.js';
+import { browserSessionRoutes } from './identity/browser-session.js';
 import { ApiKeyService } from './identity/api-keys/service.js';
 import { SessionAuthenticator } from './identity/authenticator.js';
 import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
@@ -44,6 +46,7 @@ import { Metrics } from './limits/metrics.js';
 import { credentialLimit, limits } from './limits/plugin.js';
 import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
+import { ownQuotaRoute } from './limits/own-quota.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
 import { fleetShareRoutes } from './production/fleet/routes.js';
 import { productionRoutes } from './production/routes.js';
@@ -94,6 +97,8 @@ export interface BuildOptions {
   worker?: boolean;
   /** a renderer to use instead of the configured one (tests) */
   renderer?: Renderer;
+  /** the built studio to serve at `/` (default web/dist; tests pass their own) */
+  studioRoot?: string;
 }
 
 /** The master key for secrets at rest: configured (env, *_FILE, Vault), else made once in the data dir. */
@@ -228,7 +233,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (!options.store) await store.close();
   });
 
-  await app.register(errorHandling, { outage });
+  // The studio is served wherever the API is (not by a split auth service).
+  const web = options.only === 'auth' ? undefined : studio(options.studioRoot);
+  await app.register(errorHandling, { outage, fallback: web?.fallback });
   await app.register(auditRequests, { audit });
   await app.register(securityHeaders, { corsOrigins: config.corsOrigins });
   await app.register(openApi);
@@ -271,6 +278,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       serviceToken: config.secrets.serviceToken,
     });
     await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
+    await app.register(browserSessionRoutes, { prefix: '/api/auth', identity, store, publicUrl: config.publicUrl });
   }
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;
@@ -283,9 +291,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(shareRoutes, { prefix: '/api/anime', service: shares, publicUrl: config.publicUrl, storage: assets, delivery: config.assets.delivery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
-    await app.register(fleetShareRoutes, { prefix: '/api/anime', store, audit });
+    await app.register(ownQuotaRoute, { prefix: '/api/anime', quotas, limits: config.limits });
     await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
     if (options.extraRoutes) await options.extraRoutes(app, services);
+    await web?.register(app);
   }
 
   await app.ready();

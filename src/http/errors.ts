@@ -81,7 +81,7 @@ function toProblem(error: FastifyError | HttpProblem, request: FastifyRequest, o
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'] as const;
 
 /** Problem+json for every error, 404 for unknown routes and 405 (with Allow) for a known path. */
-export const errorHandling = fp(async (app: FastifyInstance, options: { outage?: StoreOutage }) => {
+export const errorHandling = fp(async (app: FastifyInstance, options: { outage?: StoreOutage; fallback?: (request: FastifyRequest, reply: FastifyReply) => boolean }) => {
   const known = FindMyWay({ ignoreTrailingSlash: false });
   app.addHook('onRoute', (route) => {
     const methods = Array.isArray(route.method) ? route.method : [route.method];
@@ -98,6 +98,8 @@ export const errorHandling = fp(async (app: FastifyInstance, options: { outage?:
   });
 
   app.setNotFoundHandler((request, reply) => {
+    // The studio's page paths (/gallery, /jobs/…) are answered by its index.html.
+    if (options.fallback?.(request, reply)) return reply;
     const path = request.url.split('?')[0] ?? '/';
     const allowed = METHODS.filter((method) => known.find(method, path));
     if (allowed.length > 0) {
