@@ -5,10 +5,12 @@ import type { Redis } from 'ioredis';
 import { replayGuardFor, requestSignatures } from './access/signatures.js';
 import type { Principal } from './access/principal.js';
 import { stepUp } from './access/step-up.js';
+import { checkpointKey, startCheckpoints } from './audit/anchor.js';
 import type { Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
 import { assetRoutes } from './assets/routes.js';
+import { loadUrlSigningKey } from './assets/signed-urls.js';
 import { ConfigError, type Config } from './config/config.js';
 import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
@@ -207,6 +209,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   };
   app.decorate('services', services);
   const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
+  const stopCheckpoints = startCheckpoints({ store, key: checkpointKey(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey })), file: config.auditCheckpointFile, log: app.log });
   app.addHook('onClose', async () => {
     clearInterval(keyReload);
     stopRetention();
@@ -214,6 +217,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     follower?.close();
     await publisher.close();
     await services.audit.close();
+    await stopCheckpoints();
     apiKeys.close();
     redis?.disconnect();
     if (!options.store) await store.close();
