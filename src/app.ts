@@ -122,7 +122,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           // keep the keys in use; the next start reports a broken key file
         }
       }, 60_000).unref();
-  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys));
+  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys), config.accessTokenTtlSeconds);
   const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
   const encryptor = masterEncryptor(config);
   const revocations = new RevocationView(config.accessTokenTtlSeconds);
