@@ -268,7 +268,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
-    await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
+    await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken, assertSteppedUp });
     if (options.extraRoutes) await options.extraRoutes(app, services);
   }
 
