@@ -6,10 +6,12 @@ import type { Redis } from 'ioredis';
 import { replayGuardFor, requestSignatures } from './access/signatures.js';
 import type { Principal } from './access/principal.js';
 import { stepUp } from './access/step-up.js';
+import { checkpointKey, startCheckpoints } from './audit/anchor.js';
 import type { Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
 import { assetRoutes } from './assets/routes.js';
+import { loadUrlSigningKey } from './assets/signed-urls.js';
 import { ConfigError, type Config } from './config/config.js';
 import { localSecret, randomKey } from './config/local-secrets.js';
 import { migrate, openStore, type Store } from './db/database.js';
@@ -131,7 +133,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
           // keep the keys in use; the next start reports a broken key file
         }
       }, 60_000).unref();
-  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys));
+  const verifier = new AccessTokenVerifier(remote ? remoteKeyLookup(config.authUrl!) : localKeyLookup(keys), config.accessTokenTtlSeconds);
   const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
   const encryptor = masterEncryptor(config);
   const revocations = new RevocationView(config.accessTokenTtlSeconds);
@@ -220,6 +222,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   };
   app.decorate('services', services);
   const stopRetention = startRetention(store, config.auditRetentionDays, (error) => app.log.error({ err: error }, 'audit: retention failed'));
+  const stopCheckpoints = startCheckpoints({ store, key: checkpointKey(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey })), file: config.auditCheckpointFile, log: app.log });
   app.addHook('onClose', async () => {
     clearInterval(keyReload);
     stopRetention();
@@ -228,6 +231,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     follower?.close();
     await publisher.close();
     await services.audit.close();
+    await stopCheckpoints();
     apiKeys.close();
     redis?.disconnect();
     if (!options.store) await store.close();
@@ -292,7 +296,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
     await app.register(ownQuotaRoute, { prefix: '/api/anime', quotas, limits: config.limits });
-    await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken });
+    await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken, assertSteppedUp });
     if (options.extraRoutes) await options.extraRoutes(app, services);
     await web?.register(app);
   }

@@ -1,9 +1,11 @@
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
+import { checkExpected, checkpointKey, parseExpectedHead, readCheckpoints, type ExpectedRow } from './audit/anchor.js';
+import { loadUrlSigningKey } from './assets/signed-urls.js';
 import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
 import { ConfigError, parseDuration, type Config } from './config/config.js';
-import { resolveConfig } from './config/secrets.js';
+import { completeSecrets, resolveConfig } from './config/secrets.js';
 import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
 import { HttpProblem } from './http/problem.js';
@@ -115,24 +117,35 @@ function isoOption(name: string, value: string | undefined): string | undefined 
 async function audit(args: string[], config: Config): Promise<number> {
   const [sub, ...rest] = args;
   if (sub !== 'verify' && sub !== 'export' && sub !== 'prune') {
-    process.stderr.write('usage: celforge audit verify | export [--from ISO] [--to ISO] | prune [--days N]\n');
+    process.stderr.write('usage: celforge audit verify [--expect-head SEQ:HASH] [--checkpoints FILE] | export [--from ISO] [--to ISO] | prune [--days N]\n');
     return 2;
   }
   const { values } = parseArgs({
     args: rest,
-    options: sub === 'export' ? { from: { type: 'string' }, to: { type: 'string' } } : sub === 'prune' ? { days: { type: 'string' } } : {},
+    options:
+      sub === 'export'
+        ? { from: { type: 'string' }, to: { type: 'string' } }
+        : sub === 'prune'
+          ? { days: { type: 'string' } }
+          : { 'expect-head': { type: 'string', multiple: true }, checkpoints: { type: 'string' } },
     strict: true,
   });
   const store = openStore(config);
   try {
     await migrate(store);
     if (sub === 'verify') {
+      const expected = anchorsOf(values as { 'expect-head'?: string[]; checkpoints?: string }, config);
       const result = await verifyTrail(store);
-      if (!result.ok) {
-        process.stderr.write(`audit trail broken: ${result.problem}\n`);
+      const problem = result.ok ? await checkExpected(store, result.head, expected.rows) : result.problem;
+      if (problem || expected.problem) {
+        process.stderr.write(`audit trail broken: ${expected.problem ?? problem}\n`);
         return 1;
       }
-      process.stdout.write(`${result.rows} rows, chain intact (head row ${Number(result.head.seq)}, hash ${result.head.hash})\n`);
+      const anchored = expected.rows.length > 0 ? `; ${expected.rows.length} outside anchors hold` : '';
+      process.stdout.write(
+        `${result.rows} rows, chain intact (head row ${Number(result.head.seq)}, hash ${result.head.hash}${anchored})\n` +
+          `keep this to check later: --expect-head ${Number(result.head.seq)}:${result.head.hash}\n`,
+      );
       return 0;
     }
     if (sub === 'export') {
@@ -164,6 +177,28 @@ async function audit(args: string[], config: Config): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/** The rows `audit verify` must find as they were recorded outside the database. */
+function anchorsOf(values: { 'expect-head'?: string[]; checkpoints?: string }, config: Config): { rows: ExpectedRow[]; problem?: string } {
+  const rows: ExpectedRow[] = [];
+  for (const text of values['expect-head'] ?? []) {
+    const row = parseExpectedHead(text);
+    if (!row) throw new ConfigError('--expect-head: give SEQ:HASH as printed by `audit verify`');
+    rows.push(row);
+  }
+  if (values.checkpoints === undefined) return { rows };
+  // the key `serve` uses: given, or (embedded) the one it made in the data dir
+  const urlSigningKey = config.secrets.urlSigningKey ?? (config.databaseUrl ? undefined : completeSecrets(config).secrets.urlSigningKey);
+  if (!urlSigningKey) throw new ConfigError('--checkpoints: needs CELFORGE_URL_SIGNING_KEY, the key the servers sign with');
+  const key = checkpointKey(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey }));
+  let read;
+  try {
+    read = readCheckpoints(values.checkpoints, key);
+  } catch {
+    throw new ConfigError(`--checkpoints: cannot read ${values.checkpoints}`);
+  }
+  return { rows: [...rows, ...read.checkpoints], problem: read.problem };
 }
 
 /** Commands that sign tokens, encrypt secrets or sign URLs: they need the shared secrets. */

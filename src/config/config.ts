@@ -55,6 +55,8 @@ export interface Config {
   limits: LimitSettings;
   /** audit rows older than this many days are pruned; 0 keeps them forever */
   auditRetentionDays: number;
+  /** signed audit checkpoints are appended here too (they always go to the log) */
+  auditCheckpointFile?: string;
   /** secrets from env, *_FILE or Vault; embedded mode makes the missing ones in dataDir */
   secrets: Secrets;
   /** where results live (data dir or S3), how they are delivered, storage quota, retention */
@@ -328,6 +330,7 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel: parseLogLevel(readVariable(env, 'CELFORGE_LOG_LEVEL') ?? 'info'),
     limits: parseLimits(env),
     auditRetentionDays: parseInteger('CELFORGE_AUDIT_RETENTION_DAYS', readVariable(env, 'CELFORGE_AUDIT_RETENTION_DAYS') ?? '365', 0, 36500),
+    auditCheckpointFile: readVariable(env, 'CELFORGE_AUDIT_CHECKPOINT_FILE'),
     secrets: {
       signingKey: readVariable(env, 'CELFORGE_SIGNING_KEY'),
       encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),

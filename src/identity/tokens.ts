@@ -80,7 +80,14 @@ const cacheKey = (token: string) => token.slice(-32);
 export class AccessTokenVerifier {
   private readonly cache = new Map<string, { token: string; claims: AccessClaims }>();
 
-  constructor(private readonly lookup: KeyLookup) {}
+  /**
+   * `maxLifetimeSeconds`: a token whose exp − iat exceeds it is refused, whoever signed it —
+   * revocations are kept only that long, so a longer-lived token would outlive its revocation.
+   */
+  constructor(
+    private readonly lookup: KeyLookup,
+    private readonly maxLifetimeSeconds = Number.POSITIVE_INFINITY,
+  ) {}
 
   async verify(token: string): Promise<AccessClaims> {
     const cached = this.cached(token);
@@ -122,6 +129,7 @@ export class AccessTokenVerifier {
       if (typeof email !== 'string' || (role !== 'admin' && role !== 'user') || typeof sid !== 'string') {
         throw new TokenError('claims missing');
       }
+      if (exp! - iat! > this.maxLifetimeSeconds) throw new TokenError('lifetime above the configured maximum');
       return { sub: sub!, email, role, sid, jti: jti!, iat: iat!, exp: exp! };
     } catch (error) {
       if (error instanceof TokenError || error instanceof KeysUnavailableError) throw error;

@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
+import type { Principal } from '../access/principal.js';
 import { readCredentials, unauthorized, type Authenticator } from '../http/auth.js';
 import { HttpProblem } from '../http/problem.js';
 import type { Metrics } from './metrics.js';
@@ -57,7 +58,10 @@ function sameSecret(given: string, expected: string): boolean {
  * Public to the global auth hook (which would take the metrics token for a malformed access
  * token); the check is made here.
  */
-export async function metricsRoutes(app: FastifyInstance, options: { metrics: Metrics; bearer: Authenticator; metricsToken?: string }) {
+export async function metricsRoutes(
+  app: FastifyInstance,
+  options: { metrics: Metrics; bearer: Authenticator; metricsToken?: string; assertSteppedUp: (principal: Principal) => Promise<void> },
+) {
   app.get('/metrics', { config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
     const credentials = readCredentials(request);
     if (!credentials) throw unauthorized('Send an admin access token or the metrics token.', 'invalid_request');
@@ -66,6 +70,8 @@ export async function metricsRoutes(app: FastifyInstance, options: { metrics: Me
     if (!byToken) {
       const principal = await options.bearer.authenticate(credentials.value, request);
       if (principal.role !== 'admin') throw new HttpProblem(403, 'forbidden', 'Metrics are for administrators.');
+      // the rule of every admin route: second factor enrolled and verified in this session lately
+      await options.assertSteppedUp(principal);
     }
     const { contentType, body } = await options.metrics.render();
     return reply.type(contentType).send(body);

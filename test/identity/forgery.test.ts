@@ -102,6 +102,14 @@ describeEachDialect('identity: forged and invalid access tokens', (dialect) => {
     await expectRefused(await sign(claims({ role: 'superuser' })));
   });
 
+  it('refuses a token, even one signed with our key, that lives longer than the configured TTL (it would outlive its revocation)', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const ttl = t.config.accessTokenTtlSeconds;
+    expect((await me(await sign(claims({ role: 'user', iat: now, exp: now + ttl }))))).toMatchObject({ statusCode: 200 });
+    await expectRefused(await sign(claims({ role: 'user', iat: now, exp: now + ttl + 60 })));
+    await expectRefused(await sign(claims({ role: 'user', iat: now - 86_400, exp: now + 600 })));
+  });
+
   it('refuses a token whose role claim is no longer the user\'s role', async () => {
     // an "admin" token minted before the user was (re)set to "user" is dead from that moment
     await t.app.services.identity.updateUser(user.userId, { role: 'user' }, { id: 'someone-else' });

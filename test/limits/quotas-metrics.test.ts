@@ -178,6 +178,16 @@ describeEachDialect('metrics without a metrics token', (dialect) => {
     const admin = await signIn(t.app, { role: 'admin' });
     expect((await t.app.inject({ url: '/metrics', headers: admin.authorization })).statusCode).toBe(200);
   });
+
+  it('holds admins to the rule of admin routes: 2FA enrolled and a fresh step-up', async () => {
+    const unenrolled = await signIn(t.app, { role: 'admin', steppedUp: false });
+    const refused = await t.app.inject({ url: '/metrics', headers: unenrolled.authorization });
+    expect(refused.json()).toMatchObject({ status: 403, type: 'urn:celforge:problem:enrol-2fa' });
+    expect(refused.body).not.toMatch(/celforge_http/);
+    const stale = await signIn(t.app, { role: 'admin' });
+    await t.app.services.store.db.updateTable('sessions').set({ mfa_at: new Date(Date.now() - 16 * 60_000).toISOString() }).where('id', '=', stale.sessionId).execute();
+    expect((await t.app.inject({ url: '/metrics', headers: stale.authorization })).json()).toMatchObject({ status: 403, type: 'urn:celforge:problem:step-up-required' });
+  });
 });
 
 describe('request latency histogram', () => {
