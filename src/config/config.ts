@@ -39,6 +39,8 @@ export interface Config {
   jobTimeoutSeconds: number;
   /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
   jobLeaseSeconds: number;
+  /** on SIGTERM: how long requests in flight may take before their connections are closed */
+  shutdownGraceSeconds: number;
   authUrl?: string;
   vault?: VaultSettings;
   adminEmail?: string;
@@ -304,6 +306,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
     jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
+    shutdownGraceSeconds: parseDuration('CELFORGE_SHUTDOWN_GRACE', readVariable(env, 'CELFORGE_SHUTDOWN_GRACE') ?? '10s'),
     authUrl: authUrl && parseUrl('CELFORGE_AUTH_URL', authUrl, ['http:', 'https:']),
     vault: parseVault(env),
     adminEmail: readVariable(env, 'CELFORGE_ADMIN_EMAIL'),
