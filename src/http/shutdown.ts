@@ -12,7 +12,7 @@ const HOOKS_MS = 5_000;
 export async function shutDown(app: FastifyInstance, options: { signal: string; graceMs: number }): Promise<void> {
   const { signal, graceMs } = options;
   const began = Date.now();
-  app.log.info({ signal, graceMs }, 'shutting down: no new jobs, finishing requests in flight');
+  app.log.info({ signal, graceMs }, 'shutting down');
   const hardStop = setTimeout(() => {
     app.log.error({ afterMs: Date.now() - began }, 'shutdown did not finish; exiting anyway');
     process.exit(1);
