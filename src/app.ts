@@ -151,7 +151,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
   const outage = new StoreOutage(store, app.log);
-  const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
+  // while the store is out, the outage is logged once instead of each retry of the audit writer
+  const audit = new StoreAuditor(store, { onError: (message, error) => error !== undefined && outage.report(error) ? undefined : app.log.error({ err: error }, message) });
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
   if (rateStore instanceof RedisRateStore) await rateStore.ready();

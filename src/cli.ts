@@ -52,8 +52,8 @@ async function serve(args: string[], config: Config): Promise<number> {
     }
   }
   const stop = async (signal: string) => {
-    app.log.info({ signal }, 'shutting down');
-    await app.close();
+    const { shutDown } = await import('./http/shutdown.js');
+    await shutDown(app, { signal, graceMs: config.shutdownGraceSeconds * 1000 });
     closeSecrets();
     process.exit(0);
   };
@@ -74,7 +74,9 @@ async function worker(args: string[], config: Config): Promise<number> {
   const production = await createProduction(config, store, log, { worker: true });
   await production.start();
   const stop = async (signal: string) => {
-    log.info({ signal }, 'worker shutting down');
+    log.info({ signal }, 'worker shutting down: no new jobs, running ones go back to the queue');
+    // a renderer that does not stop when asked must not keep the process alive
+    setTimeout(() => process.exit(1), config.shutdownGraceSeconds * 1000).unref();
     await production.stop();
     await store.close();
     process.exit(0);

@@ -44,6 +44,8 @@ export interface Config {
   jobTimeoutSeconds: number;
   /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
   jobLeaseSeconds: number;
+  /** on SIGTERM: how long requests in flight may take before their connections are closed */
+  shutdownGraceSeconds: number;
   authUrl?: string;
   vault?: VaultSettings;
   adminEmail?: string;
@@ -322,6 +324,7 @@ export function loadConfig(env: Env = process.env): Config {
     fleetUserMaxRunning: optionalInteger(env, 'CELFORGE_FLEET_USER_MAX_RUNNING', 1, 100_000),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
     jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
+    shutdownGraceSeconds: parseDuration('CELFORGE_SHUTDOWN_GRACE', readVariable(env, 'CELFORGE_SHUTDOWN_GRACE') ?? '10s'),
     authUrl: authUrl && parseUrl('CELFORGE_AUTH_URL', authUrl, ['http:', 'https:']),
     vault: parseVault(env),
     adminEmail: readVariable(env, 'CELFORGE_ADMIN_EMAIL'),

@@ -47,11 +47,14 @@ export function contextOf(request: FastifyRequest): RequestContext {
 }
 
 const HEARTBEAT_MS = 15_000;
+/** what a stream's last event asks the client to wait before reconnecting when the server goes away */
+const RECONNECT_MS = 2_000;
 
 /** The job pipeline's HTTP face: `/api/anime/generate`, `/jobs…`, the old status path, admin stats. */
 export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionService; events: JobEvents }> = async (app, options) => {
   const { service, events } = options;
-  // Open event streams would keep the server from closing: end them when it begins to close.
+  // Open event streams would keep the server from closing: end them when it begins to close, with a
+  // last event that says so (and when to reconnect: to another instance, or to this one restarted).
   const streams = new Set<() => void>();
   app.addHook('preClose', async () => {
     for (const close of streams) close();
@@ -133,10 +136,14 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
         open = false;
         clearInterval(heartbeat);
         unsubscribe();
-        streams.delete(close);
+        streams.delete(goingAway);
         raw.end();
       };
-      streams.add(close);
+      const goingAway = () => {
+        if (open) raw.write(`event: shutdown\nretry: ${RECONNECT_MS}\ndata: ${JSON.stringify({ job_id: job.id, reason: 'server-shutting-down' })}\n\n`);
+        close();
+      };
+      streams.add(goingAway);
       raw.on('close', close);
       const send = (name: string, data: unknown) => {
         if (open) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);

@@ -25,6 +25,8 @@ export interface ProductionServices {
   /** the worker in this process; null when built without one (`serve --only api`, tests) */
   worker: JobWorker | null;
   start(): Promise<void>;
+  /** stops taking jobs and hands the running ones back to the queue (the first step of a shutdown) */
+  quiesce(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -87,6 +89,12 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     : null;
   localQueue?.attach(worker);
   let host: BullMQWorkerHost | null = null;
+  const quiesce = async () => {
+    await worker?.stop();
+    const closing = host;
+    host = null;
+    await closing?.close();
+  };
 
   return {
     queue,
@@ -107,9 +115,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
+    quiesce,
     async stop() {
-      await worker?.stop();
-      await host?.close();
+      await quiesce();
       await queue.close();
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();

@@ -84,6 +84,8 @@ describeEachDialect('requests during a store outage', (dialect) => {
     }
     expect(logLines('store unavailable')).toHaveLength(1);
     expect(logLines('unhandled error')).toEqual([]);
+    // the audit writer's retries are part of the same outage
+    if (dialect === 'postgres') expect(logLines('audit: could not store')).toEqual([]);
 
     const began = Date.now();
     await expect.poll(async () => (await fetch(`${server!.url}/api/anime/ready`)).status, { timeout: 10_000, interval: 100 }).toBe(200);
