@@ -3,6 +3,7 @@ import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
 import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
+import { Housekeeping } from '../lifecycle/housekeeping.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
@@ -63,6 +64,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     : null;
   localQueue?.attach(worker);
   let host: BullMQWorkerHost | null = null;
+  let housekeeping: Housekeeping | null = null;
 
   return {
     queue,
@@ -73,17 +75,15 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     worker,
     async start() {
       if (!worker) return;
-      // Workers are the ones writing asset files, so each clears what a killed one left half-written.
-      try {
-        const removed = await assets.removeStaleTemps();
-        if (removed > 0) log.info({ removed }, 'removed stale temporary asset files');
-      } catch (err) {
-        log.warn({ err }, 'could not clear stale temporary asset files');
-      }
+      // Workers are the ones writing assets, so they sweep what killed writers left, orphans and expired jobs.
+      housekeeping = new Housekeeping({ store, storage: assets, settings: config.assets, log });
+      await housekeeping.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
+      housekeeping.start();
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log });
     },
     async stop() {
+      await housekeeping?.stop();
       await worker?.stop();
       await host?.close();
       await queue.close();
