@@ -54,6 +54,8 @@ import { fleetShareRoutes } from './production/fleet/routes.js';
 import { productionRoutes } from './production/routes.js';
 import { createProduction, type ProductionServices } from './production/runtime.js';
 import { ProductionService } from './production/service.js';
+import { lifecycleRoutes, storageQuota } from './lifecycle/routes.js';
+import { LifecycleService } from './lifecycle/service.js';
 import { shareRoutes } from './sharing/routes.js';
 import { ShareService } from './sharing/service.js';
 import type { Renderer } from './renderers/renderer.js';
@@ -288,10 +290,22 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;
     const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
+    const lifecycle = new LifecycleService({
+      store,
+      storage: assets,
+      audit,
+      production: jobs,
+      identity,
+      apiKeys,
+      defaultStorageBytes: config.assets.storageQuotaBytes,
+      log: app.log,
+    });
+    await app.register(storageQuota, { service: lifecycle });
     const gallery = new GalleryService({ store, signer, audit, production: jobs });
     await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events });
     await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets, delivery: config.assets.delivery });
     await app.register(galleryRoutes, { prefix: '/api/anime', service: gallery });
+    await app.register(lifecycleRoutes, { prefix: '/api/anime', service: lifecycle });
     const shares = new ShareService({ store, audit, production: jobs });
     await app.register(shareRoutes, { prefix: '/api/anime', service: shares, publicUrl: config.publicUrl, storage: assets, delivery: config.assets.delivery });
     await app.register(auditRoutes, { prefix: '/api/anime', store });

@@ -4,6 +4,7 @@ import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import { StoreOutage } from '../db/outage.js';
+import { Housekeeping } from '../lifecycle/housekeeping.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
@@ -95,6 +96,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     host = null;
     await closing?.close();
   };
+  let housekeeping: Housekeeping | null = null;
 
   return {
     queue,
@@ -105,18 +107,16 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     worker,
     async start() {
       if (!worker) return;
-      // Workers are the ones writing asset files, so each clears what a killed one left half-written.
-      try {
-        const removed = await assets.removeStaleTemps();
-        if (removed > 0) log.info({ removed }, 'removed stale temporary asset files');
-      } catch (err) {
-        log.warn({ err }, 'could not clear stale temporary asset files');
-      }
+      // Workers are the ones writing assets, so they sweep what killed writers left, orphans and expired jobs.
+      housekeeping = new Housekeeping({ store, storage: assets, settings: config.assets, log });
+      await housekeeping.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
+      housekeeping.start();
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
     quiesce,
     async stop() {
+      await housekeeping?.stop();
       await quiesce();
       await queue.close();
       if (events instanceof RedisJobEvents) events.close();

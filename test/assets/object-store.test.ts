@@ -94,6 +94,22 @@ for (const backend of ASSET_BACKENDS) {
       expect(readdirSync(path.join(dir, 'thumbnails'))).toEqual([path.basename(young)]);
     });
 
+    it.runIf(backend === 's3')('sweeps bodies a killed writer left under incoming/ once they are older than the limit', async () => {
+      const { PutObjectCommand } = await import('@aws-sdk/client-s3');
+      const client = (store as S3ObjectStore).client;
+      await client.send(new PutObjectCommand({ Bucket: settings.bucket, Key: `${settings.prefix}incoming/assets_e.bin.${crypto.randomUUID()}`, Body: Buffer.from('half') }));
+      await store.put('assets/kept.bin', Buffer.from('whole'), 'video/mp4');
+      const listed = [];
+      for await (const item of store.list()) listed.push(item.key);
+      expect(listed).toEqual(['assets/kept.bin']);
+      expect(await store.sweepLeftovers(3600_000)).toBe(0);
+      expect((await s3.keys(settings)).filter((key) => key.startsWith('incoming/'))).toHaveLength(1);
+      // a limit in the future stands for "an hour later"
+      expect(await store.sweepLeftovers(-3600_000)).toBe(1);
+      expect(await s3.keys(settings)).toEqual(['assets/kept.bin']);
+      await store.remove('assets/kept.bin');
+    });
+
     // S3 keys are opaque names there; AssetStorage makes every key from a job id and position
     it.runIf(backend === 'disk')('refuses keys outside its folders', async () => {
       await expect(store.put('../secrets/x', Buffer.from('x'), 'text/plain')).rejects.toThrow('not an object key');

@@ -1,5 +1,6 @@
 import {
   AbortMultipartUploadCommand,
+  CopyObjectCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
@@ -10,6 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { ByteRange, ObjectStore, PresignOptions, StoredObject } from './object-store.js';
 
@@ -27,11 +29,15 @@ export interface S3Settings {
 
 /** Parts of a multipart upload: at most two are held in memory per upload. */
 const PART_BYTES = 8 * 1024 * 1024;
+/** Where bodies are uploaded before they are copied to their key. */
+const INCOMING = 'incoming/';
 
 /**
  * Objects in an S3-compatible bucket. Large bodies go up as multipart uploads streamed part by
- * part; S3 shows an object only once its upload completes, so a writer killed midway leaves an
- * unfinished upload (no object), which `sweepLeftovers` aborts where the store lists them.
+ * part. A body is uploaded under `incoming/` and then copied to its key inside the store, so the
+ * key shows all of it or nothing even on a store that keeps the half of a body whose sender died
+ * (s3rver does; AWS S3 would refuse it). A writer killed midway leaves an `incoming/` object or an
+ * unfinished multipart upload, which `sweepLeftovers` removes.
  */
 export class S3ObjectStore implements ObjectStore {
   readonly kind = 's3';
@@ -64,13 +70,22 @@ export class S3ObjectStore implements ObjectStore {
   async put(key: string, body: Buffer | Readable, contentType: string): Promise<number> {
     let bytes = Buffer.isBuffer(body) ? body.length : 0;
     if (!Buffer.isBuffer(body)) body.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    const { bucket } = this.settings;
+    const incoming = this.#key(`${INCOMING}${key.replaceAll('/', '_')}.${randomUUID()}`);
     const upload = new Upload({
       client: this.#client,
-      params: { Bucket: this.settings.bucket, Key: this.#key(key), Body: body, ContentType: contentType },
+      params: { Bucket: bucket, Key: incoming, Body: body, ContentType: contentType },
       partSize: PART_BYTES,
       queueSize: 2,
     });
-    await upload.done();
+    try {
+      await upload.done();
+      await this.#client.send(
+        new CopyObjectCommand({ Bucket: bucket, Key: this.#key(key), CopySource: `${bucket}/${incoming.split('/').map(encodeURIComponent).join('/')}`, ContentType: contentType, MetadataDirective: 'REPLACE' }),
+      );
+    } finally {
+      await this.#client.send(new DeleteObjectCommand({ Bucket: bucket, Key: incoming })).catch(() => {});
+    }
     return bytes;
   }
 
@@ -106,7 +121,7 @@ export class S3ObjectStore implements ObjectStore {
         new ListObjectsV2Command({ Bucket: this.settings.bucket, Prefix: this.settings.prefix || undefined, ContinuationToken: token }),
       );
       for (const item of page.Contents ?? []) {
-        if (!item.Key) continue;
+        if (!item.Key || item.Key.startsWith(this.#key(INCOMING))) continue;
         yield { key: item.Key.slice(this.settings.prefix.length), size: item.Size ?? 0, modifiedAt: item.LastModified ?? new Date(0) };
       }
       token = page.IsTruncated ? page.NextContinuationToken : undefined;
@@ -125,6 +140,21 @@ export class S3ObjectStore implements ObjectStore {
 
   async sweepLeftovers(maxAgeMs: number): Promise<number> {
     const cutoff = Date.now() - maxAgeMs;
+    let removed = 0;
+    let token: string | undefined;
+    do {
+      const page = await this.#client.send(new ListObjectsV2Command({ Bucket: this.settings.bucket, Prefix: this.#key(INCOMING), ContinuationToken: token }));
+      for (const item of page.Contents ?? []) {
+        if (!item.Key || (item.LastModified?.getTime() ?? 0) >= cutoff) continue;
+        await this.#client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: item.Key }));
+        removed++;
+      }
+      token = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (token);
+    return removed + (await this.#abortUnfinishedUploads(cutoff));
+  }
+
+  async #abortUnfinishedUploads(cutoff: number): Promise<number> {
     let listing;
     try {
       listing = await this.#client.send(new ListMultipartUploadsCommand({ Bucket: this.settings.bucket, Prefix: this.settings.prefix || undefined }));
