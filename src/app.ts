@@ -41,6 +41,7 @@ import { credentialLimit, limits } from './limits/plugin.js';
 import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
+import { registerFleetMetrics } from './production/fleet/metrics.js';
 import { fleetShareRoutes } from './production/fleet/routes.js';
 import { productionRoutes } from './production/routes.js';
 import { createProduction, type ProductionServices } from './production/runtime.js';
@@ -180,6 +181,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     worker: options.worker !== false && options.only === undefined,
     renderer: options.renderer,
   });
+  registerFleetMetrics(metrics.registry, production.renderer, store);
 
   const services: Services = {
     config,
