@@ -277,4 +277,5 @@ async function main() {
   console.log(`results: ${path.relative(process.cwd(), file)}`);
 }
 
-await main();
+if (process.argv[2] === 'fleet') await (await import('./fleet.js')).main();
+else await main();

@@ -50,6 +50,7 @@ import { QuotaService } from './limits/quotas.js';
 import { MemoryRateStore, RedisRateStore } from './limits/rate-store.js';
 import { ownQuotaRoute } from './limits/own-quota.js';
 import { metricsRoutes, quotaRoutes } from './limits/routes.js';
+import { registerFleetMetrics } from './production/fleet/metrics.js';
 import { fleetShareRoutes } from './production/fleet/routes.js';
 import { productionRoutes } from './production/routes.js';
 import { createProduction, type ProductionServices } from './production/runtime.js';
@@ -206,6 +207,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     renderer: options.renderer,
     outage,
   });
+  registerFleetMetrics(metrics.registry, production.renderer, store);
 
   const services: Services = {
     config,

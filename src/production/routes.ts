@@ -25,6 +25,21 @@ const ListQuery = Type.Object(
   { additionalProperties: false },
 );
 const Count = Type.Record(Type.String(), Type.Integer());
+const Millis = Type.Union([Type.Number(), Type.Null()]);
+const FleetStats = Type.Object({
+  waiting: Type.Integer(),
+  backends: Type.Array(
+    Type.Object({
+      id: Type.String(),
+      ok: Type.Boolean(),
+      depth: Type.Integer(),
+      in_flight: Type.Integer(),
+      utilization: Type.Number(),
+      idle_gap_ms: Type.Object({ count: Type.Integer(), p50: Millis, p99: Millis }),
+      render_ms: Type.Record(Type.String(), Type.Number()),
+    }),
+  ),
+});
 const Stats = Type.Object({
   jobs: Type.Object({ by_state: Count, by_type: Count }),
   active_jobs: Type.Integer(),
@@ -40,6 +55,8 @@ const Stats = Type.Object({
     ok: Type.Boolean(),
     backends: Type.Optional(Type.Array(Type.Object({ id: Type.String(), ok: Type.Boolean(), queue: Type.Optional(Type.Integer()) }))),
   }),
+  fleet: Type.Union([FleetStats, Type.Null()]),
+  gpu_seconds_by_user: Type.Array(Type.Object({ user_id: Type.String(), gpu_seconds: Type.Number() })),
 });
 
 export function contextOf(request: FastifyRequest): RequestContext {

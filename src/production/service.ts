@@ -23,6 +23,7 @@ import {
   type JobStatus,
   type JobType,
 } from './store.js';
+import { gpuSecondsByUser, queuedAhead } from './fleet/fair-share.js';
 import { jobView, type JobPage, type JobView } from './views.js';
 
 /** Where a request came from, for the audit trail. */
@@ -170,18 +171,24 @@ export class ProductionService {
 
   async #view(job: JobRow): Promise<JobView> {
     const assets = job.status === 'succeeded' ? await assetsOf(this.deps.store.db, [job.id]) : [];
-    return jobView(job, assets, this.deps.signer);
+    const view = jobView(job, assets, this.deps.signer);
+    if (job.status === 'queued' && this.deps.renderer.etaMs) {
+      const eta = this.deps.renderer.etaMs(await queuedAhead(this.deps.store.db, job), job.type);
+      if (eta !== undefined) view.eta_seconds = Math.ceil(eta / 1000);
+    }
+    return view;
   }
 
   async stats() {
     const { db } = this.deps.store;
     const since = new Date(Date.now() - 86_400_000).toISOString();
-    const [groups, users, depth, runs, renderer] = await Promise.all([
+    const [groups, users, depth, runs, renderer, gpu] = await Promise.all([
       countByStateAndType(db),
       countUsers(db),
       this.deps.queue.depth(),
       recentRuns(db, since, 50_000),
       this.#rendererHealth(),
+      gpuSecondsByUser(db, new Date()),
     ]);
     const byState: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
     const byType: Record<string, number> = { image: 0, video: 0 };
@@ -200,6 +207,8 @@ export class ProductionService {
       users,
       render_ms_24h: { count: durations.length, p50: percentile(durations, 0.5), p95: percentile(durations, 0.95) },
       renderer,
+      fleet: this.deps.renderer.fleetStats?.() ?? null,
+      gpu_seconds_by_user: gpu.slice(0, 100),
     };
   }
 

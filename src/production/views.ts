@@ -44,6 +44,8 @@ export const JobView = Type.Object({
   updated_at: Type.String(),
   started_at: Nullable(Type.String()),
   finished_at: Nullable(Type.String()),
+  /** queued jobs: seconds until it is expected to finish, from measured render times */
+  eta_seconds: Type.Optional(Type.Integer({ minimum: 0 })),
   assets: Type.Array(AssetView),
 });
 export type JobView = Static<typeof JobView>;

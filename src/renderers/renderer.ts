@@ -59,6 +59,28 @@ export interface Renderer {
   freeSlots?(): number;
   /** calls `listener` whenever slots free up */
   onCapacity?(listener: () => void): void;
+  /** per-backend figures of a fleet (admin stats, /metrics) */
+  fleetStats?(): FleetStats;
+  /** expected milliseconds until a job with `ahead` jobs queued before it finishes, from measured render times */
+  etaMs?(ahead: number, type: JobType): number | undefined;
+}
+
+export interface BackendStats {
+  id: string;
+  ok: boolean;
+  depth: number;
+  in_flight: number;
+  /** busy time / wall time since start */
+  utilization: number;
+  idle_gap_ms: { count: number; p50: number | null; p99: number | null };
+  /** mean execution time per job kind */
+  render_ms: Record<string, number>;
+}
+
+export interface FleetStats {
+  /** jobs taken by workers and waiting for a backend slot */
+  waiting: number;
+  backends: BackendStats[];
 }
 
 /**

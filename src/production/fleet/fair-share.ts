@@ -147,3 +147,14 @@ export async function gpuSecondsByUser(db: Kysely<Database>, now: Date, policy: 
     .map((row) => ({ user_id: row.user_id, gpu_seconds: decayedUsage(row, now.getTime(), policy.halfLifeMs) / 1000 }))
     .sort((a, b) => b.gpu_seconds - a.gpu_seconds);
 }
+
+/** Queued jobs created before this one (an ETA's queue position; fair share may reorder them). */
+export async function queuedAhead(db: Kysely<Database>, job: Pick<JobRow, 'created_at'>): Promise<number> {
+  const row = await db
+    .selectFrom('jobs')
+    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .where('status', '=', 'queued')
+    .where('created_at', '<', job.created_at)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}

@@ -1,4 +1,4 @@
-import { RendererError, type JobType } from '../renderer.js';
+import { RendererError, type BackendStats, type FleetStats, type JobType } from '../renderer.js';
 import { ComfyUIClient, MESSAGES, type ClientOptions } from './client.js';
 
 /**
@@ -107,7 +107,7 @@ export class FleetBackend {
     }
   }
 
-  stats(now = Date.now()) {
+  stats(now = Date.now()): BackendStats {
     const busy = this.#busyTotal + (this.#busySince !== undefined ? now - this.#busySince : 0);
     const gaps = [...this.#gaps].sort((a, b) => a - b);
     return {
@@ -368,7 +368,7 @@ export class Fleet {
     return Math.round((ahead + 1) / rate);
   }
 
-  stats() {
+  stats(): FleetStats {
     const now = Date.now();
     return { waiting: this.#waiting.length, backends: this.backends.map((b) => b.stats(now)) };
   }

@@ -7,6 +7,7 @@ import {
   type Renderer,
   type RendererHealth,
   type RenderOutput,
+  type FleetStats,
   type PreviewFrame,
   type RenderRequest,
 } from '../renderer.js';
@@ -746,6 +747,14 @@ export class ComfyUIRenderer implements Renderer {
 
   onCapacity(listener: () => void): void {
     this.fleet.onCapacity(listener);
+  }
+
+  fleetStats(): FleetStats {
+    return this.fleet.stats();
+  }
+
+  etaMs(ahead: number, type: JobType): number | undefined {
+    return this.fleet.etaMs(ahead, type);
   }
 
   async health(): Promise<RendererHealth> {

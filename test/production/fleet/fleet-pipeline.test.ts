@@ -45,12 +45,34 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
       const rows = await t.app.services.store.db.selectFrom('jobs').select(['status']).where('id', 'in', ids).execute();
       expect(rows.filter((r) => r.status === 'running')).toHaveLength(4);
       expect(rows.filter((r) => r.status === 'queued')).toHaveLength(3);
+      // A queued job shows when it should be done; later ones later.
+      const etas = await Promise.all(ids.slice(4).map(async (id) => (await t.app.inject({ url: `/api/anime/jobs/${id}`, headers: user.authorization })).json().eta_seconds as number));
+      expect(etas.every((eta) => Number.isInteger(eta) && eta > 0)).toBe(true);
+      expect(etas[2]).toBeGreaterThanOrEqual(etas[0]!);
       a.hold(false);
       b.hold(false);
       for (const id of ids) expect((await waitFor(t.app, user.authorization, id, ['succeeded', 'failed'])).status).toBe('succeeded');
       const done = await t.app.services.store.db.selectFrom('jobs').select(['attempts']).where('id', 'in', ids).execute();
       expect(done.every((r) => r.attempts === 1)).toBe(true);
       expect(a.finished.length + b.finished.length).toBe(7);
+
+      const admin = await signIn(t.app, { role: 'admin' });
+      const stats = (await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json();
+      expect(stats.fleet.waiting).toBe(0);
+      expect(stats.fleet.backends.map((x: Json) => [x.id, x.ok, x.depth, x.in_flight])).toEqual([
+        ['0', true, 2, 0],
+        ['1', true, 2, 0],
+      ]);
+      for (const backend of stats.fleet.backends) {
+        expect(backend.utilization).toBeGreaterThan(0);
+        expect(backend.utilization).toBeLessThanOrEqual(1);
+        expect(backend.render_ms.image).toBeGreaterThan(0);
+      }
+      await expect.poll(async () => (await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json().gpu_seconds_by_user.find((u: Json) => u.user_id === user.userId)?.gpu_seconds ?? 0).toBeGreaterThan(0);
+      const metrics = await t.app.inject({ url: '/metrics', headers: admin.authorization });
+      expect(metrics.body).toMatch(/celforge_backend_utilization\{backend="0"\} 0\.\d+/);
+      expect(metrics.body).toContain(`celforge_user_gpu_seconds{user="${user.userId}"}`);
+      expect(metrics.body).toMatch(/celforge_backend_in_flight\{backend="1",up="1"\} 0/);
     });
   });
 
