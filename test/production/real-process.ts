@@ -42,7 +42,8 @@ export async function mintToken(store: Store, storage: { dataDir: string; databa
   });
   const signingKey = storage.databaseUrl ? testSharedSecrets().CELFORGE_SIGNING_KEY : undefined;
   const keys = loadSigningKeys({ dataDir: storage.dataDir, signingKey });
-  const { token } = await issueAccessToken(keys, { userId, email, role: 'user', sessionId }, 3600);
+  // The processes run with the default access-token lifetime (15 min) and refuse longer-lived tokens.
+  const { token } = await issueAccessToken(keys, { userId, email, role: 'user', sessionId }, 900);
   return token;
 }
 
