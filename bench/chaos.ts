@@ -40,6 +40,8 @@ interface Answer {
   /** 0: no HTTP answer (connection refused or reset, timeout) */
   status: number;
   problem: boolean;
+  /** the problem type of a 5xx */
+  type?: string;
   jobId?: string;
 }
 
@@ -58,8 +60,14 @@ function steadyLoad(target: () => string, tokens: string[], perSecond: number) {
     const request = fetch(`${target()}/api/anime/generate`, { method: 'POST', headers, body, signal: AbortSignal.timeout(15_000) })
       .then(async (response) => {
         const problem = (response.headers.get('content-type') ?? '').startsWith('application/problem+json');
-        const json = (await response.json().catch(() => ({}))) as { job_id?: string };
-        answers.push({ at, status: response.status, problem, jobId: response.status === 202 ? json.job_id : undefined });
+        const json = (await response.json().catch(() => ({}))) as { job_id?: string; type?: string };
+        answers.push({
+          at,
+          status: response.status,
+          problem,
+          type: response.status >= 500 ? json.type?.replace('urn:celforge:problem:', '') : undefined,
+          jobId: response.status === 202 ? json.job_id : undefined,
+        });
       })
       .catch(() => void answers.push({ at, status: 0, problem: false }))
       .finally(() => inFlight.delete(request));
@@ -110,6 +118,7 @@ function faultFigures(fault: Fault, answers: Answer[], ready: { at: number; stat
     '5xx': fives.length,
     '5xx_problem_json': fives.filter((a) => a.problem).length,
     '5xx_statuses': [...new Set(fives.map((a) => a.status))],
+    '5xx_types': [...new Set(fives.map((a) => a.type ?? 'not a problem'))],
     '5xx_duration_s': fives.length ? Number(((fives.at(-1)!.at - fives[0]!.at) / 1000).toFixed(1)) : 0,
     '5xx_after_restore': fives.filter((a) => a.at > fault.restored + 1000).length,
     no_answer: refused.length,
@@ -363,7 +372,7 @@ function markdown(report: Record<string, any>): string {
   lines.push(`| ${s.jobs.accepted} | ${s.jobs.succeeded} | ${s.jobs.failed} | ${s.jobs.lost} | ${s.jobs.doubled} | ${s.jobs.stuck} | ${s.jobs.rerun_after_fault} |`, '');
   lines.push('| fault | outage s | submissions | 5xx | of them problem+json | 5xx for s | 5xx > 1 s after return | no answer | /ready said so | time to ready s |', '|---|---|---|---|---|---|---|---|---|---|');
   for (const f of s.faults) {
-    lines.push(`| ${f.fault} | ${f.outage_s} | ${f.submissions} | ${f['5xx']} ${f['5xx_statuses'].length ? `(${f['5xx_statuses'].join(', ')})` : ''} | ${f['5xx_problem_json']} | ${f['5xx_duration_s']} | ${f['5xx_after_restore']} | ${f.no_answer} | ${f.ready_reported_outage} | ${f.time_to_ready_s} |`);
+    lines.push(`| ${f.fault} | ${f.outage_s} | ${f.submissions} | ${f['5xx']} ${f['5xx_types'].length ? `(${f['5xx_statuses'].join(', ')}: ${f['5xx_types'].join(', ')})` : ''} | ${f['5xx_problem_json']} | ${f['5xx_duration_s']} | ${f['5xx_after_restore']} | ${f.no_answer} | ${f.ready_reported_outage} | ${f.time_to_ready_s} |`);
   }
   lines.push('', '## Embedded (SQLite, 60 jobs, two kill -9)', '', '```json', JSON.stringify(report.embedded, null, 2), '```', '');
   lines.push('## Full asset disk (tmpfs)', '', '```json', JSON.stringify(report.full_disk, null, 2), '```', '');

@@ -306,7 +306,8 @@ export class JobWorker implements LocalWorkerHandle {
       rendered();
       // Before the job changes hands: a new holder writes files of the same names.
       if (written.length > 0) await this.#removeUnsaved(job.id, written);
-      await this.#handleFailure(job, entry, error);
+      // If the store cannot take the job's end either, its lease lapses and the job runs again.
+      await this.#handleFailure(job, entry, error).catch((fault: unknown) => this.#logFault(fault, 'could not record how a job ended', { job: job.id }));
     } finally {
       clearTimeout(timeout);
       clearInterval(lease);
