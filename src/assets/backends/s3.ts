@@ -13,7 +13,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStore, PresignOptions, StoredObject } from './object-store.js';
+import { ObjectMissingError, type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
 
 export interface S3Settings {
   endpoint?: string;
@@ -100,14 +100,19 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async open(key: string, range?: ByteRange): Promise<Readable> {
-    const answer = await this.#client.send(
-      new GetObjectCommand({
-        Bucket: this.settings.bucket,
-        Key: this.#key(key),
-        Range: range ? `bytes=${range.start}-${range.end}` : undefined,
-      }),
-    );
-    return answer.Body as Readable;
+    try {
+      const answer = await this.#client.send(
+        new GetObjectCommand({
+          Bucket: this.settings.bucket,
+          Key: this.#key(key),
+          Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+        }),
+      );
+      return answer.Body as Readable;
+    } catch (error) {
+      if (isMissing(error)) throw new ObjectMissingError('no such object');
+      throw error;
+    }
   }
 
   async remove(key: string): Promise<void> {
