@@ -12,7 +12,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
 import { ObjectMissingError, type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
 
 export interface S3Settings {
@@ -69,12 +69,23 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: Buffer | Readable, contentType: string): Promise<number> {
     let bytes = Buffer.isBuffer(body) ? body.length : 0;
-    if (!Buffer.isBuffer(body)) body.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    // A stream is counted on its way through; the source's failure fails the upload.
+    const counted = Buffer.isBuffer(body)
+      ? body
+      : body.pipe(
+          new Transform({
+            transform(chunk: Buffer, _encoding, done) {
+              bytes += chunk.length;
+              done(null, chunk);
+            },
+          }),
+        );
+    if (!Buffer.isBuffer(body)) body.once('error', (error) => (counted as Transform).destroy(error));
     const { bucket } = this.settings;
     const incoming = this.#key(`${INCOMING}${key.replaceAll('/', '_')}.${randomUUID()}`);
     const upload = new Upload({
       client: this.#client,
-      params: { Bucket: bucket, Key: incoming, Body: body, ContentType: contentType },
+      params: { Bucket: bucket, Key: incoming, Body: counted, ContentType: contentType },
       partSize: PART_BYTES,
       queueSize: 2,
     });
