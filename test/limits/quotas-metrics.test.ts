@@ -9,7 +9,7 @@ import { limitTestRoutes } from './routes.js';
 const METRICS_TOKEN = 'metrics-token-for-tests-0123456789abcdef';
 
 describeEachDialect('job quotas', (dialect) => {
-  const t = useTestApp(dialect, { limits: { ...DEFAULT_LIMITS, activeJobs: 2, jobsPerDay: 3 } }, { extraRoutes: limitTestRoutes });
+  const t = useTestApp(dialect, { limits: { ...DEFAULT_LIMITS, activeJobs: 2, jobsPerDay: 3 } }, { extraRoutes: limitTestRoutes, worker: false });
   const generate = (authorization: Record<string, string>, type = 'image') =>
     t.app.inject({ method: 'POST', url: '/api/anime/_test/generate', headers: authorization, payload: { prompt: 'a cel', type } });
   const finishAll = (userId: string) =>
