@@ -14,6 +14,7 @@ import { JobView } from '../src/production/views.js';
 import { signIn, TEST_PASSWORD, type SignedIn } from '../test/support/users.js';
 import { measure, printTable, securityCost, writeResults, type Measurement } from './harness.js';
 import { temporaryPostgres } from './postgres.js';
+import { assetDelivery, printDelivery } from './assets.js';
 
 /**
  * The benchmark keeps every security layer in the path (authentication, revocation view, rate
@@ -237,6 +238,10 @@ async function main() {
   const seconds = Number(process.env.BENCH_SECONDS ?? 5);
   const jobs = Number(process.env.BENCH_JOBS ?? 200);
   const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+  if (process.env.BENCH_ONLY === 'assets') {
+    printDelivery(await assetDelivery(seconds, rounds, BENCH_LIMITS));
+    return;
+  }
   const { reads, roundRatios } = await withApp(undefined, { worker: false }, (bench) => securedReads(bench, seconds, rounds));
   const spread = `(b)/(a) per round: ${roundRatios.join(', ')} (median ${median(roundRatios)})`;
   if (process.env.BENCH_ONLY === 'reads') {
@@ -254,6 +259,8 @@ async function main() {
     latency.push(await onStore(store, (url) => withApp(url, { worker: true }, (bench) => submitToRunning(bench, jobs))));
   }
 
+  const delivery = await assetDelivery(seconds, rounds, BENCH_LIMITS);
+
   const rows = [...reads, storm.read, ...accepted];
   printTable(rows);
   const [baseline, raw, bearer, apiKey] = reads;
@@ -263,6 +270,7 @@ async function main() {
   console.log(spread);
   console.log(`login storm: ${storm.logins_per_second} logins/s; authenticated read p99 ${storm.read.latency_p99_ms} ms during it`);
   for (const l of latency) console.log(`submit → running [${l.store}]: p50 ${l.p50_ms} ms, p99 ${l.p99_ms} ms over ${l.jobs} jobs`);
+  printDelivery(delivery);
   const file = writeResults(fileURLToPath(new URL('./results', import.meta.url)), {
     at: new Date().toISOString(),
     node: process.version,
@@ -273,6 +281,7 @@ async function main() {
     secured_to_unsecured_per_round: roundRatios,
     login_storm: { logins_per_second: storm.logins_per_second, login_failures: storm.login_failures, read_p99_ms: storm.read.latency_p99_ms },
     submit_to_running: latency,
+    asset_delivery: delivery,
   });
   console.log(`results: ${path.relative(process.cwd(), file)}`);
 }

@@ -69,10 +69,6 @@ export function openObjectStore(config: Config): ObjectStore {
 export class AssetStorage {
   constructor(readonly objects: ObjectStore) {}
 
-  static forDataDir(dataDir: string): AssetStorage {
-    return new AssetStorage(new DiskObjectStore(dataDir, [ORIGINALS, THUMBNAILS]));
-  }
-
   async write(jobId: string, position: number, output: ResultBody): Promise<StoredFile> {
     const contentType = output.contentType.toLowerCase();
     const extension = TYPES[contentType];

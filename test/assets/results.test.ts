@@ -135,6 +135,16 @@ for (const backend of ASSET_BACKENDS) {
       expect([meta.format, meta.width, meta.height]).toEqual(['webp', 384, 216]);
     });
 
+    it('a result whose object is gone from the store is a 404 problem, not a 500', async () => {
+      const { user, job } = await finished('image');
+      const storageKey = `${job.job_id}-0.png`;
+      await t.app.services.production.assets.remove(storageKey);
+      for (const url of [job.assets[0].url, job.assets[0].thumbnail_url]) {
+        expectProblem(await t.app.inject({ url, headers: user.authorization }), 404, 'not-found');
+        expectProblem(await t.app.inject({ url, headers: { ...user.authorization, range: 'bytes=0-9' } }), 404, 'not-found');
+      }
+    });
+
     it('a thumbnail opens under the same rules as its original: owner or signed URL, else 404', async () => {
       const { user, job } = await finished('image');
       const asset = job.assets[0] as Json;

@@ -29,6 +29,9 @@ if (!postgresReachable) {
   console.warn(`\n  NOTICE: PostgreSQL is not reachable at ${POSTGRES_BASE_URL}; its tests are SKIPPED on this machine.\n`);
 }
 
+/** Whether the PostgreSQL tests run here (always in CI). */
+export const postgresAvailable = postgresReachable;
+
 /** Runs the same suite once per dialect: SQLite always, PostgreSQL when reachable (required in CI). */
 export function describeEachDialect(name: string, suite: (dialect: DialectName) => void): void {
   describe(`${name} [sqlite]`, () => suite('sqlite'));

@@ -71,6 +71,8 @@ export async function startTestS3(): Promise<TestS3> {
     }),
     async close() {
       client.destroy();
+      // keep-alive sockets of clients in other processes would hold close() open
+      (server as unknown as { httpServer?: { closeAllConnections(): void } }).httpServer?.closeAllConnections();
       await server.close();
       rmSync(directory, { recursive: true, force: true });
     },

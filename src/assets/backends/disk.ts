@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdirSync } from 'node:fs';
-import { readdir, rename, rm, stat } from 'node:fs/promises';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import { open, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ByteRange, ObjectStore, StoredObject } from './object-store.js';
+import { ObjectMissingError, type ByteRange, type ObjectStore, type StoredObject } from './object-store.js';
 
 /** `<key>.<uuid>.tmp`, as `put` names its temporary files */
 const TEMP = /\.[0-9a-f-]{36}\.tmp$/;
@@ -47,7 +47,14 @@ export class DiskObjectStore implements ObjectStore {
   }
 
   async open(key: string, range?: ByteRange): Promise<Readable> {
-    return createReadStream(this.#path(key), range);
+    let handle;
+    try {
+      handle = await open(this.#path(key), 'r');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new ObjectMissingError('no such object');
+      throw error;
+    }
+    return handle.createReadStream(range);
   }
 
   async remove(key: string): Promise<void> {

@@ -1,5 +1,10 @@
 import type { Readable } from 'node:stream';
 
+/** `open` of a key that holds nothing. */
+export class ObjectMissingError extends Error {
+  override name = 'ObjectMissingError';
+}
+
 /** A byte range, both ends included. */
 export interface ByteRange {
   start: number;
@@ -30,6 +35,7 @@ export interface ObjectStore {
   readonly kind: 'disk' | 's3';
   put(key: string, body: Buffer | Readable, contentType: string): Promise<number>;
   stat(key: string): Promise<{ size: number } | null>;
+  /** rejects with ObjectMissingError when the key holds nothing */
   open(key: string, range?: ByteRange): Promise<Readable>;
   remove(key: string): Promise<void>;
   list(): AsyncIterable<StoredObject>;

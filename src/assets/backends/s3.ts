@@ -12,8 +12,8 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import type { ByteRange, ObjectStore, PresignOptions, StoredObject } from './object-store.js';
+import { Transform, type Readable } from 'node:stream';
+import { ObjectMissingError, type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
 
 export interface S3Settings {
   endpoint?: string;
@@ -69,12 +69,23 @@ export class S3ObjectStore implements ObjectStore {
 
   async put(key: string, body: Buffer | Readable, contentType: string): Promise<number> {
     let bytes = Buffer.isBuffer(body) ? body.length : 0;
-    if (!Buffer.isBuffer(body)) body.on('data', (chunk: Buffer) => (bytes += chunk.length));
+    // A stream is counted on its way through; the source's failure fails the upload.
+    const counted = Buffer.isBuffer(body)
+      ? body
+      : body.pipe(
+          new Transform({
+            transform(chunk: Buffer, _encoding, done) {
+              bytes += chunk.length;
+              done(null, chunk);
+            },
+          }),
+        );
+    if (!Buffer.isBuffer(body)) body.once('error', (error) => (counted as Transform).destroy(error));
     const { bucket } = this.settings;
     const incoming = this.#key(`${INCOMING}${key.replaceAll('/', '_')}.${randomUUID()}`);
     const upload = new Upload({
       client: this.#client,
-      params: { Bucket: bucket, Key: incoming, Body: body, ContentType: contentType },
+      params: { Bucket: bucket, Key: incoming, Body: counted, ContentType: contentType },
       partSize: PART_BYTES,
       queueSize: 2,
     });
@@ -100,14 +111,19 @@ export class S3ObjectStore implements ObjectStore {
   }
 
   async open(key: string, range?: ByteRange): Promise<Readable> {
-    const answer = await this.#client.send(
-      new GetObjectCommand({
-        Bucket: this.settings.bucket,
-        Key: this.#key(key),
-        Range: range ? `bytes=${range.start}-${range.end}` : undefined,
-      }),
-    );
-    return answer.Body as Readable;
+    try {
+      const answer = await this.#client.send(
+        new GetObjectCommand({
+          Bucket: this.settings.bucket,
+          Key: this.#key(key),
+          Range: range ? `bytes=${range.start}-${range.end}` : undefined,
+        }),
+      );
+      return answer.Body as Readable;
+    } catch (error) {
+      if (isMissing(error)) throw new ObjectMissingError('no such object');
+      throw error;
+    }
   }
 
   async remove(key: string): Promise<void> {
