@@ -4,6 +4,7 @@ import type { AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
 import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
+import type { ClaimOptions } from './fleet/fair-share.js';
 import { previewRelay } from './fleet/previews.js';
 import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
@@ -44,7 +45,7 @@ export interface WorkerOptions {
   /** a job went back to the queue (retry, recovery): tell a distributed queue about it */
   onRequeue?: () => void;
   /** fleet scheduling (src/production/fleet): the next job to take instead of the oldest one */
-  claimNext?: (workerId: string, now: Date, leaseUntil: string) => Promise<JobRow | undefined>;
+  claimNext?: (workerId: string, now: Date, leaseUntil: string, options?: ClaimOptions) => Promise<JobRow | undefined>;
   /** a render ended (any outcome) after `renderMs` of renderer time */
   onRendered?: (job: JobRow, renderMs: number) => void;
   /** turns what the renderer made into the files kept (e.g. video → MP4 + poster) */
@@ -81,6 +82,8 @@ const PROGRESS_WRITE_MS = 500;
 export class JobWorker implements LocalWorkerHandle {
   readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly #running = new Map<string, Running>();
+  /** jobs of users with nothing else running, taken when the renderer had no free slot: they go first */
+  readonly #urgent = new Set<string>();
   readonly #options: Required<Omit<WorkerOptions, Hooks>> & Pick<WorkerOptions, Hooks>;
   #timers: NodeJS.Timeout[] = [];
   #filling = false;
@@ -162,6 +165,22 @@ export class JobWorker implements LocalWorkerHandle {
     return claimJob(store, this.id, now.toISOString(), this.#leaseUntil(now));
   }
 
+  /**
+   * No free slot, but a user with nothing running waits: such a job may start ahead of the prompts
+   * already waiting on a backend (one per backend), so a light user never waits behind a batch.
+   */
+  async #fillUrgent(): Promise<void> {
+    const { claimNext, renderer } = this.#options;
+    if (!claimNext || !renderer.urgentSlots) return;
+    while (!this.#stopped && this.#running.size < MAX_IN_FLIGHT && renderer.urgentSlots() > 0) {
+      const now = new Date();
+      const job = await claimNext(this.id, now, this.#leaseUntil(now), { idleUsersOnly: true });
+      if (!job) return;
+      this.#urgent.add(job.id);
+      this.#launch(job);
+    }
+  }
+
   async #fill(): Promise<void> {
     this.#filling = true;
     try {
@@ -177,6 +196,7 @@ export class JobWorker implements LocalWorkerHandle {
           }
           this.#launch(job);
         }
+        await this.#fillUrgent();
       } while (this.#again && !this.#stopped);
     } catch (error) {
       if (!this.#stopped) this.#options.log.error({ err: error }, 'job worker could not claim a job');
@@ -215,6 +235,7 @@ export class JobWorker implements LocalWorkerHandle {
       .catch((error: unknown) => this.#options.log.error({ err: error, job: job.id }, 'job worker fault'))
       .finally(() => {
         this.#running.delete(job.id);
+        this.#urgent.delete(job.id);
         this.wake();
       });
   }
@@ -251,7 +272,8 @@ export class JobWorker implements LocalWorkerHandle {
     };
     try {
       const onPreview = previewRelay(events, job.id);
-      let outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress, onPreview });
+      const request = { ...toRenderRequest(job), ...(this.#urgent.has(job.id) && { urgent: true }) };
+      let outputs = await renderer.render(request, { signal: entry.controller.signal, onProgress, onPreview });
       rendered();
       entry.controller.signal.throwIfAborted();
       if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);

@@ -15,6 +15,11 @@ export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, halfLifeMs: 1
 /** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
 const CLAIM_LOCK = 0x63_66_66_6c; // "cffl"
 
+export interface ClaimOptions {
+  /** only a job of a user with nothing running (it may start ahead of waiting prompts) */
+  idleUsersOnly?: boolean;
+}
+
 interface Contender {
   userId: string;
   oldest: string;
@@ -43,7 +48,14 @@ function compare(a: Contender, b: Contender): number {
  * and room under their running cap, the first by `compare`; that user's oldest due job. Claims are
  * serialised (PostgreSQL advisory lock; SQLite's write lock), so caps hold across workers.
  */
-export function claimFair(store: Store, workerId: string, now: Date, leaseUntil: string, policy: FairSharePolicy = DEFAULT_POLICY): Promise<JobRow | undefined> {
+export function claimFair(
+  store: Store,
+  workerId: string,
+  now: Date,
+  leaseUntil: string,
+  policy: FairSharePolicy = DEFAULT_POLICY,
+  options: ClaimOptions = {},
+): Promise<JobRow | undefined> {
   const at = now.toISOString();
   return store.db.transaction().execute(async (trx) => {
     if (store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
@@ -73,7 +85,7 @@ export function claimFair(store: Store, workerId: string, now: Date, leaseUntil:
       const share = shareOf.get(row.user_id);
       const count = runningOf.get(row.user_id) ?? 0;
       const cap = share?.max_running ?? policy.maxRunning;
-      if (cap !== null && count >= cap) continue;
+      if ((cap !== null && count >= cap) || (options.idleUsersOnly && count > 0)) continue;
       contenders.push({
         userId: row.user_id,
         oldest: String(row.oldest),

@@ -27,6 +27,8 @@ export interface Requirement {
 /** A render as the fleet sees it. */
 export interface FleetRun {
   readonly requirement: Requirement;
+  /** may take one place beyond `depth`, queued in front of the waiting prompts */
+  readonly urgent: boolean;
   /** when its prompt began executing on its backend (Date.now()); undefined while it waits */
   readonly startedAt: number | undefined;
   /** takes the prompt back from its backend and submits it to `target`; false if it had started meanwhile */
@@ -165,7 +167,13 @@ export class Fleet {
 
   /** Jobs the fleet can take now without one waiting: free slots of healthy backends, less runs already waiting. */
   freeSlots(): number {
-    return this.backends.reduce((sum, b) => sum + b.free, 0) - this.#waiting.length;
+    return this.backends.reduce((sum, b) => sum + b.free, 0) - this.#waiting.filter((w) => !w.run.urgent).length;
+  }
+
+  /** Urgent jobs it can take now: one per healthy backend that holds none. */
+  urgentSlots(): number {
+    const held = this.backends.filter((b) => b.healthy && ![...b.slots].some((run) => run.urgent)).length;
+    return held - this.#waiting.filter((w) => w.run.urgent).length;
   }
 
   onCapacity(listener: () => void): void {
@@ -219,7 +227,7 @@ export class Fleet {
   /** Gives free slots to waiting runs, oldest first, each on the capable backend expected to start it soonest. */
   #dispatch(): void {
     for (const waiter of [...this.#waiting]) {
-      const backend = this.#bestFree(waiter.run.requirement);
+      const backend = waiter.run.urgent ? this.#soonest(waiter.run.requirement) : this.#bestFree(waiter.run.requirement);
       if (!backend) continue;
       this.#drop(waiter);
       backend.slots.add(waiter.run);
@@ -238,6 +246,23 @@ export class Fleet {
       if (b.free === 0 || b.can(requirement) === false) continue;
       // Fewest prompts ahead, weighted by how fast the backend is; ties in turn.
       const key = [b.slots.size * b.expectedMs(requirement.kind, fallback) + b.expectedMs(requirement.kind, fallback), (Number(b.id) - turn + n) % n];
+      if (!best || compareTuples(key, bestKey) < 0) {
+        best = b;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  /** For an urgent run: the capable backend without one whose running prompt ends soonest. */
+  #soonest(requirement: Requirement): FleetBackend | undefined {
+    const now = Date.now();
+    const fallback = this.#typicalMs(requirement.kind);
+    let best: FleetBackend | undefined;
+    let bestKey: number[] = [];
+    for (const b of this.backends) {
+      if (!b.healthy || b.can(requirement) === false || b.slots.size > b.depth || [...b.slots].some((run) => run.urgent)) continue;
+      const key = [b.free > 0 && b.slots.size === 0 ? 0 : this.#busyFor(b, fallback, now), b.slots.size];
       if (!best || compareTuples(key, bestKey) < 0) {
         best = b;
         bestKey = key;
@@ -279,7 +304,7 @@ export class Fleet {
     let gain = 0;
     for (const source of this.backends) {
       if (source === target) continue;
-      const waiting = [...source.slots].filter((run) => run.startedAt === undefined);
+      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent);
       const last = waiting.at(-1);
       if (!last || target.can(last.requirement) === false) continue;
       // The last waiting prompt there ends after what runs there and every prompt ahead of it.

@@ -76,6 +76,34 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
     });
   });
 
+  describe('a light user', () => {
+    const fleet = useFleet(2);
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
+
+    it('a user with nothing running starts next on the backend that frees first, ahead of a batch already waiting there', async () => {
+      const [a, b] = fleet.doubles as [ComfyUIDouble, ComfyUIDouble];
+      // Long renders, so the submission below lands while the first prompts still run.
+      a.renderMs = 2_000;
+      b.renderMs = 2_000;
+      const heavy = await signIn(t.app);
+      const light = await signIn(t.app);
+      await submit(t.app, heavy.authorization, 10);
+      await expect.poll(() => a.promptCount + b.promptCount, { timeout: 10_000 }).toBe(4);
+      const [lightJob] = await submit(t.app, light.authorization, 1);
+      const done = await waitFor(t.app, light.authorization, lightJob!, ['succeeded', 'failed'], 20_000);
+      expect(done.status).toBe('succeeded');
+      const home = [a, b].find((d) => promptsFor(d, lightJob!).length === 1)!;
+      const prompt = promptsFor(home, lightJob!)[0]!;
+      expect(prompt.front).toBe(true);
+      // On its backend it ran right after the prompt running when it came, ahead of the one waiting.
+      const before = home.prompts.filter((p) => p !== prompt && home.prompts.indexOf(p) < home.prompts.indexOf(prompt)).map((p) => p.prompt_id!);
+      const position = home.finished.indexOf(prompt.prompt_id!);
+      expect(position).toBeGreaterThan(0);
+      expect(before.filter((id) => !home.finished.slice(0, position).includes(id))).toHaveLength(1);
+      await t.app.services.store.db.updateTable('jobs').set({ status: 'canceled' }).where('user_id', '=', heavy.userId).where('status', 'in', ['queued', 'running']).execute();
+    });
+  });
+
   describe('a backend dying', () => {
     const fleet = useFleet(2);
     const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
