@@ -298,6 +298,10 @@ export async function main(): Promise<void> {
   try {
     // One unmeasured round first: the first jobs of a process pay for JIT compilation and cold caches.
     await saturation(app, 'fleet');
+    if (process.env.BENCH_ONLY === 'light') {
+      for (let i = 0; i < 3; i++) console.log(JSON.stringify(await lightUser(app, 'fleet')));
+      return;
+    }
     if (process.env.BENCH_ONLY === 'saturation') {
       for (const variant of ['fleet', 'fleet-2-workers', 'naive'] as const) console.log(JSON.stringify(await saturation(app, variant)));
       return;

@@ -729,6 +729,7 @@ export class ComfyUIRenderer implements Renderer {
     };
     this.timer = setInterval(() => void this.fleet.probe(), options.healthIntervalMs ?? DEFAULTS.healthIntervalMs);
     this.timer.unref();
+    this.fleet.watchQueues();
   }
 
   async render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]> {
@@ -773,6 +774,7 @@ export class ComfyUIRenderer implements Renderer {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    this.fleet.close();
     for (const run of this.runs.keys()) run.stop('closed');
     await Promise.all(this.runs.values());
   }
