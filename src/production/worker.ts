@@ -46,7 +46,7 @@ export interface WorkerOptions {
   onRequeue?: () => void;
   /** fleet scheduling (src/production/fleet): the next job to take instead of the oldest one */
   claimNext?: (workerId: string, now: Date, leaseUntil: string, options?: ClaimOptions) => Promise<JobRow | undefined>;
-  /** a render ended (any outcome) after `renderMs` of renderer time */
+  /** a render ended (any outcome) after `renderMs` of GPU time (as the renderer measured it, else the render's duration) */
   onRendered?: (job: JobRow, renderMs: number) => void;
   /** turns what the renderer made into the files kept (e.g. video → MP4 + poster) */
   finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
@@ -266,14 +266,18 @@ export class JobWorker implements LocalWorkerHandle {
     };
 
     let renderStart = Date.now();
+    let gpuMs: number | undefined;
     const rendered = () => {
-      if (renderStart > 0) this.#rendered(job, Date.now() - renderStart);
+      if (renderStart > 0) this.#rendered(job, gpuMs ?? Date.now() - renderStart);
       renderStart = 0;
+    };
+    const onGpuTime = (ms: number) => {
+      gpuMs = (gpuMs ?? 0) + ms;
     };
     try {
       const onPreview = previewRelay(events, job.id);
       const request = { ...toRenderRequest(job), ...(this.#urgent.has(job.id) && { urgent: true }) };
-      let outputs = await renderer.render(request, { signal: entry.controller.signal, onProgress, onPreview });
+      let outputs = await renderer.render(request, { signal: entry.controller.signal, onProgress, onPreview, onGpuTime });
       rendered();
       entry.controller.signal.throwIfAborted();
       if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);

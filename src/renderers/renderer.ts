@@ -34,6 +34,8 @@ export interface RenderContext {
   onProgress(percent: number): void;
   /** an intermediate image of the render (live preview), when the renderer has one */
   onPreview?(frame: PreviewFrame): void;
+  /** how long the job actually executed on a GPU (queueing on the backend excluded), when known */
+  onGpuTime?(ms: number): void;
 }
 
 export interface PreviewFrame {

@@ -570,7 +570,11 @@ class RenderRun implements FleetRun {
   private gpuDone(): void {
     const backend = this.backend;
     if (!backend) return;
-    if (this.startedAt !== undefined) backend.executionEnded(this.request.type, Date.now() - this.startedAt);
+    if (this.startedAt !== undefined) {
+      const ms = Date.now() - this.startedAt;
+      backend.executionEnded(this.request.type, ms);
+      this.context.onGpuTime?.(ms);
+    }
     this.startedAt = undefined;
     if (this.holding) this.fleet.release(this, backend);
     this.holding = false;

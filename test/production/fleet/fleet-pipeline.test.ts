@@ -68,7 +68,9 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
         expect(backend.utilization).toBeLessThanOrEqual(1);
         expect(backend.render_ms.image).toBeGreaterThan(0);
       }
-      await expect.poll(async () => (await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json().gpu_seconds_by_user.find((u: Json) => u.user_id === user.userId)?.gpu_seconds ?? 0).toBeGreaterThan(0);
+      const gpuSeconds = async () =>
+        ((await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json().gpu_seconds_by_user.find((u: Json) => u.user_id === user.userId)?.gpu_seconds ?? 0) as number;
+      await expect.poll(gpuSeconds).toBeGreaterThan(0);
       const metrics = await t.app.inject({ url: '/metrics', headers: admin.authorization });
       expect(metrics.body).toMatch(/celforge_backend_utilization\{backend="0"\} 0\.\d+/);
       expect(metrics.body).toContain(`celforge_user_gpu_seconds{user="${user.userId}"}`);
