@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/app.js';
 import { DEFAULT_LIMITS, parseRateLimits, testConfig } from '../src/config/config.js';
-import { claimFair, recordGpuUse } from '../src/production/fleet/fair-share.js';
+import { claimFair, recordGpuUse, type ClaimOptions } from '../src/production/fleet/fair-share.js';
 import type { LocalQueue } from '../src/production/local-queue.js';
 import { JobWorker } from '../src/production/worker.js';
 import { ComfyUIRenderer } from '../src/renderers/comfyui/renderer.js';
@@ -72,7 +72,7 @@ async function startRun(app: FastifyInstance, variant: Variant, renderMs: number
         leaseMs: 60_000,
         log: app.log,
         ...(variant !== 'naive' && {
-          claimNext: (workerId: string, now: Date, leaseUntil: string) => claimFair(store, workerId, now, leaseUntil),
+          claimNext: (workerId: string, now: Date, leaseUntil: string, claim?: ClaimOptions) => claimFair(store, workerId, now, leaseUntil, undefined, claim),
           onRendered: (job, ms) => void recordGpuUse(store.db, job.user_id, ms, new Date()).catch(() => {}),
         }),
       }),
@@ -298,6 +298,10 @@ export async function main(): Promise<void> {
   try {
     // One unmeasured round first: the first jobs of a process pay for JIT compilation and cold caches.
     await saturation(app, 'fleet');
+    if (process.env.BENCH_ONLY === 'light') {
+      for (let i = 0; i < 3; i++) console.log(JSON.stringify(await lightUser(app, 'fleet')));
+      return;
+    }
     if (process.env.BENCH_ONLY === 'saturation') {
       for (const variant of ['fleet', 'fleet-2-workers', 'naive'] as const) console.log(JSON.stringify(await saturation(app, variant)));
       return;

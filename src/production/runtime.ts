@@ -72,7 +72,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         source: bullQueue ? 'external' : 'store',
         onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
         outage,
-        claimNext: (workerId, now, leaseUntil) => claimFair(store, workerId, now, leaseUntil, policy),
+        claimNext: (workerId, now, leaseUntil, claim) => claimFair(store, workerId, now, leaseUntil, policy, claim),
         finishOutputs: async (job, outputs, signal) => {
           if (job.type !== 'video') return outputs;
           try {

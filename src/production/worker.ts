@@ -6,6 +6,7 @@ import { describeFault, isTemporaryFault } from '../db/faults.js';
 import type { StoreOutage } from '../db/outage.js';
 import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
+import type { ClaimOptions } from './fleet/fair-share.js';
 import { previewRelay } from './fleet/previews.js';
 import type { LocalWorkerHandle } from './local-queue.js';
 import { parseParams } from './params.js';
@@ -52,8 +53,8 @@ export interface WorkerOptions {
   /** first pause between those tries; doubles with each */
   saveRetryMs?: number;
   /** fleet scheduling (src/production/fleet): the next job to take instead of the oldest one */
-  claimNext?: (workerId: string, now: Date, leaseUntil: string) => Promise<JobRow | undefined>;
-  /** a render ended (any outcome) after `renderMs` of renderer time */
+  claimNext?: (workerId: string, now: Date, leaseUntil: string, options?: ClaimOptions) => Promise<JobRow | undefined>;
+  /** a render ended (any outcome) after `renderMs` of GPU time (as the renderer measured it, else the render's duration) */
   onRendered?: (job: JobRow, renderMs: number) => void;
   /** turns what the renderer made into the files kept (e.g. video → MP4 + poster) */
   finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
@@ -114,6 +115,8 @@ const PROGRESS_WRITE_MS = 500;
 export class JobWorker implements LocalWorkerHandle {
   readonly id = `w-${process.pid}-${randomBytes(6).toString('hex')}`;
   readonly #running = new Map<string, Running>();
+  /** jobs of users with nothing else running, taken when the renderer had no free slot: they go first */
+  readonly #urgent = new Set<string>();
   readonly #options: Required<Omit<WorkerOptions, Hooks>> & Pick<WorkerOptions, Hooks>;
   #timers: NodeJS.Timeout[] = [];
   #filling = false;
@@ -202,6 +205,22 @@ export class JobWorker implements LocalWorkerHandle {
     return claimJob(store, this.id, now.toISOString(), this.#leaseUntil(now));
   }
 
+  /**
+   * No free slot, but a user with nothing running waits: such a job may start ahead of the prompts
+   * already waiting on a backend (one per backend), so a light user never waits behind a batch.
+   */
+  async #fillUrgent(): Promise<void> {
+    const { claimNext, renderer } = this.#options;
+    if (!claimNext || !renderer.urgentSlots) return;
+    while (!this.#stopped && this.#running.size < MAX_IN_FLIGHT && renderer.urgentSlots() > 0) {
+      const now = new Date();
+      const job = await claimNext(this.id, now, this.#leaseUntil(now), { idleUsersOnly: true });
+      if (!job) return;
+      this.#urgent.add(job.id);
+      this.#launch(job);
+    }
+  }
+
   async #fill(): Promise<void> {
     this.#filling = true;
     try {
@@ -217,6 +236,7 @@ export class JobWorker implements LocalWorkerHandle {
           }
           this.#launch(job);
         }
+        await this.#fillUrgent();
       } while (this.#again && !this.#stopped);
     } catch (error) {
       if (!this.#stopped) this.#logFault(error, 'job worker could not claim a job');
@@ -260,6 +280,7 @@ export class JobWorker implements LocalWorkerHandle {
       .catch((error: unknown) => this.#options.log.error({ err: error, job: job.id }, 'job worker fault'))
       .finally(() => {
         this.#running.delete(job.id);
+        this.#urgent.delete(job.id);
         this.wake();
       });
   }
@@ -291,13 +312,18 @@ export class JobWorker implements LocalWorkerHandle {
 
     let written: AssetRow[] = [];
     let renderStart = Date.now();
+    let gpuMs: number | undefined;
     const rendered = () => {
-      if (renderStart > 0) this.#rendered(job, Date.now() - renderStart);
+      if (renderStart > 0) this.#rendered(job, gpuMs ?? Date.now() - renderStart);
       renderStart = 0;
+    };
+    const onGpuTime = (ms: number) => {
+      gpuMs = (gpuMs ?? 0) + ms;
     };
     try {
       const onPreview = previewRelay(events, job.id);
-      let outputs = await renderer.render(toRenderRequest(job), { signal: entry.controller.signal, onProgress, onPreview });
+      const request = { ...toRenderRequest(job), ...(this.#urgent.has(job.id) && { urgent: true }) };
+      let outputs = await renderer.render(request, { signal: entry.controller.signal, onProgress, onPreview, onGpuTime });
       rendered();
       entry.controller.signal.throwIfAborted();
       if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);

@@ -15,6 +15,8 @@ export interface RenderRequest {
   /** video only */
   fps: number;
   style?: string;
+  /** start ahead of prompts already waiting on a backend (fair share: a user with nothing running) */
+  urgent?: boolean;
 }
 
 export interface RenderOutput {
@@ -32,6 +34,8 @@ export interface RenderContext {
   onProgress(percent: number): void;
   /** an intermediate image of the render (live preview), when the renderer has one */
   onPreview?(frame: PreviewFrame): void;
+  /** how long the job actually executed on a GPU (queueing on the backend excluded), when known */
+  onGpuTime?(ms: number): void;
 }
 
 export interface PreviewFrame {
@@ -57,6 +61,8 @@ export interface Renderer {
    * each backend `depth` prompts deep); without it the worker takes `concurrency` jobs at once.
    */
   freeSlots?(): number;
+  /** how many urgent jobs it can take now (ahead of waiting prompts, at most one per backend) */
+  urgentSlots?(): number;
   /** calls `listener` whenever slots free up */
   onCapacity?(listener: () => void): void;
   /** per-backend figures of a fleet (admin stats, /metrics) */

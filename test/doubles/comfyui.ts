@@ -405,8 +405,9 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     const promptId = typeof data.prompt_id === 'string' ? data.prompt_id : randomUUID();
     const valid = validatePrompt(data.prompt, specs);
     if (!valid.ok) return json(res, 400, { error: valid.error, node_errors: valid.nodeErrors });
+    // server.py: {"front": true} queues the prompt ahead of every pending one.
     const item: QueueItem = {
-      number: number++,
+      number: data.front === true ? -number++ : number++,
       promptId,
       prompt: data.prompt,
       extraData: typeof data.client_id === 'string' ? { client_id: data.client_id } : {},

@@ -61,8 +61,11 @@ describeEachDialect('kill -9 during running jobs', (dialect) => {
       expect(row.attempts).toBe(interrupted.has(row.id) ? 2 : 1);
     }
     const assets = await store.db.selectFrom('assets').selectAll().where('job_id', 'in', ids).execute();
-    expect(assets).toHaveLength(JOBS);
+    // an image job keeps one file; a video job three (MP4, poster, animation)
+    const videos = Math.floor(JOBS / 2);
+    expect(assets).toHaveLength(JOBS - videos + 3 * videos);
     expect(new Set(assets.map((a) => a.job_id)).size).toBe(JOBS);
+    expect(new Set(assets.map((a) => `${a.job_id}/${a.position}`)).size).toBe(assets.length);
 
     const files = readdirSync(path.join(storage.dataDir, 'assets')).filter((name) => !name.endsWith('.tmp'));
     expect(files.sort()).toEqual(assets.map((a) => a.storage_key).sort());

@@ -15,6 +15,11 @@ export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, halfLifeMs: 1
 /** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
 const CLAIM_LOCK = 0x63_66_66_6c; // "cffl"
 
+export interface ClaimOptions {
+  /** only a job of a user with nothing running (it may start ahead of waiting prompts) */
+  idleUsersOnly?: boolean;
+}
+
 interface Contender {
   userId: string;
   oldest: string;
@@ -40,85 +45,104 @@ function compare(a: Contender, b: Contender): number {
 
 /**
  * Takes the next job by fair share instead of arrival order: among users with a due queued job
- * and room under their running cap, the first by `compare`; that user's oldest due job. Claims are
- * serialised (PostgreSQL advisory lock; SQLite's write lock), so caps hold across workers.
+ * and room under their running cap, the first by `compare`; that user's oldest due job.
+ * PostgreSQL: claims are serialised by an advisory lock held for the transaction, so caps hold
+ * across workers. SQLite: no transaction spans an await (a synchronous writer elsewhere in the
+ * process would wait on it with the event loop blocked); the single UPDATE re-checks the job's
+ * state and the user's cap under SQLite's write lock instead.
  */
-export function claimFair(store: Store, workerId: string, now: Date, leaseUntil: string, policy: FairSharePolicy = DEFAULT_POLICY): Promise<JobRow | undefined> {
-  const at = now.toISOString();
+export function claimFair(
+  store: Store,
+  workerId: string,
+  now: Date,
+  leaseUntil: string,
+  policy: FairSharePolicy = DEFAULT_POLICY,
+  options: ClaimOptions = {},
+): Promise<JobRow | undefined> {
+  if (store.dialect !== 'postgres') return pickAndClaim(store.db, workerId, now, leaseUntil, policy, options);
   return store.db.transaction().execute(async (trx) => {
-    if (store.dialect === 'postgres') await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
-    const waiting = await trx
-      .selectFrom('jobs')
-      .select(['user_id', (eb) => eb.fn.min<string>('created_at').as('oldest')])
-      .where('status', '=', 'queued')
-      .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
-      .groupBy('user_id')
-      .execute();
-    if (waiting.length === 0) return undefined;
-    const users = waiting.map((row) => row.user_id);
-    const [running, shares] = await Promise.all([
-      trx
-        .selectFrom('jobs')
-        .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
-        .where('status', '=', 'running')
-        .where('user_id', 'in', users)
-        .groupBy('user_id')
-        .execute(),
-      trx.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
-    ]);
-    const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
-    const shareOf = new Map(shares.map((row) => [row.user_id, row]));
-    const contenders: Contender[] = [];
-    for (const row of waiting) {
-      const share = shareOf.get(row.user_id);
-      const count = runningOf.get(row.user_id) ?? 0;
-      const cap = share?.max_running ?? policy.maxRunning;
-      if (cap !== null && count >= cap) continue;
-      contenders.push({
-        userId: row.user_id,
-        oldest: String(row.oldest),
-        running: count,
-        weight: share?.weight ?? 1,
-        usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
-      });
-    }
-    const next = contenders.sort(compare)[0];
-    if (!next) return undefined;
-    const candidate = trx
-      .selectFrom('jobs')
-      .select('id')
-      .where('user_id', '=', next.userId)
-      .where('status', '=', 'queued')
-      .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
-      .orderBy('created_at')
-      .orderBy('id')
-      .limit(1);
-    return trx
-      .updateTable('jobs')
-      .set(claimedBy(workerId, at, leaseUntil))
-      .where('id', '=', candidate)
-      .where('status', '=', 'queued')
-      .returningAll()
-      .executeTakeFirst();
+    await sql`select pg_advisory_xact_lock(${CLAIM_LOCK})`.execute(trx);
+    return pickAndClaim(trx, workerId, now, leaseUntil, policy, options);
   });
 }
 
-/** Adds a job's GPU time to its user's decaying use. */
+async function pickAndClaim(
+  db: Kysely<Database>,
+  workerId: string,
+  now: Date,
+  leaseUntil: string,
+  policy: FairSharePolicy,
+  options: ClaimOptions,
+): Promise<JobRow | undefined> {
+  const at = now.toISOString();
+  const waiting = await db
+    .selectFrom('jobs')
+    .select(['user_id', (eb) => eb.fn.min<string>('created_at').as('oldest')])
+    .where('status', '=', 'queued')
+    .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
+    .groupBy('user_id')
+    .execute();
+  if (waiting.length === 0) return undefined;
+  const users = waiting.map((row) => row.user_id);
+  const [running, shares] = await Promise.all([
+    db
+      .selectFrom('jobs')
+      .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('status', '=', 'running')
+      .where('user_id', 'in', users)
+      .groupBy('user_id')
+      .execute(),
+    db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+  ]);
+  const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
+  const shareOf = new Map(shares.map((row) => [row.user_id, row]));
+  const contenders: (Contender & { cap: number | null })[] = [];
+  for (const row of waiting) {
+    const share = shareOf.get(row.user_id);
+    const count = runningOf.get(row.user_id) ?? 0;
+    const cap = options.idleUsersOnly ? 1 : (share?.max_running ?? policy.maxRunning);
+    if (cap !== null && count >= cap) continue;
+    contenders.push({
+      userId: row.user_id,
+      oldest: String(row.oldest),
+      running: count,
+      weight: share?.weight ?? 1,
+      usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
+      cap,
+    });
+  }
+  const next = contenders.sort(compare)[0];
+  if (!next) return undefined;
+  const candidate = db
+    .selectFrom('jobs')
+    .select('id')
+    .where('user_id', '=', next.userId)
+    .where('status', '=', 'queued')
+    .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(1);
+  let update = db.updateTable('jobs').set(claimedBy(workerId, at, leaseUntil)).where('id', '=', candidate).where('status', '=', 'queued');
+  if (next.cap !== null) {
+    update = update.where(sql<boolean>`(select count(*) from jobs as r where r.user_id = ${next.userId} and r.status = 'running') < ${next.cap}`);
+  }
+  return update.returningAll().executeTakeFirst();
+}
+
+/**
+ * Adds a job's GPU time to its user's decaying use. A read, then one upsert (no transaction across
+ * an await, see claimFair): two workers ending jobs of one user at the same instant may lose one
+ * addition, which only nudges an ordering.
+ */
 export async function recordGpuUse(db: Kysely<Database>, userId: string, ms: number, now: Date, policy: FairSharePolicy = DEFAULT_POLICY): Promise<void> {
   const at = now.toISOString();
-  await db.transaction().execute(async (trx) => {
-    const share = await trx.selectFrom('fleet_shares').selectAll().where('user_id', '=', userId).executeTakeFirst();
-    const usage = decayedUsage(share, now.getTime(), policy.halfLifeMs) + Math.max(0, ms);
-    if (share) {
-      await trx.updateTable('fleet_shares').set({ usage_ms: usage, usage_at: at }).where('user_id', '=', userId).execute();
-    } else {
-      await trx
-        .insertInto('fleet_shares')
-        .values({ user_id: userId, weight: 1, max_running: null, usage_ms: usage, usage_at: at, updated_at: at, updated_by: null })
-        .onConflict((oc) => oc.column('user_id').doUpdateSet({ usage_ms: usage, usage_at: at }))
-        .execute();
-    }
-  });
+  const share = await db.selectFrom('fleet_shares').select(['usage_ms', 'usage_at']).where('user_id', '=', userId).executeTakeFirst();
+  const usage = decayedUsage(share, now.getTime(), policy.halfLifeMs) + Math.max(0, ms);
+  await db
+    .insertInto('fleet_shares')
+    .values({ user_id: userId, weight: 1, max_running: null, usage_ms: usage, usage_at: at, updated_at: at, updated_by: null })
+    .onConflict((oc) => oc.column('user_id').doUpdateSet({ usage_ms: usage, usage_at: at }))
+    .execute();
 }
 
 export interface ShareSetting {

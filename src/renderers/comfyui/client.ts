@@ -74,10 +74,11 @@ export class ComfyUIClient {
   }
 
   /** POST /prompt. A 400 means ComfyUI refused the workflow (validate_prompt): not retryable. */
-  async submit(workflow: Workflow, clientId: string, promptId: string, signal?: AbortSignal): Promise<SubmitResult> {
+  async submit(workflow: Workflow, clientId: string, promptId: string, signal?: AbortSignal, front = false): Promise<SubmitResult> {
     // prompt_id is honoured by current ComfyUI (older versions ignore it and pick their own),
-    // which lets us clean up a prompt whose submission answer never arrived.
-    const body = { prompt: workflow, client_id: clientId, prompt_id: promptId };
+    // which lets us clean up a prompt whose submission answer never arrived. `front` queues it
+    // ahead of every pending prompt.
+    const body = { prompt: workflow, client_id: clientId, prompt_id: promptId, ...(front && { front: true }) };
     const answer = await this.call('POST', 'prompt', { body, signal, allowBadRequest: true }, async (res) => {
       if (res.status === 400) {
         const detail = await res.text().catch(() => '');

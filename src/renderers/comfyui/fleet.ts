@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import type WebSocket from 'ws';
 import { RendererError, type BackendStats, type FleetStats, type JobType } from '../renderer.js';
 import { ComfyUIClient, MESSAGES, type ClientOptions } from './client.js';
 
@@ -27,6 +29,8 @@ export interface Requirement {
 /** A render as the fleet sees it. */
 export interface FleetRun {
   readonly requirement: Requirement;
+  /** may take one place beyond `depth`, queued in front of the waiting prompts */
+  readonly urgent: boolean;
   /** when its prompt began executing on its backend (Date.now()); undefined while it waits */
   readonly startedAt: number | undefined;
   /** takes the prompt back from its backend and submits it to `target`; false if it had started meanwhile */
@@ -38,6 +42,8 @@ const GAP_SAMPLES = 512;
 const GAP_CAP_MS = 5_000;
 /** /object_info is re-read every this many probes (it changes only when models or nodes are added). */
 const CAPABILITY_EVERY = 20;
+/** A dropped queue watch is reopened after this long. */
+const WATCH_RETRY_MS = 1_000;
 
 export class FleetBackend {
   ok: boolean | undefined = undefined;
@@ -46,6 +52,14 @@ export class FleetBackend {
   readonly slots = new Set<FleetRun>();
   /** running + pending prompts at the last probe (all clients, not only this process) */
   queue = 0;
+  /**
+   * running + pending prompts as ComfyUI last announced them to every client (`status` events):
+   * prompts other Celforge workers keep there count against `depth` too. Undefined while unknown.
+   */
+  remoteQueue: number | undefined;
+  #watch: WebSocket | undefined;
+  #watchTimer: NodeJS.Timeout | undefined;
+  #closed = false;
   /** per job kind: mean execution time of recent prompts (exponentially weighted), ms */
   readonly renderMs = new Map<JobType, number>();
   #busySince: number | undefined;
@@ -67,7 +81,45 @@ export class FleetBackend {
   }
 
   get free(): number {
-    return this.healthy ? Math.max(0, this.depth - this.slots.size) : 0;
+    return this.healthy ? Math.max(0, this.depth - Math.max(this.slots.size, this.remoteQueue ?? 0)) : 0;
+  }
+
+  /** Follows ComfyUI's queue size through a WebSocket of its own; `changed` is told of every change. */
+  watchQueue(changed: () => void): void {
+    if (this.#closed || this.#watch) return;
+    const retry = (): void => {
+      this.#watch = undefined;
+      this.remoteQueue = undefined;
+      if (this.#closed) return;
+      this.#watchTimer = setTimeout(() => this.watchQueue(changed), WATCH_RETRY_MS);
+      this.#watchTimer.unref();
+    };
+    this.client.openSocket(`celforge-fleet-${randomUUID()}`).then(
+      (ws) => {
+        if (!ws) return retry();
+        if (this.#closed) return void ws.terminate();
+        this.#watch = ws;
+        ws.on('message', (data, isBinary) => {
+          if (isBinary) return;
+          const remaining = queueRemaining(data);
+          if (remaining === undefined || remaining === this.remoteQueue) return;
+          this.remoteQueue = remaining;
+          changed();
+        });
+        ws.once('close', () => {
+          retry();
+          changed();
+        });
+      },
+      () => retry(),
+    );
+  }
+
+  close(): void {
+    this.#closed = true;
+    clearTimeout(this.#watchTimer);
+    this.#watch?.terminate();
+    this.#watch = undefined;
   }
 
   can(requirement: Requirement): boolean | undefined {
@@ -165,7 +217,13 @@ export class Fleet {
 
   /** Jobs the fleet can take now without one waiting: free slots of healthy backends, less runs already waiting. */
   freeSlots(): number {
-    return this.backends.reduce((sum, b) => sum + b.free, 0) - this.#waiting.length;
+    return this.backends.reduce((sum, b) => sum + b.free, 0) - this.#waiting.filter((w) => !w.run.urgent).length;
+  }
+
+  /** Urgent jobs it can take now: one per healthy backend that holds none. */
+  urgentSlots(): number {
+    const held = this.backends.filter((b) => b.healthy && ![...b.slots].some((run) => run.urgent)).length;
+    return held - this.#waiting.filter((w) => w.run.urgent).length;
   }
 
   onCapacity(listener: () => void): void {
@@ -219,7 +277,7 @@ export class Fleet {
   /** Gives free slots to waiting runs, oldest first, each on the capable backend expected to start it soonest. */
   #dispatch(): void {
     for (const waiter of [...this.#waiting]) {
-      const backend = this.#bestFree(waiter.run.requirement);
+      const backend = waiter.run.urgent ? this.#soonest(waiter.run.requirement) : this.#bestFree(waiter.run.requirement);
       if (!backend) continue;
       this.#drop(waiter);
       backend.slots.add(waiter.run);
@@ -238,6 +296,23 @@ export class Fleet {
       if (b.free === 0 || b.can(requirement) === false) continue;
       // Fewest prompts ahead, weighted by how fast the backend is; ties in turn.
       const key = [b.slots.size * b.expectedMs(requirement.kind, fallback) + b.expectedMs(requirement.kind, fallback), (Number(b.id) - turn + n) % n];
+      if (!best || compareTuples(key, bestKey) < 0) {
+        best = b;
+        bestKey = key;
+      }
+    }
+    return best;
+  }
+
+  /** For an urgent run: the capable backend without one whose running prompt ends soonest. */
+  #soonest(requirement: Requirement): FleetBackend | undefined {
+    const now = Date.now();
+    const fallback = this.#typicalMs(requirement.kind);
+    let best: FleetBackend | undefined;
+    let bestKey: number[] = [];
+    for (const b of this.backends) {
+      if (!b.healthy || b.can(requirement) === false || b.slots.size > b.depth || [...b.slots].some((run) => run.urgent)) continue;
+      const key = [b.free > 0 && b.slots.size === 0 ? 0 : this.#busyFor(b, fallback, now), b.slots.size];
       if (!best || compareTuples(key, bestKey) < 0) {
         best = b;
         bestKey = key;
@@ -279,7 +354,7 @@ export class Fleet {
     let gain = 0;
     for (const source of this.backends) {
       if (source === target) continue;
-      const waiting = [...source.slots].filter((run) => run.startedAt === undefined);
+      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent);
       const last = waiting.at(-1);
       if (!last || target.can(last.requirement) === false) continue;
       // The last waiting prompt there ends after what runs there and every prompt ahead of it.
@@ -358,6 +433,20 @@ export class Fleet {
     return this.#probing;
   }
 
+  /** Starts following every backend's queue (prompts of other workers count against depth). */
+  watchQueues(): void {
+    for (const backend of this.backends) {
+      backend.watchQueue(() => {
+        this.#dispatch();
+        this.#notify();
+      });
+    }
+  }
+
+  close(): void {
+    for (const backend of this.backends) backend.close();
+  }
+
   /** ETA of the n-th job (0-based) still to be placed, from measured render times and free slots. */
   etaMs(position: number, kind: JobType): number | undefined {
     const healthy = this.backends.filter((b) => b.healthy);
@@ -371,6 +460,18 @@ export class Fleet {
   stats(): FleetStats {
     const now = Date.now();
     return { waiting: this.#waiting.length, backends: this.backends.map((b) => b.stats(now)) };
+  }
+}
+
+/** `queue_remaining` of a ComfyUI `status` event, if the message is one. */
+function queueRemaining(data: WebSocket.RawData): number | undefined {
+  try {
+    const text = Array.isArray(data) ? Buffer.concat(data).toString('utf8') : data.toString('utf8');
+    const event = JSON.parse(text) as { type?: unknown; data?: { status?: { exec_info?: { queue_remaining?: unknown } } } };
+    const remaining = event.type === 'status' ? event.data?.status?.exec_info?.queue_remaining : undefined;
+    return typeof remaining === 'number' && Number.isInteger(remaining) && remaining >= 0 ? remaining : undefined;
+  } catch {
+    return undefined;
   }
 }
 

@@ -433,6 +433,7 @@ class RenderRun implements FleetRun {
   private readonly progress: Progress;
   private readonly workflow: Workflow;
   readonly requirement: Requirement;
+  readonly urgent: boolean;
   startedAt: number | undefined;
   private moving = false;
   /** settled by whichever watch follows the prompt where it finally runs */
@@ -452,6 +453,7 @@ class RenderRun implements FleetRun {
       nodes: [...new Set(Object.values(this.workflow).map((node) => node.class_type))],
       checkpoint: settings.checkpoint,
     };
+    this.urgent = request.urgent === true;
   }
 
   /** Stops the run; the pending render() rejects after cleaning up on ComfyUI. */
@@ -521,7 +523,7 @@ class RenderRun implements FleetRun {
     // Connect first so that no event of the prompt can be missed.
     const ws = await backend.client.openSocket(this.clientId, signal);
     this.socket = ws && new SocketBuffer(ws);
-    const submitted = await backend.client.submit(this.workflow, this.clientId, this.promptId, signal);
+    const submitted = await backend.client.submit(this.workflow, this.clientId, this.promptId, signal, this.urgent);
     this.promptId = submitted.promptId;
     backend.ok = true;
   }
@@ -568,7 +570,11 @@ class RenderRun implements FleetRun {
   private gpuDone(): void {
     const backend = this.backend;
     if (!backend) return;
-    if (this.startedAt !== undefined) backend.executionEnded(this.request.type, Date.now() - this.startedAt);
+    if (this.startedAt !== undefined) {
+      const ms = Date.now() - this.startedAt;
+      backend.executionEnded(this.request.type, ms);
+      this.context.onGpuTime?.(ms);
+    }
     this.startedAt = undefined;
     if (this.holding) this.fleet.release(this, backend);
     this.holding = false;
@@ -727,6 +733,7 @@ export class ComfyUIRenderer implements Renderer {
     };
     this.timer = setInterval(() => void this.fleet.probe(), options.healthIntervalMs ?? DEFAULTS.healthIntervalMs);
     this.timer.unref();
+    this.fleet.watchQueues();
   }
 
   async render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]> {
@@ -743,6 +750,10 @@ export class ComfyUIRenderer implements Renderer {
 
   freeSlots(): number {
     return this.closed ? 0 : this.fleet.freeSlots();
+  }
+
+  urgentSlots(): number {
+    return this.closed ? 0 : this.fleet.urgentSlots();
   }
 
   onCapacity(listener: () => void): void {
@@ -767,6 +778,7 @@ export class ComfyUIRenderer implements Renderer {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
+    this.fleet.close();
     for (const run of this.runs.keys()) run.stop('closed');
     await Promise.all(this.runs.values());
   }

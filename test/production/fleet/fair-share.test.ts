@@ -75,7 +75,7 @@ describeEachDialect('fair-share claims', (dialect) => {
     const waiting = await store().db.selectFrom('jobs').select('user_id').where('status', '=', 'queued').execute();
     expect(waiting.map((row) => owners.get(row.user_id))).toEqual(['B', 'B', 'B', 'B']);
     const audited = () => store().db.selectFrom('audit_log').selectAll().where('action', '=', 'admin.user.share').where('target', '=', b.userId).execute();
-    await expect.poll(async () => (await audited()).length).toBe(1);
+    await expect.poll(async () => (await audited()).length, { timeout: 10_000 }).toBe(1);
   });
 
   it('between users with nothing running, the one with less recent GPU use goes first', async () => {
@@ -91,6 +91,17 @@ describeEachDialect('fair-share claims', (dialect) => {
     expect(await claimOwners(2, owners)).toEqual(['idle', 'busy']);
   });
 
+  it('an urgent claim takes only a job of a user with nothing running', async () => {
+    const heavy = await signIn(t.app);
+    const light = await signIn(t.app);
+    await submit(heavy, 3);
+    await claimFair(store(), 'w-test', new Date(), LEASE());
+    expect(await claimFair(store(), 'w-test', new Date(), LEASE(), undefined, { idleUsersOnly: true })).toBeUndefined();
+    const [lightId] = await submit(light, 2);
+    expect((await claimFair(store(), 'w-test', new Date(), LEASE(), undefined, { idleUsersOnly: true }))?.id).toBe(lightId);
+    expect(await claimFair(store(), 'w-test', new Date(), LEASE(), undefined, { idleUsersOnly: true })).toBeUndefined();
+  });
+
   it('racing claimers never take a job twice nor pass a cap', async () => {
     const admin = await signIn(t.app, { role: 'admin' });
     const users = await Promise.all([signIn(t.app), signIn(t.app), signIn(t.app)]);
@@ -99,6 +110,8 @@ describeEachDialect('fair-share claims', (dialect) => {
       await t.app.inject({ method: 'PUT', url: `/api/anime/admin/users/${user.userId}/share`, headers: admin.authorization, payload: { weight: 1, max_running: 3 } });
     }
     const claimed = await Promise.all(Array.from({ length: 15 }, (_, i) => claimFair(store(), `racer-${i}`, new Date(), LEASE())));
+    // A racer that lost (its pick filled up meanwhile) gets nothing; what is left is taken in turn.
+    for (let job = await claimFair(store(), 'last', new Date(), LEASE()); job; job = await claimFair(store(), 'last', new Date(), LEASE())) claimed.push(job);
     const got = claimed.filter((job) => job !== undefined);
     expect(new Set(got.map((job) => job!.id)).size).toBe(got.length);
     expect(got).toHaveLength(9);

@@ -68,11 +68,41 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
         expect(backend.utilization).toBeLessThanOrEqual(1);
         expect(backend.render_ms.image).toBeGreaterThan(0);
       }
-      await expect.poll(async () => (await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json().gpu_seconds_by_user.find((u: Json) => u.user_id === user.userId)?.gpu_seconds ?? 0).toBeGreaterThan(0);
+      const gpuSeconds = async () =>
+        ((await t.app.inject({ url: '/api/anime/admin/stats', headers: admin.authorization })).json().gpu_seconds_by_user.find((u: Json) => u.user_id === user.userId)?.gpu_seconds ?? 0) as number;
+      await expect.poll(gpuSeconds).toBeGreaterThan(0);
       const metrics = await t.app.inject({ url: '/metrics', headers: admin.authorization });
       expect(metrics.body).toMatch(/celforge_backend_utilization\{backend="0"\} 0\.\d+/);
       expect(metrics.body).toContain(`celforge_user_gpu_seconds{user="${user.userId}"}`);
       expect(metrics.body).toMatch(/celforge_backend_in_flight\{backend="1",up="1"\} 0/);
+    });
+  });
+
+  describe('a light user', () => {
+    const fleet = useFleet(2);
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
+
+    it('a user with nothing running starts next on the backend that frees first, ahead of a batch already waiting there', async () => {
+      const [a, b] = fleet.doubles as [ComfyUIDouble, ComfyUIDouble];
+      // Long renders, so the submission below lands while the first prompts still run.
+      a.renderMs = 2_000;
+      b.renderMs = 2_000;
+      const heavy = await signIn(t.app);
+      const light = await signIn(t.app);
+      await submit(t.app, heavy.authorization, 10);
+      await expect.poll(() => a.promptCount + b.promptCount, { timeout: 10_000 }).toBe(4);
+      const [lightJob] = await submit(t.app, light.authorization, 1);
+      const done = await waitFor(t.app, light.authorization, lightJob!, ['succeeded', 'failed'], 20_000);
+      expect(done.status).toBe('succeeded');
+      const home = [a, b].find((d) => promptsFor(d, lightJob!).length === 1)!;
+      const prompt = promptsFor(home, lightJob!)[0]!;
+      expect(prompt.front).toBe(true);
+      // On its backend it ran right after the prompt running when it came, ahead of the one waiting.
+      const before = home.prompts.filter((p) => p !== prompt && home.prompts.indexOf(p) < home.prompts.indexOf(prompt)).map((p) => p.prompt_id!);
+      const position = home.finished.indexOf(prompt.prompt_id!);
+      expect(position).toBeGreaterThan(0);
+      expect(before.filter((id) => !home.finished.slice(0, position).includes(id))).toHaveLength(1);
+      await t.app.services.store.db.updateTable('jobs').set({ status: 'canceled' }).where('user_id', '=', heavy.userId).where('status', 'in', ['queued', 'running']).execute();
     });
   });
 
