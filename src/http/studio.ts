@@ -75,9 +75,9 @@ export function studio(root: string = STUDIO_DIST): Studio {
           preCompressed: true,
           // Under /assets/ the names carry a content hash: a changed file is a new name.
           setHeaders: (reply, path) => {
-            reply.header('content-security-policy', STUDIO_CSP);
+            reply.setHeader('content-security-policy', STUDIO_CSP);
             const name = path.slice(root.length).replaceAll('\\', '/');
-            reply.header('cache-control', name.startsWith('/assets/') ? IMMUTABLE : name.startsWith('/index.html') ? 'no-store' : 'public, max-age=3600');
+            reply.setHeader('cache-control', name.startsWith('/assets/') ? IMMUTABLE : name.startsWith('/index.html') ? 'no-store' : 'public, max-age=3600');
           },
         });
         scope.get('/', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => sendIndex(reply));
