@@ -6,7 +6,7 @@ import { replayGuardFor, requestSignatures } from './access/signatures.js';
 import type { Principal } from './access/principal.js';
 import { stepUp } from './access/step-up.js';
 import { checkpointKey, startCheckpoints } from './audit/anchor.js';
-import type { Auditor } from './audit/events.js';
+import type { AuditEvent, Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
 import { assetRoutes } from './assets/routes.js';
@@ -23,6 +23,7 @@ import { GalleryService } from './gallery/service.js';
 import { loggerOptions, RequestLogController } from './http/logging.js';
 import { openApi } from './http/openapi.js';
 import { rawJsonBody } from './http/raw-body.js';
+import { clientErrorHandler, frameworkErrors } from './http/refusals.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
 import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
@@ -127,6 +128,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const encryptor = masterEncryptor(config);
   const revocations = new RevocationView(config.accessTokenTtlSeconds);
 
+  // requests refused before routing are audited too; the auditor is made just below
+  let recordRefusal: (event: AuditEvent) => void = () => {};
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
     logController: new RequestLogController(config.logLevel),
@@ -136,10 +139,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
+    frameworkErrors: frameworkErrors(() => recordRefusal),
+    clientErrorHandler: clientErrorHandler(() => recordRefusal),
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
   const audit = new StoreAuditor(store, { onError: (message, error) => app.log.error({ err: error }, message) });
+  recordRefusal = (event) => audit.record(event);
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
   if (rateStore instanceof RedisRateStore) await rateStore.ready();
