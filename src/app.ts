@@ -267,7 +267,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;
-    const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
+    const jobs = new ProductionService({ store, queue, events, signer, audit, renderer, admit: (trx, userId) => quotas.admitJob(trx, userId) });
     const gallery = new GalleryService({ store, signer, audit, production: jobs });
     await app.register(productionRoutes, { prefix: '/api/anime', service: jobs, events });
     await app.register(assetRoutes, { prefix: '/api/anime', store, signer, storage: assets });
