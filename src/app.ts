@@ -7,7 +7,7 @@ import { replayGuardFor, requestSignatures } from './access/signatures.js';
 import type { Principal } from './access/principal.js';
 import { stepUp } from './access/step-up.js';
 import { checkpointKey, startCheckpoints } from './audit/anchor.js';
-import type { Auditor } from './audit/events.js';
+import type { AuditEvent, Auditor } from './audit/events.js';
 import { auditRequests, auditRoutes } from './audit/routes.js';
 import { startRetention, StoreAuditor } from './audit/service.js';
 import { assetRoutes } from './assets/routes.js';
@@ -26,6 +26,7 @@ import { loggerOptions, RequestLogController } from './http/logging.js';
 import { openApi } from './http/openapi.js';
 import { Readiness, readinessMetric } from './http/readiness.js';
 import { rawJsonBody } from './http/raw-body.js';
+import { clientErrorHandler, frameworkErrors } from './http/refusals.js';
 import { requestId } from './http/request-id.js';
 import { securityHeaders } from './http/security.js';
 import { studio } from './http/studio.js';
@@ -141,6 +142,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const encryptor = masterEncryptor(config);
   const revocations = new RevocationView(config.accessTokenTtlSeconds);
 
+  // requests refused before routing are audited too; the auditor is made just below
+  let recordRefusal: (event: AuditEvent) => void = () => {};
   const app = Fastify({
     logger: loggerOptions(config.logLevel),
     logController: new RequestLogController(config.logLevel),
@@ -150,12 +153,15 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     return503OnClosing: true,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
+    frameworkErrors: frameworkErrors(() => recordRefusal),
+    clientErrorHandler: clientErrorHandler(() => recordRefusal),
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.setValidatorCompiler(TypeBoxValidatorCompiler);
 
   const outage = new StoreOutage(store, app.log);
   // while the store is out, the outage is logged once instead of each retry of the audit writer
   const audit = new StoreAuditor(store, { onError: (message, error) => error !== undefined && outage.report(error) ? undefined : app.log.error({ err: error }, message) });
+  recordRefusal = (event) => audit.record(event);
   const metrics = new Metrics(store);
   const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
   if (rateStore instanceof RedisRateStore) await rateStore.ready();
@@ -291,7 +297,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   }
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;
-    const jobs = new ProductionService({ store, queue, events, signer, audit, renderer });
+    const jobs = new ProductionService({ store, queue, events, signer, audit, renderer, admit: (trx, userId) => quotas.admitJob(trx, userId) });
     const lifecycle = new LifecycleService({
       store,
       storage: assets,

@@ -12,8 +12,9 @@ import { extensionFor, originalKey, type AssetStorage } from './storage.js';
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Query = Type.Object(
   {
-    expires: Type.Optional(Type.Integer({ minimum: 0, maximum: 1e11 })),
-    signature: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
+    // one spelling each, as `UrlSigner.url` writes them: decimal without sign or leading zeros, unpadded base64url
+    expires: Type.Optional(Type.String({ pattern: '^[1-9][0-9]{0,10}$' })),
+    signature: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9_-]{43}$' })),
     download: Type.Optional(Type.Union([Type.Literal('1'), Type.Literal('true')])),
   },
   { additionalProperties: false },
@@ -109,7 +110,7 @@ export const assetRoutes: FastifyPluginAsyncTypebox<{ store: Store; signer: UrlS
       async (request, reply) => {
         const asset = await openableAsset(options.store, options.signer, request.params.id, {
           principal: request.principal,
-          expires: request.query.expires,
+          expires: request.query.expires === undefined ? undefined : Number(request.query.expires),
           signature: request.query.signature,
         });
         return deliverAsset(request, reply, asset, { ...options, which, download: request.query.download !== undefined });

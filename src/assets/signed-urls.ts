@@ -27,6 +27,8 @@ export function loadUrlSigningKey(options: { dataDir: string; urlSigningKey?: st
   return Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
 }
 
+const CANONICAL_SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
+
 /** HMAC-SHA256 over asset id and expiry: a URL that opens one asset for a short while. */
 export class UrlSigner {
   constructor(private readonly key: Buffer) {}
@@ -49,7 +51,10 @@ export class UrlSigner {
   verify(assetId: string, expires: number, signature: string, nowSeconds = Math.floor(Date.now() / 1000)): boolean {
     if (!Number.isSafeInteger(expires) || expires < nowSeconds) return false;
     if (expires > nowSeconds + LIFETIME_SECONDS + STEP_SECONDS) return false;
+    // Node's decoder takes padding, the standard alphabet and trailing junk: accept the one canonical spelling only.
+    if (!CANONICAL_SIGNATURE.test(signature)) return false;
     const given = Buffer.from(signature, 'base64url');
+    if (given.toString('base64url') !== signature) return false;
     const expected = this.#mac(assetId, expires);
     return given.length === expected.length && timingSafeEqual(given, expected);
   }

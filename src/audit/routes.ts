@@ -12,16 +12,21 @@ function outcomeOf(status: number): AuditEvent['outcome'] {
 }
 
 /**
- * Every answered request becomes an `http.request` row. Only the route pattern is kept, never the
- * raw URL (query strings carry signed-URL tokens), and nothing from headers or bodies.
+ * Every request that reached a route becomes an `http.request` row: answered, or closed by the
+ * client first (aborted, or an event stream the client left: status 499). Only the route pattern
+ * is kept, never the raw URL (query strings carry signed-URL tokens), and nothing from headers or
+ * bodies. Requests by API key name the key.
  */
 export const auditRequests = fp(async (app: FastifyInstance, options: { audit: Auditor }) => {
-  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+  const recorded = new WeakSet<FastifyRequest>();
+  const record = (request: FastifyRequest, status: number, durationMs: number, aborted: boolean) => {
+    if (recorded.has(request)) return;
+    recorded.add(request);
     const principal = request.principal;
     const route = request.routeOptions.url ?? '(no route)';
     options.audit.record({
       action: 'http.request',
-      outcome: outcomeOf(reply.statusCode),
+      outcome: aborted ? 'failure' : outcomeOf(status),
       actorId: principal?.userId ?? null,
       target: `${request.method} ${route}`,
       ip: request.ip,
@@ -29,10 +34,24 @@ export const auditRequests = fp(async (app: FastifyInstance, options: { audit: A
       detail: {
         method: request.method,
         route,
-        status: reply.statusCode,
-        duration_ms: Math.round(reply.elapsedTime * 100) / 100,
+        status,
+        duration_ms: Math.round(durationMs * 100) / 100,
+        ...(aborted && { aborted: true }),
         ...(principal && { via: principal.via }),
+        ...(principal?.apiKeyId && { credential: `api-key:${principal.apiKeyId}` }),
       },
+    });
+  };
+  app.addHook('onResponse', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    record(request, reply.statusCode, reply.elapsedTime, false);
+    done();
+  });
+  // Closed by the client before the answer ended. A hijacked reply (event streams) never reaches
+  // onResponse; its socket closing is its end.
+  app.addHook('onRequest', (request: FastifyRequest, reply: FastifyReply, done: () => void) => {
+    reply.raw.once('close', () => {
+      const finished = reply.raw.writableFinished;
+      record(request, finished ? reply.raw.statusCode : 499, reply.elapsedTime, !finished);
     });
     done();
   });

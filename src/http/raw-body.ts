@@ -1,5 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
+import { HttpProblem } from './problem.js';
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -18,7 +21,14 @@ export const rawJsonBody = fp(async (app: FastifyInstance) => {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
     const bytes = body as Buffer;
     request.rawBody = bytes;
-    // The default parser takes text or bytes (secure-json-parse decodes a Buffer as UTF-8).
-    parse(request, bytes as unknown as string, done);
+    // Strict UTF-8: a lenient decoder would swap bad bytes for U+FFFD and the text stored would not be the text sent.
+    let text: string;
+    try {
+      text = UTF8.decode(bytes);
+    } catch {
+      done(new HttpProblem(400, 'malformed-json', 'The body is not valid UTF-8.'), undefined);
+      return;
+    }
+    parse(request, text, done);
   });
 });

@@ -10,7 +10,7 @@ import fp from 'fastify-plugin';
  * X-Download-Options, X-Permitted-Cross-Domain-Policies) have nothing to act on in a JSON API;
  * the one HTML page, Swagger UI, sets its own Content-Security-Policy.
  */
-const SECURITY_HEADERS: Readonly<Record<string, string>> = {
+export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'content-security-policy': "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
   'cross-origin-resource-policy': 'same-origin',
   'referrer-policy': 'no-referrer',

@@ -1,6 +1,8 @@
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Auditor } from '../audit/events.js';
 import type { LimitSettings } from '../config/config.js';
 import type { Store } from '../db/database.js';
+import type { Database } from '../db/schema.js';
 import { HttpProblem, notFound } from '../http/problem.js';
 import { countUserJobs, findUserQuota, saveUserQuota, userExists } from './quota-store.js';
 
@@ -27,10 +29,10 @@ function startOfUtcDay(now: Date): Date {
  * Per-user job quotas: jobs holding a slot at once (queued or running) and jobs created per UTC
  * day, from the configured defaults unless an admin set an override for that user.
  *
- * The check counts rows before the job is inserted, outside the insert's transaction, so a user
- * firing N submissions at the same instant can exceed a quota by at most N−1. That excess is
- * bounded by the generation rate limit charged just before, and it keeps the check a single indexed
- * read with no lock held across the insert; an exact limit would need a per-user lock row.
+ * Checked twice: early (`assertRoomForJob`, before the body is worked on) and exactly
+ * (`admitJob`, in the insert's transaction). On PostgreSQL the latter first takes a per-user
+ * advisory transaction lock, so simultaneous submissions on any number of instances count one
+ * after the other; on SQLite one write transaction runs at a time anyway.
  */
 export class QuotaService {
   constructor(
@@ -44,8 +46,9 @@ export class QuotaService {
     return { active_jobs: this.defaults.activeJobs, jobs_per_day: this.defaults.jobsPerDay };
   }
 
-  async limitsFor(userId: string): Promise<{ effective: QuotaLimits; override: QuotaView['override'] }> {
-    const row = await findUserQuota(this.store.db, userId);
+  /** `db`: a transaction to read in (SQLite has one connection: a read outside a running transaction would wait for it) */
+  async limitsFor(userId: string, db: Kysely<Database> = this.store.db): Promise<{ effective: QuotaLimits; override: QuotaView['override'] }> {
+    const row = await findUserQuota(db, userId);
     const override = { active_jobs: row?.active_jobs ?? null, jobs_per_day: row?.jobs_per_day ?? null };
     return {
       override,
@@ -58,9 +61,22 @@ export class QuotaService {
 
   /** Throws a 429 naming the quota when one more job would exceed it. */
   async assertRoomForJob(userId: string): Promise<void> {
+    await this.#assertRoom(this.store.db, userId);
+  }
+
+  /** The exact check, inside the transaction that inserts the job (see the class comment). */
+  async admitJob(trx: Transaction<Database>, userId: string): Promise<void> {
+    if (this.store.dialect === 'postgres') {
+      await sql`select pg_advisory_xact_lock(hashtextextended(${`celforge:quota:${userId}`}, 0))`.execute(trx);
+    }
+    await this.#assertRoom(trx, userId);
+  }
+
+  async #assertRoom(db: Kysely<Database>, userId: string): Promise<void> {
     const now = this.now();
     const dayStart = startOfUtcDay(now);
-    const [{ effective }, usage] = await Promise.all([this.limitsFor(userId), countUserJobs(this.store.db, userId, dayStart.toISOString())]);
+    const { effective } = await this.limitsFor(userId, db);
+    const usage = await countUserJobs(db, userId, dayStart.toISOString());
     if (usage.active >= effective.active_jobs) {
       throw new HttpProblem(429, 'quota-active-jobs', `You have ${usage.active} active jobs; the limit is ${effective.active_jobs}. Wait for one to finish or cancel one.`, {
         title: 'Active jobs quota reached',

@@ -54,6 +54,9 @@ const DEFAULTS: Record<JobType, Omit<JobParams, 'seed' | 'style'>> = {
 // C0 controls (tab and newline included), DEL and C1 controls.
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/u;
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+// What renders as nothing: spaces, format characters (zero-width space/joiners, BOM, bidi marks),
+// lone combining marks, variation selectors and the blank Hangul and Braille fillers.
+const INVISIBLE = /[\p{White_Space}\p{Cf}\p{M}\u115f\u1160\u3164\uffa0\u2800]/gu;
 
 function checkText(name: string, raw: string, min: number): string {
   const text = raw.trim();
@@ -64,6 +67,9 @@ function checkText(name: string, raw: string, min: number): string {
   }
   if (CONTROL.test(text) || LONE_SURROGATE.test(text)) {
     throw badRequest(`${name} must not contain control characters.`, [{ pointer: `/${name}`, detail: 'contains a control character' }]);
+  }
+  if (min > 0 && text.replace(INVISIBLE, '').length === 0) {
+    throw badRequest(`${name} must contain visible characters.`, [{ pointer: `/${name}`, detail: 'has only invisible characters' }]);
   }
   return text;
 }

@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
+import type { Transaction } from 'kysely';
 import type { Principal } from '../access/principal.js';
 import type { UrlSigner } from '../assets/signed-urls.js';
 import type { Auditor } from '../audit/events.js';
 import type { Store } from '../db/database.js';
+import type { Database } from '../db/schema.js';
 import { HttpProblem, badRequest, conflict, notFound } from '../http/problem.js';
 import type { Renderer, RendererHealth } from '../renderers/renderer.js';
 import { decodeCursor, encodeCursor, UUID } from './cursor.js';
@@ -46,6 +48,8 @@ export interface ProductionDeps {
   signer: UrlSigner;
   audit: Auditor;
   renderer: Renderer;
+  /** run in the insert's transaction before a new job goes in (the exact quota check); throws to refuse */
+  admit?: (trx: Transaction<Database>, userId: string) => Promise<void>;
 }
 
 const HEALTH_TIMEOUT_MS = 2000;
@@ -93,7 +97,7 @@ export class ProductionService {
       started_at: null,
       finished_at: null,
     };
-    if (!(await insertJob(db, row))) {
+    if (!(await insertJob(db, row, this.deps.admit))) {
       // The same key won a race a moment ago.
       const existing = await findJobByKey(db, principal.userId, idempotencyKey!);
       if (!existing) throw new HttpProblem(503, 'retry', 'Please retry the request.', { headers: { 'retry-after': '1' } });

@@ -1,4 +1,4 @@
-import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
 import type { Store } from '../db/database.js';
 import type { AssetsTable, Database, JobsTable } from '../db/schema.js';
 
@@ -23,13 +23,24 @@ export interface JobFilter {
 }
 
 /** Inserts a job; with an idempotency key already used by this user nothing is inserted (false). */
-export async function insertJob(db: Kysely<Database>, job: JobRow): Promise<boolean> {
-  const result = await db
-    .insertInto('jobs')
-    .values(job)
-    .onConflict((oc) => oc.columns(['user_id', 'idempotency_key']).doNothing())
-    .executeTakeFirst();
-  return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+export async function insertJob(
+  db: Kysely<Database>,
+  job: JobRow,
+  admit?: (trx: Transaction<Database>, userId: string) => Promise<void>,
+): Promise<boolean> {
+  const insert = async (into: Kysely<Database>) => {
+    const result = await into
+      .insertInto('jobs')
+      .values(job)
+      .onConflict((oc) => oc.columns(['user_id', 'idempotency_key']).doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0n) === 1;
+  };
+  if (!admit) return insert(db);
+  return db.transaction().execute(async (trx) => {
+    await admit(trx, job.user_id);
+    return insert(trx);
+  });
 }
 
 export function findJob(db: Kysely<Database>, id: string): Promise<JobRow | undefined> {

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
 import { testConfig, type Config } from '../../src/config/config.js';
 import { signedHeaders } from '../../src/identity/client-signing.js';
-import { createTestStorage, describeEachDialect } from '../support/dialects.js';
+import { runCli } from '../support/cli.js';
+import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { signIn } from '../support/users.js';
 import { apiKeyHeader, createKey, testRoutes } from './api-keys-support.js';
 
@@ -16,10 +17,11 @@ describeEachDialect('API keys on two instances sharing Redis', (dialect) => {
   let b: FastifyInstance;
   let config: Config;
   let drop: () => Promise<void>;
+  let storage: TestStorage;
   const prefix = `celforge-test-${randomBytes(6).toString('hex')}:`;
 
   beforeAll(async () => {
-    const storage = await createTestStorage(dialect);
+    storage = await createTestStorage(dialect);
     drop = storage.drop;
     config = testConfig({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl, redisUrl: REDIS_URL, redisPrefix: prefix });
     a = await buildApp(config, { extraRoutes: testRoutes });
@@ -90,6 +92,17 @@ describeEachDialect('API keys on two instances sharing Redis', (dialect) => {
     expect(signOut.statusCode).toBe(200);
     expect(await whoami(b, key.key)).toBe(401);
   });
+
+  it('`celforge user disable` in another process stops the keys on both instances before it exits', async () => {
+    const owner = await signIn(a);
+    const key = await createKey(a, owner);
+    expect(await whoami(a, key.key)).toBe(200);
+    expect(await whoami(b, key.key)).toBe(200);
+    const disabled = await runCli(['user', 'disable', '--email', owner.email], storage, { env: { REDIS_URL, CELFORGE_REDIS_PREFIX: prefix } });
+    expect(disabled.code, disabled.stderr).toBe(0);
+    expect(await whoami(a, key.key)).toBe(401);
+    expect(await whoami(b, key.key)).toBe(401);
+  }, 60_000);
 
   it('a signature used on instance A is a replay on instance B', async () => {
     const user = await signIn(a);

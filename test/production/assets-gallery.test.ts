@@ -64,6 +64,37 @@ for (const backend of ASSET_BACKENDS) describeEachDialect(`assets, gallery and a
       expect((await t.app.inject({ url: '/api/anime/assets/../../secrets/url-signing.key' })).statusCode).toBe(404);
     });
 
+    it('a signed URL opens only in its one canonical spelling: no padding, other alphabet, trailing junk or other number forms', async () => {
+      const { job } = await finished();
+      const asset = job.assets[0] as Json;
+      const url = new URL(asset.url, 'http://x');
+      const expires = url.searchParams.get('expires')!;
+      const signature = url.searchParams.get('signature')!;
+      expect((await t.app.inject({ url: asset.url })).statusCode).toBe(200);
+      const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+      const last = alphabet.indexOf(signature.at(-1)!);
+      const sameBytes = signature.slice(0, -1) + alphabet[last ^ 1]; // the two unused low bits differ, the bytes do not
+      const standard = Buffer.from(signature, 'base64url').toString('base64').replace(/=+$/, '');
+      const spellings = [
+        [expires, `${signature}=`],
+        [expires, encodeURIComponent(standard)],
+        [expires, `${signature}x`],
+        [expires, `${signature}%00`],
+        [expires, sameBytes],
+        [`0${expires}`, signature],
+        [`%2B${expires}`, signature],
+        [`${expires}.0`, signature],
+        [`${Number(expires).toExponential().replace('+', '%2B')}`, signature],
+      ];
+      for (const [e, sig] of spellings) {
+        const response = await t.app.inject({ url: `/api/anime/assets/${asset.id}?expires=${e}&signature=${sig}` });
+        expect(response.statusCode, `${e} ${sig}`).not.toBe(200);
+        expect(response.headers['content-type'], `${e} ${sig}`).toContain('application/problem+json');
+      }
+      expect(t.app.services.production.signer.verify(asset.id, Number(expires), sameBytes)).toBe(false);
+      expect(t.app.services.production.signer.verify(asset.id, Number(expires), signature)).toBe(true);
+    });
+
     it('a bad bearer token on an asset is a 401, not a silent downgrade', async () => {
       const { job } = await finished();
       expectProblem(await t.app.inject({ url: job.assets[0].url, headers: { authorization: 'Bearer not.a.token' } }), 401);

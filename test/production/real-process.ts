@@ -42,8 +42,7 @@ export async function mintToken(store: Store, storage: { dataDir: string; databa
   });
   const signingKey = storage.databaseUrl ? testSharedSecrets().CELFORGE_SIGNING_KEY : undefined;
   const keys = loadSigningKeys({ dataDir: storage.dataDir, signingKey });
-  // The processes run with the default access-token lifetime (15 min) and refuse longer-lived tokens.
-  const { token } = await issueAccessToken(keys, { userId, email, role: 'user', sessionId }, 900);
+  const { token } = await issueAccessToken(keys, { userId, email, role: 'user', sessionId }, 900); // within CELFORGE_ACCESS_TOKEN_TTL (15m): longer tokens are refused
   return token;
 }
 
