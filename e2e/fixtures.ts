@@ -116,7 +116,7 @@ export const test = base.extend<{ cspViolations: string[] }, { server: Server }>
   },
 });
 
-function watchCsp(page: Page, into: string[]) {
+export function watchCsp(page: Page, into: string[]) {
   page.on('console', (message) => {
     if (CSP_MESSAGE.test(message.text())) into.push(message.text());
   });
