@@ -39,9 +39,7 @@ async function seed(server: Server, request: import('@playwright/test').APIReque
     if (i === 0) continue; // one stays private, for the viewer's Publish panel
     await request.post(`${server.url}/api/anime/jobs/${id}/publish`, { headers, data: { visibility: i % 4 === 1 ? 'members' : 'public' } });
   }
-  // one job still running for the queue shot
-  await request.post(`${server.url}/api/anime/generate`, { headers, data: { prompt: 'a comet over snowy mountains, starry night', type: 'image', steps: 100, width: 1024, height: 1024 } });
-  return ids;
+  return { ids, headers };
 }
 
 async function waitDone(request: import('@playwright/test').APIRequestContext, server: Server, headers: Record<string, string>, ids: string[]) {
@@ -62,8 +60,10 @@ const VIEWPORTS = {
 } as const;
 
 async function shoot(page: Page, name: string) {
+  await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
   await page.evaluate(() => document.fonts.ready);
-  await page.waitForLoadState('networkidle').catch(() => {});
+  // not networkidle: a live event stream keeps the network busy until its job ends
+  await page.waitForFunction(() => [...document.images].every((image) => image.complete || image.loading === 'lazy'));
   await page.screenshot({ path: `${OUT}${name}.png`, fullPage: false });
 }
 
@@ -75,7 +75,7 @@ async function session(browser: Browser, server: Server, viewport: keyof typeof 
 test('screenshots of every screen', async ({ browser, server, request }) => {
   test.setTimeout(400_000);
   mkdirSync(OUT, { recursive: true });
-  const ids = await seed(server, request);
+  const { ids, headers } = await seed(server, request);
   for (const viewport of ['desktop', 'phone'] as const) {
     const { context, page } = await session(browser, server, viewport);
     await page.goto('/signin');
@@ -86,8 +86,14 @@ test('screenshots of every screen', async ({ browser, server, request }) => {
     await page.getByLabel('Prompt', { exact: true }).fill('a lighthouse on a cliff at dawn, gulls over a calm sea');
     await expect(page.getByText(/Running or waiting/)).toBeVisible();
     await shoot(page, `${viewport}-create`);
+    // a job in progress for the queue shot: a long video, caught while it renders
+    await request.post(`${server.url}/api/anime/generate`, {
+      headers,
+      data: { prompt: 'a comet over snowy mountains, starry night', type: 'video', frames: 120, fps: 12, width: 512, height: 288 },
+    });
     await page.goto('/jobs');
-    await expect(page.getByRole('link', { name: /comet/ })).toBeVisible();
+    await expect(page.getByRole('progressbar')).toBeVisible();
+    await expect(page.getByRole('progressbar')).not.toHaveAttribute('aria-valuenow', '0');
     await shoot(page, `${viewport}-my-jobs`);
     await page.goto(`/jobs/${ids[0]}`);
     await expect(page.getByRole('img', { name: /lighthouse/ })).toBeVisible();

@@ -14,7 +14,9 @@ export interface Route {
   pattern: string;
   title: string;
   access: 'public' | 'user' | 'admin';
-  component: Component<{ params: Record<string, string> }>;
+  /** a screen; those with path parameters (`:id`) take them as `params` */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- screens take `params` or no props at all
+  component: Component<any>;
 }
 
 export const routes: Route[] = [
