@@ -214,3 +214,27 @@ test('a 360×740 phone has no horizontal scroll on any screen (dark theme, axe t
   expect(violations).toEqual([]);
   await context.close();
 });
+
+test('a refusal for a full quota is said in words, with what to do', async ({ page, server, request }) => {
+  const token = await apiToken(request, server, server.users.busy);
+  const headers = { authorization: `Bearer ${token}` };
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const made = await request.post(`${server.url}/api/anime/generate`, { headers, data: { prompt: `long video ${i}`, type: 'video', frames: 120, width: 256, height: 256 } });
+    expect(made.status()).toBe(202);
+    ids.push((await made.json()).job_id);
+  }
+  await page.goto('/');
+  await signIn(page, server.users.busy);
+  await expect(page.getByText('Running or waiting: 3 of 3')).toBeVisible();
+  await page.getByLabel('Prompt', { exact: true }).fill('one more, please');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await expect(page.getByRole('alert')).toHaveText(
+    'You already have 3 jobs running or waiting, your limit. Wait for one to finish, or cancel one in My jobs.',
+  );
+  // Cancel one from the queue: the next Generate goes through.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My jobs' }).click();
+  await page.getByRole('listitem').filter({ hasText: 'long video 2' }).getByRole('button', { name: 'Cancel' }).click();
+  await expect(page.getByRole('listitem').filter({ hasText: 'long video 2' }).getByText('canceled', { exact: true })).toBeVisible();
+  for (const id of ids) await request.post(`${server.url}/api/anime/jobs/${id}/cancel`, { headers });
+});
