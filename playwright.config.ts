@@ -13,7 +13,8 @@ export default defineConfig({
   workers: 2,
   fullyParallel: false,
   forbidOnly: !!process.env.CI,
-  reporter: [['list']],
+  // CI asks for a JSON report too (.ci/run counts the results from it).
+  reporter: process.env.CELFORGE_PLAYWRIGHT_JSON ? [['list'], ['json', { outputFile: process.env.CELFORGE_PLAYWRIGHT_JSON }]] : [['list']],
   use: {
     browserName: 'chromium',
     launchOptions: { executablePath: process.env.CHROME_PATH ?? '/usr/bin/chromium' },

@@ -19,7 +19,7 @@ export interface Server {
   url: string;
   admin: Account;
   /** plain users, one per purpose so tests do not share queues */
-  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs', Account>;
+  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy', Account>;
 }
 
 function freePort(): Promise<number> {
@@ -58,7 +58,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
   };
-  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs'] as const;
+  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy'] as const;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
   await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
 
@@ -116,7 +116,7 @@ export const test = base.extend<{ cspViolations: string[] }, { server: Server }>
   },
 });
 
-function watchCsp(page: Page, into: string[]) {
+export function watchCsp(page: Page, into: string[]) {
   page.on('console', (message) => {
     if (CSP_MESSAGE.test(message.text())) into.push(message.text());
   });

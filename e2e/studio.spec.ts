@@ -1,4 +1,4 @@
-import { apiToken, expect, expectAccessible, signIn, test } from './fixtures.ts';
+import { apiToken, expect, expectAccessible, expectNoHorizontalScroll, signIn, test, watchCsp } from './fixtures.ts';
 
 test('sign in as the admin, generate an image and a video, watch both finish, publish, sign out, see it in the gallery', async ({ page, server }) => {
   const response = await page.goto('/');
@@ -113,6 +113,8 @@ test('a session revoked from another browser signs the first one out on its next
 
   const other = await browser.newContext({ baseURL: server.url });
   const second = await other.newPage();
+  const violations: string[] = [];
+  watchCsp(second, violations);
   await second.goto('/');
   await signIn(second, account);
   await expect(second.getByRole('heading', { name: 'Create' })).toBeVisible();
@@ -122,6 +124,7 @@ test('a session revoked from another browser signs the first one out on its next
   expect(answer.status(), await answer.text()).toBe(200);
   expect((await answer.json()).revoked).toBeGreaterThanOrEqual(1);
   await other.close();
+  expect(violations).toEqual([]);
 
   // The first browser's next action meets the revoked session.
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My jobs' }).click();
@@ -171,4 +174,67 @@ test('a reload signs in silently, and two tabs show the same jobs', async ({ pag
     await expect(tab.getByRole('list', { name: 'My jobs' }).getByText('succeeded', { exact: true })).toBeVisible({ timeout: 30_000 });
   }
   await second.close();
+});
+
+test('a 360×740 phone has no horizontal scroll on any screen (dark theme, axe too)', async ({ browser, server, request }) => {
+  const token = await apiToken(request, server, server.users.other);
+  const made = await request.post(`${server.url}/api/anime/generate`, {
+    headers: { authorization: `Bearer ${token}` },
+    data: { prompt: 'a very long prompt about a quiet harbour town at dusk with lanterns, fishing boats, wet cobblestones, distant hills and a single cat watching the sea', type: 'image', width: 768, height: 512 },
+  });
+  const { job_id } = await made.json();
+  const context = await browser.newContext({ baseURL: server.url, viewport: { width: 360, height: 740 }, colorScheme: 'dark', isMobile: true, hasTouch: true });
+  const page = await context.newPage();
+  const violations: string[] = [];
+  watchCsp(page, violations);
+  await page.goto('/signin');
+  await expectNoHorizontalScroll(page, 'sign in');
+  await signIn(page, server.users.other);
+  await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
+  await expectNoHorizontalScroll(page, 'create');
+  await expectAccessible(page, 'create (phone, dark)');
+  await page.goto('/jobs');
+  await expect(page.getByRole('link', { name: /quiet harbour/ })).toBeVisible();
+  await expectNoHorizontalScroll(page, 'my jobs');
+  await expectAccessible(page, 'my jobs (phone, dark)');
+  await page.goto(`/jobs/${job_id}`);
+  await expect(page.getByRole('heading', { name: /quiet harbour/ })).toBeVisible();
+  await expect(page.getByRole('link', { name: 'Download' })).toBeVisible({ timeout: 30_000 });
+  await expectNoHorizontalScroll(page, 'viewer');
+  await expectAccessible(page, 'viewer (phone, dark)');
+  await page.getByRole('button', { name: 'Zoom in' }).click();
+  await expectNoHorizontalScroll(page, 'viewer zoomed');
+  await page.goto('/gallery');
+  await expect(page.getByRole('heading', { name: 'Gallery' })).toBeVisible();
+  await expectNoHorizontalScroll(page, 'gallery');
+  await expectAccessible(page, 'gallery (phone, dark)');
+  await page.goto('/no/such/page');
+  await expect(page.getByRole('heading', { name: 'Not found' })).toBeVisible();
+  await expectNoHorizontalScroll(page, 'not found');
+  expect(violations).toEqual([]);
+  await context.close();
+});
+
+test('a refusal for a full quota is said in words, with what to do', async ({ page, server, request }) => {
+  const token = await apiToken(request, server, server.users.busy);
+  const headers = { authorization: `Bearer ${token}` };
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const made = await request.post(`${server.url}/api/anime/generate`, { headers, data: { prompt: `long video ${i}`, type: 'video', frames: 120, width: 256, height: 256 } });
+    expect(made.status()).toBe(202);
+    ids.push((await made.json()).job_id);
+  }
+  await page.goto('/');
+  await signIn(page, server.users.busy);
+  await expect(page.getByText('Running or waiting: 3 of 3')).toBeVisible();
+  await page.getByLabel('Prompt', { exact: true }).fill('one more, please');
+  await page.getByRole('button', { name: 'Generate' }).click();
+  await expect(page.getByRole('alert')).toHaveText(
+    'You already have 3 jobs running or waiting, your limit. Wait for one to finish, or cancel one in My jobs.',
+  );
+  // Cancel one from the queue: the next Generate goes through.
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My jobs' }).click();
+  await page.getByRole('listitem').filter({ hasText: 'long video 2' }).getByRole('button', { name: 'Cancel' }).click();
+  await expect(page.getByRole('listitem').filter({ hasText: 'long video 2' }).getByText('canceled', { exact: true })).toBeVisible();
+  for (const id of ids) await request.post(`${server.url}/api/anime/jobs/${id}/cancel`, { headers });
 });

@@ -36,6 +36,8 @@ export default defineConfig({
   build: {
     outDir: 'dist',
     emptyOutDir: true,
+    // dist/.vite/manifest.json: which chunks a screen needs (bench/studio.ts sums the first screen's)
+    manifest: true,
     target: 'es2022',
     // no inline scripts or data: modules: the studio's CSP allows only its own files
     assetsInlineLimit: 0,

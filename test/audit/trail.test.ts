@@ -65,7 +65,8 @@ describeEachDialect('audit trail', (dialect) => {
     expect(echo.statusCode).toBe(200);
     await t.app.inject({ method: 'GET', url: '/test/signed/abc?sig=signed-url-token-8a8a&exp=1', headers: { 'x-request-id': 'req-signed-0001' } });
     await t.app.inject({ method: 'GET', url: '/api/auth/me', headers: { authorization: 'Bearer forged.token.value', 'x-request-id': 'req-forged-0001' } });
-    await t.app.inject({ method: 'GET', url: '/no/such/path?token=zzz-9', headers: { 'x-request-id': 'req-missing-001' } });
+    // under /api/: other paths are the studio's pages (index.html)
+    await t.app.inject({ method: 'GET', url: '/api/no/such/path?token=zzz-9', headers: { 'x-request-id': 'req-missing-001' } });
     await t.app.services.audit.flush();
 
     const all = await rows();

@@ -17,6 +17,8 @@ function builtStudio(): string {
   writeFileSync(join(root, 'assets', 'index-Ab12Cd34.js'), SCRIPT);
   writeFileSync(join(root, 'assets', 'index-Ab12Cd34.js.gz'), gzipSync(SCRIPT));
   writeFileSync(join(root, 'favicon.svg'), '<svg xmlns="http://www.w3.org/2000/svg"/>');
+  mkdirSync(join(root, '.vite'));
+  writeFileSync(join(root, '.vite', 'manifest.json'), '{"build":"internals"}');
   return root;
 }
 
@@ -61,6 +63,11 @@ describe('studio: the web app served at /', () => {
     const icon = await t.app.inject({ method: 'GET', url: '/favicon.svg' });
     expect(icon.statusCode).toBe(200);
     expect(icon.headers['cache-control']).toBe('public, max-age=3600');
+  });
+
+  it('does not serve the build manifest (dot folders stay private)', async () => {
+    const response = await t.app.inject({ method: 'GET', url: '/.vite/manifest.json' });
+    expect(response.body).not.toContain('internals');
   });
 
   it('keeps problem+json 404s for unknown API paths, unknown assets and non-GET methods', async () => {

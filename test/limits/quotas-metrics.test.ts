@@ -165,7 +165,8 @@ describeEachDialect('metrics', (dialect) => {
   it('labels requests by route pattern, never by the raw URL', async () => {
     const admin = await signIn(t.app, { role: 'admin' });
     await t.app.inject({ url: '/api/anime/admin/users/secret-looking-id-123/quota', headers: admin.authorization });
-    await t.app.inject('/no/such/path/abc123');
+    // under /api/: other paths are the studio's pages (index.html)
+    await t.app.inject('/api/no/such/path/abc123');
     const text = (await t.app.inject({ url: '/metrics', headers: admin.authorization })).body;
     expect(text).toMatch(/route="\/api\/anime\/admin\/users\/:id\/quota",status="404"/);
     expect(text).toMatch(/route="unmatched",status="404"/);

@@ -1,9 +1,4 @@
 import type { Component } from 'svelte';
-import Create from './screens/Create.svelte';
-import Gallery from './screens/Gallery.svelte';
-import Jobs from './screens/Jobs.svelte';
-import SignIn from './screens/SignIn.svelte';
-import Viewer from './screens/Viewer.svelte';
 
 /**
  * The studio's pages. `access` decides who sees one: `public` for anyone, `user` for a signed-in
@@ -14,13 +9,18 @@ export interface Route {
   pattern: string;
   title: string;
   access: 'public' | 'user' | 'admin';
-  component: Component<{ params: Record<string, string> }>;
+  /**
+   * Loads the screen (its own chunk, fetched on first visit); screens with path parameters
+   * (`:id`) take them as `params`.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- screens take `params` or no props at all
+  load: () => Promise<{ default: Component<any> }>;
 }
 
 export const routes: Route[] = [
-  { pattern: '/', title: 'Create', access: 'user', component: Create },
-  { pattern: '/signin', title: 'Sign in', access: 'public', component: SignIn },
-  { pattern: '/jobs', title: 'My jobs', access: 'user', component: Jobs },
-  { pattern: '/jobs/:id', title: 'Job', access: 'user', component: Viewer },
-  { pattern: '/gallery', title: 'Gallery', access: 'public', component: Gallery },
+  { pattern: '/', title: 'Create', access: 'user', load: () => import('./screens/Create.svelte') },
+  { pattern: '/signin', title: 'Sign in', access: 'public', load: () => import('./screens/SignIn.svelte') },
+  { pattern: '/jobs', title: 'My jobs', access: 'user', load: () => import('./screens/Jobs.svelte') },
+  { pattern: '/jobs/:id', title: 'Job', access: 'user', load: () => import('./screens/Viewer.svelte') },
+  { pattern: '/gallery', title: 'Gallery', access: 'public', load: () => import('./screens/Gallery.svelte') },
 ];

@@ -1,0 +1,118 @@
+import { mkdirSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Browser, Page } from '@playwright/test';
+import { apiToken, expect, signIn, test, type Server } from './fixtures.ts';
+
+/** `npm run screenshots`: every screen, desktop and a 360×740 phone, dark (and Create in light), into docs/screenshots/. */
+const OUT = fileURLToPath(new URL('../docs/screenshots/', import.meta.url));
+
+const PROMPTS = [
+  'a lighthouse on a cliff at dawn, gulls over a calm sea',
+  'a girl with a red umbrella crossing a rainy neon street',
+  'a tiny fox asleep under cherry blossoms, soft afternoon light',
+  'a floating island village with waterfalls, morning mist',
+  'a train through summer fields, cumulus clouds, long shadows',
+  'a quiet harbour town at dusk with lanterns and fishing boats',
+];
+
+async function seed(server: Server, request: import('@playwright/test').APIRequestContext) {
+  const token = await apiToken(request, server, server.users.maker);
+  const headers = { authorization: `Bearer ${token}` };
+  const ids: string[] = [];
+  for (const [i, prompt] of PROMPTS.entries()) {
+    const sizes = [
+      [768, 512],
+      [512, 768],
+      [512, 512],
+    ][i % 3]!;
+    const response = await request.post(`${server.url}/api/anime/generate`, {
+      headers,
+      data: { prompt, type: i === 4 ? 'video' : 'image', width: i === 4 ? 512 : sizes[0], height: i === 4 ? 288 : sizes[1], seed: 1000 + i * 7919, steps: 12 },
+    });
+    expect(response.status(), await response.text()).toBe(202);
+    ids.push((await response.json()).job_id);
+    // the active-jobs quota is 3: let the queue drain as we go
+    if (i % 3 === 2) await waitDone(request, server, headers, ids);
+  }
+  await waitDone(request, server, headers, ids);
+  for (const [i, id] of ids.entries()) {
+    if (i === 0) continue; // one stays private, for the viewer's Publish panel
+    await request.post(`${server.url}/api/anime/jobs/${id}/publish`, { headers, data: { visibility: i % 4 === 1 ? 'members' : 'public' } });
+  }
+  return { ids, headers };
+}
+
+async function waitDone(request: import('@playwright/test').APIRequestContext, server: Server, headers: Record<string, string>, ids: string[]) {
+  await expect
+    .poll(
+      async () => {
+        const page = await (await request.get(`${server.url}/api/anime/jobs?limit=100`, { headers })).json();
+        return ids.every((id) => page.items.some((job: { job_id: string; status: string }) => job.job_id === id && job.status === 'succeeded'));
+      },
+      { timeout: 120_000, intervals: [500] },
+    )
+    .toBe(true);
+}
+
+const VIEWPORTS = {
+  desktop: { width: 1280, height: 860 },
+  phone: { width: 360, height: 740 },
+} as const;
+
+async function shoot(page: Page, name: string) {
+  await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+  await page.evaluate(() => document.fonts.ready);
+  // not networkidle: a live event stream keeps the network busy until its job ends
+  await page.waitForFunction(() => [...document.images].every((image) => image.complete || image.loading === 'lazy'));
+  await page.screenshot({ path: `${OUT}${name}.png`, fullPage: false });
+}
+
+async function session(browser: Browser, server: Server, viewport: keyof typeof VIEWPORTS, colorScheme: 'dark' | 'light' = 'dark') {
+  const context = await browser.newContext({ baseURL: server.url, viewport: VIEWPORTS[viewport], colorScheme, deviceScaleFactor: 1, ...(viewport === 'phone' && { isMobile: true, hasTouch: true }) });
+  return { context, page: await context.newPage() };
+}
+
+test('screenshots of every screen', async ({ browser, server, request }) => {
+  test.setTimeout(400_000);
+  mkdirSync(OUT, { recursive: true });
+  const { ids, headers } = await seed(server, request);
+  for (const viewport of ['desktop', 'phone'] as const) {
+    const { context, page } = await session(browser, server, viewport);
+    await page.goto('/signin');
+    await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+    await shoot(page, `${viewport}-sign-in`);
+    await signIn(page, server.users.maker);
+    await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
+    await page.getByLabel('Prompt', { exact: true }).fill('a lighthouse on a cliff at dawn, gulls over a calm sea');
+    await expect(page.getByText(/Running or waiting/)).toBeVisible();
+    await shoot(page, `${viewport}-create`);
+    // a job in progress for the queue shot: a long video, caught while it renders
+    await request.post(`${server.url}/api/anime/generate`, {
+      headers,
+      data: { prompt: 'a comet over snowy mountains, starry night', type: 'video', frames: 120, fps: 12, width: 512, height: 288 },
+    });
+    await page.goto('/jobs');
+    await expect(page.getByRole('progressbar')).toBeVisible();
+    await expect(page.getByRole('progressbar')).not.toHaveAttribute('aria-valuenow', '0');
+    await shoot(page, `${viewport}-my-jobs`);
+    await page.goto(`/jobs/${ids[0]}`);
+    await expect(page.getByRole('img', { name: /lighthouse/ })).toBeVisible();
+    await shoot(page, `${viewport}-viewer`);
+    await page.goto('/gallery');
+    await expect(page.getByRole('button', { name: /harbour/ })).toBeVisible();
+    await shoot(page, `${viewport}-gallery`);
+    await page.goto('/jobs/00000000-0000-4000-8000-000000000000');
+    await expect(page.getByRole('heading', { name: 'Not found' })).toBeVisible();
+    await shoot(page, `${viewport}-not-found`);
+    await context.close();
+  }
+  const light = await session(browser, server, 'desktop', 'light');
+  await light.page.goto('/signin');
+  await signIn(light.page, server.users.maker);
+  await expect(light.page.getByRole('heading', { name: 'Create' })).toBeVisible();
+  await shoot(light.page, 'desktop-create-light');
+  await light.page.goto('/gallery');
+  await expect(light.page.getByRole('button', { name: /harbour/ })).toBeVisible();
+  await shoot(light.page, 'desktop-gallery-light');
+  await light.context.close();
+});
