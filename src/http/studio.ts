@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
@@ -60,27 +60,31 @@ export function studio(root: string = STUDIO_DIST): Studio {
         return;
       }
       await app.register(async (scope) => {
-        // The studio's files are public: its pages sign in through the API.
-        scope.addHook('onRoute', (route) => {
-          route.config = { ...route.config, auth: 'public' };
-        });
+        // Only `reply.sendFile`: the routes below are declared here, so their config (public, no
+        // API-key scope) is what the access table and the authentication hook both read.
         await scope.register(fastifyStatic, {
           root,
-          prefix: '/',
-          wildcard: false,
+          serve: false,
           index: false,
           cacheControl: false,
           serveDotFiles: false,
           // `npm run build` writes .br and .gz next to each text file; the smallest one accepted is sent.
           preCompressed: true,
-          // Under /assets/ the names carry a content hash: a changed file is a new name.
-          setHeaders: (reply, path) => {
-            reply.setHeader('content-security-policy', STUDIO_CSP);
-            const name = path.slice(root.length).replaceAll('\\', '/');
-            reply.setHeader('cache-control', name.startsWith('/assets/') ? IMMUTABLE : name.startsWith('/index.html') ? 'no-store' : 'public, max-age=3600');
-          },
         });
-        scope.get('/', { config: { auth: 'public' }, schema: { hide: true } }, async (_request, reply) => sendIndex(reply));
+        const page = { config: { auth: 'public' as const }, schema: { hide: true } };
+        scope.get('/', page, async (_request, reply) => sendIndex(reply));
+        scope.get('/index.html', page, async (_request, reply) => sendIndex(reply));
+        // Under /assets/ the names carry a content hash: a changed file is a new name.
+        scope.get<{ Params: { '*': string } }>('/assets/*', page, (request, reply) =>
+          reply.header('content-security-policy', STUDIO_CSP).header('cache-control', IMMUTABLE).sendFile(`assets/${request.params['*']}`),
+        );
+        for (const name of readdirSync(root)) {
+          if (name !== 'index.html' && statSync(join(root, name)).isFile() && !/\.(br|gz)$/.test(name)) {
+            scope.get(`/${name}`, page, (_request, reply) =>
+              reply.header('content-security-policy', STUDIO_CSP).header('cache-control', 'public, max-age=3600').sendFile(name),
+            );
+          }
+        }
       });
     },
     fallback(request, reply) {

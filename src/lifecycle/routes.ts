@@ -37,25 +37,25 @@ export const storageQuota = fp(async (app: FastifyInstance, options: { service: 
  * `DELETE /jobs/{id}`, `DELETE /account` (own, password again), admin `DELETE /admin/users/{id}`.
  */
 export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleService }> = async (app, { service }) => {
-  app.get('/storage', { config: { rateClass: 'read' }, schema: { tags: ['storage'], response: { 200: Storage } } }, async (request) =>
+  app.get('/storage', { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['storage'], response: { 200: Storage } } }, async (request) =>
     service.storageOf(request.principal!.userId),
   );
 
   app.get(
     '/admin/users/:id/storage',
-    { config: { role: 'admin', rateClass: 'admin' }, schema: { tags: ['admin'], params: Params, response: { 200: Storage } } },
+    { config: { role: 'admin', rateClass: 'admin', scope: 'admin' }, schema: { tags: ['admin'], params: Params, response: { 200: Storage } } },
     async (request) => service.storageFor(request.params.id),
   );
 
   app.put(
     '/admin/users/:id/storage',
-    { config: { role: 'admin', rateClass: 'admin', critical: true }, schema: { tags: ['admin'], params: Params, body: StorageBody, response: { 200: Storage } } },
+    { config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' }, schema: { tags: ['admin'], params: Params, body: StorageBody, response: { 200: Storage } } },
     async (request) => service.setStorageOverride(request.principal!, request.params.id, request.body.storage_bytes, contextOf(request)),
   );
 
   app.delete(
     '/jobs/:id',
-    { config: { rateClass: 'write', critical: true }, schema: { tags: ['production'], params: Params, response: { 204: Type.Null() } } },
+    { config: { rateClass: 'write', critical: true, scope: 'jobs:write' }, schema: { tags: ['production'], params: Params, response: { 204: Type.Null() } } },
     async (request, reply) => {
       await service.deleteJob(request.principal!, request.params.id, contextOf(request));
       return reply.code(204).send(null);
@@ -73,7 +73,7 @@ export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleServ
 
   app.delete(
     '/admin/users/:id',
-    { config: { role: 'admin', rateClass: 'admin', critical: true }, schema: { tags: ['admin'], params: Params, response: { 204: Type.Null() } } },
+    { config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' }, schema: { tags: ['admin'], params: Params, response: { 204: Type.Null() } } },
     async (request, reply) => {
       await service.adminDeleteAccount(request.principal!, request.params.id, contextOf(request));
       return reply.code(204).send(null);

@@ -47,7 +47,7 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ service: ShareService; pub
   app.post(
     '/jobs/:id/shares',
     {
-      config: { rateClass: 'write', critical: true },
+      config: { rateClass: 'write', critical: true, scope: 'gallery:publish' },
       schema: { tags: ['sharing'], params: JobParams, body: CreateBody, response: { 201: CreatedShareLink } },
     },
     async (request, reply) => {
@@ -58,13 +58,13 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ service: ShareService; pub
 
   app.get(
     '/jobs/:id/shares',
-    { config: { rateClass: 'read' }, schema: { tags: ['sharing'], params: JobParams, response: { 200: Type.Object({ items: Type.Array(ShareLink) }) } } },
+    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['sharing'], params: JobParams, response: { 200: Type.Object({ items: Type.Array(ShareLink) }) } } },
     async (request) => ({ items: await service.list(request.principal!, request.params.id) }),
   );
 
   app.delete(
     '/shares/:id',
-    { config: { rateClass: 'write', critical: true }, schema: { tags: ['sharing'], params: JobParams, response: { 204: Type.Null() } } },
+    { config: { rateClass: 'write', critical: true, scope: 'gallery:publish' }, schema: { tags: ['sharing'], params: JobParams, response: { 204: Type.Null() } } },
     async (request, reply) => {
       await service.revoke(request.principal!, request.params.id, contextOf(request));
       return reply.code(204).send(null);

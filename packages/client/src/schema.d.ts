@@ -448,6 +448,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         code: string;
+                        password: string;
                     };
                 };
             };
@@ -763,6 +764,41 @@ export interface paths {
                 };
             };
         };
+        trace?: never;
+    };
+    "/api/auth/users/{id}/totp": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/auth/users/{id}/sessions": {
@@ -1120,11 +1156,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1158,11 +1196,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1226,11 +1266,13 @@ export interface paths {
                                 updated_at: string;
                                 started_at: string | null;
                                 finished_at: string | null;
+                                eta_seconds?: number;
                                 assets: {
                                     id: string;
                                     content_type: string;
                                     byte_size: number;
                                     url: string;
+                                    thumbnail_url: string;
                                 }[];
                             }[];
                             next_cursor: string | null;
@@ -1294,11 +1336,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1307,7 +1351,26 @@ export interface paths {
         };
         put?: never;
         post?: never;
-        delete?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
         options?: never;
         head?: never;
         patch?: never;
@@ -1360,11 +1423,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1428,11 +1493,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1528,6 +1595,28 @@ export interface paths {
                                     queue?: number;
                                 }[];
                             };
+                            fleet: {
+                                waiting: number;
+                                backends: {
+                                    id: string;
+                                    ok: boolean;
+                                    depth: number;
+                                    in_flight: number;
+                                    utilization: number;
+                                    idle_gap_ms: {
+                                        count: number;
+                                        p50: number | null;
+                                        p99: number | null;
+                                    };
+                                    render_ms: {
+                                        [key: string]: number;
+                                    };
+                                }[];
+                            } | null;
+                            gpu_seconds_by_user: {
+                                user_id: string;
+                                gpu_seconds: number;
+                            }[];
                         };
                     };
                 };
@@ -1551,7 +1640,46 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    expires?: number;
+                    expires?: string;
+                    signature?: string;
+                    download?: "1" | "true";
+                };
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/assets/{id}/thumbnail": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: {
+                    expires?: string;
                     signature?: string;
                     download?: "1" | "true";
                 };
@@ -1635,11 +1763,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1686,11 +1816,13 @@ export interface paths {
                             updated_at: string;
                             started_at: string | null;
                             finished_at: string | null;
+                            eta_seconds?: number;
                             assets: {
                                 id: string;
                                 content_type: string;
                                 byte_size: number;
                                 url: string;
+                                thumbnail_url: string;
                             }[];
                         };
                     };
@@ -1742,11 +1874,445 @@ export interface paths {
                                     content_type: string;
                                     byte_size: number;
                                     url: string;
+                                    thumbnail_url: string;
                                 }[];
                             }[];
                             next_cursor: string | null;
                         };
                     };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/storage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            used_bytes: number;
+                            limit_bytes: number;
+                            override_bytes: number | null;
+                            default_bytes: number;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/users/{id}/storage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            used_bytes: number;
+                            limit_bytes: number;
+                            override_bytes: number | null;
+                            default_bytes: number;
+                        };
+                    };
+                };
+            };
+        };
+        put: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description null: the configured default */
+                        storage_bytes: number | null;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            used_bytes: number;
+                            limit_bytes: number;
+                            override_bytes: number | null;
+                            default_bytes: number;
+                        };
+                    };
+                };
+            };
+        };
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/account": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        password: string;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/users/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/jobs/{id}/shares": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: {
+                                id: string;
+                                job_id: string;
+                                created_at: string;
+                                expires_at: string;
+                                revoked_at: string | null;
+                                active: boolean;
+                                open_count: number;
+                                last_opened_at: string | null;
+                            }[];
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /** @description seconds: 3600 (1 h) to 2592000 (30 d) */
+                        expires_in: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description Default Response */
+                201: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            id: string;
+                            job_id: string;
+                            created_at: string;
+                            expires_at: string;
+                            revoked_at: string | null;
+                            active: boolean;
+                            open_count: number;
+                            last_opened_at: string | null;
+                        } & {
+                            token: string;
+                            url: string;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/shares/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/shared/{token}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    token: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            type: "image" | "video";
+                            prompt: string;
+                            created_at: string;
+                            expires_at: string;
+                            assets: {
+                                id: string;
+                                content_type: string;
+                                byte_size: number;
+                                url: string;
+                                thumbnail_url: string;
+                            }[];
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/shared/{token}/assets/{assetId}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    token: string;
+                    assetId: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/shared/{token}/assets/{assetId}/thumbnail": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    token: string;
+                    assetId: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
             };
         };

@@ -38,14 +38,14 @@ export async function fleetShareRoutes(app: FastifyInstance, options: { store: S
 
   app.get<{ Params: { id: string } }>(
     '/admin/users/:id/share',
-    { config: { role: 'admin', rateClass: 'admin' }, schema: { tags: ['admin'], params: UserParams, response: { 200: ShareAnswer } } },
+    { config: { role: 'admin', rateClass: 'admin', scope: 'admin' }, schema: { tags: ['admin'], params: UserParams, response: { 200: ShareAnswer } } },
     async (request) => view(request.params.id),
   );
 
   app.put<{ Params: { id: string }; Body: ShareSetting }>(
     '/admin/users/:id/share',
     {
-      config: { role: 'admin', rateClass: 'admin', critical: true },
+      config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' },
       schema: { tags: ['admin'], params: UserParams, body: Setting, response: { 200: ShareAnswer } },
     },
     async (request) => {
