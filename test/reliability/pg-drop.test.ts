@@ -58,7 +58,8 @@ describePostgres('a PostgreSQL connection dropped inside a transaction', () => {
     const headers = { authorization: `Bearer ${await mintToken(store, storage)}`, 'content-type': 'application/json' };
     // Hold the locks the audit writer (API) and the result save (worker) need, inside a transaction.
     await admin.query('begin');
-    await admin.query('lock table audit_head, assets in access exclusive mode');
+    // EXCLUSIVE, not ACCESS EXCLUSIVE: reads (a submission's storage-quota sum) go on, writes wait
+    await admin.query('lock table audit_head, assets in exclusive mode');
     const ids: string[] = [];
     for (let i = 0; i < 3; i++) {
       const response = await fetch(`${api!.url}/api/anime/generate`, {
