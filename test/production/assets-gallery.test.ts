@@ -77,7 +77,8 @@ for (const backend of ASSET_BACKENDS) describeEachDialect(`assets, gallery and a
       const standard = Buffer.from(signature, 'base64url').toString('base64').replace(/=+$/, '');
       const spellings = [
         [expires, `${signature}=`],
-        [expires, encodeURIComponent(standard)],
+        // the standard alphabet spells it differently only when it has a - or _ (three times in four)
+        ...(standard === signature ? [] : [[expires, encodeURIComponent(standard)]]),
         [expires, `${signature}x`],
         [expires, `${signature}%00`],
         [expires, sameBytes],
