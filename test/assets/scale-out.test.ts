@@ -141,12 +141,16 @@ describe.skipIf(!postgresAvailable)('scale-out: API node and two workers with se
       .toBe('succeeded');
     const job = await store.db.selectFrom('jobs').select(['attempts']).where('id', '=', id).executeTakeFirstOrThrow();
     expect(job.attempts).toBe(2);
-    const rows = await store.db.selectFrom('assets').selectAll().where('job_id', '=', id).execute();
-    expect(rows).toHaveLength(1);
+    const rows = await store.db.selectFrom('assets').selectAll().where('job_id', '=', id).orderBy('position').execute();
+    // one set of results: the animation, and with ffmpeg installed its MP4 and poster first
+    expect(rows.map((row) => row.position)).toEqual(rows.map((_, position) => position));
+    expect([1, 3]).toContain(rows.length);
     await expect.poll(() => renderedBy(survivor.output()).filter((rendered) => rendered === id).length, { timeout: 10_000 }).toBe(1);
     expect(renderedBy(victim.output())).not.toContain(id);
     const keys = await s3.keys(settings);
-    expect(keys.filter((key) => !key.startsWith('incoming/'))).toEqual([`assets/${rows[0]!.storage_key}`, `thumbnails/${id}-0.webp`]);
+    expect(keys.filter((key) => !key.startsWith('incoming/')).sort()).toEqual(
+      rows.flatMap((row) => [`assets/${row.storage_key}`, `thumbnails/${id}-${row.position}.webp`]).sort(),
+    );
     // the killed writer's leftover is the sweep's to remove
     expect(keys.filter((key) => key.startsWith('incoming/'))).toEqual(afterKill.filter((key) => key.startsWith('incoming/')));
     // the workers' own data dirs hold no result: the bucket does
