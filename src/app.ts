@@ -319,6 +319,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(auditRoutes, { prefix: '/api/anime', store });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
     await app.register(ownQuotaRoute, { prefix: '/api/anime', quotas, limits: config.limits });
+    await app.register(fleetShareRoutes, { prefix: '/api/anime', store, audit });
     await app.register(metricsRoutes, { metrics, bearer, metricsToken: config.secrets.metricsToken, assertSteppedUp });
     if (options.extraRoutes) await options.extraRoutes(app, services);
     await web?.register(app);
