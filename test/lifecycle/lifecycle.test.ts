@@ -9,6 +9,8 @@ import { ASSET_BACKENDS, assetSettingsFor, startTestS3 } from '../support/s3.js'
 import { registerAndLogin } from '../support/users.js';
 import { expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from '../production/helpers.js';
 
+const EXTENSIONS: Record<string, string> = { 'video/mp4': 'mp4', 'image/jpeg': 'jpg', 'image/webp': 'webp', 'image/png': 'png' };
+
 const s3 = await startTestS3();
 
 for (const backend of ASSET_BACKENDS) {
@@ -32,7 +34,8 @@ for (const backend of ASSET_BACKENDS) {
       const user = await signIn(t.app);
       const job = await finishedFor(user.authorization, 'video');
       const link = (await t.app.inject({ method: 'POST', url: `/api/anime/jobs/${job.job_id}/shares`, headers: user.authorization, payload: { expires_in: 3600 } })).json() as Json;
-      expect(await keysOf(job.job_id)).toEqual([`assets/${job.job_id}-0.webp`, `thumbnails/${job.job_id}-0.webp`]);
+      const stored = (job.assets as Json[]).flatMap((asset, position) => [`assets/${job.job_id}-${position}.${EXTENSIONS[asset.content_type as string]}`, `thumbnails/${job.job_id}-${position}.webp`]);
+      expect(await keysOf(job.job_id)).toEqual(stored.sort());
       const stranger = await signIn(t.app);
       expectProblem(await t.app.inject({ method: 'DELETE', url: `/api/anime/jobs/${job.job_id}`, headers: stranger.authorization }), 404, 'not-found');
 
