@@ -80,7 +80,7 @@ test('signs in with an authenticator code when the account has 2FA', async ({ pa
   const setup = await (await request.post(`${server.url}/api/auth/totp/setup`, { headers: auth })).json();
   const now = Math.floor(Date.now() / 1000);
   // Enrol with the previous step's code, so the current one is still unused for the sign-in.
-  const enabled = await request.post(`${server.url}/api/auth/totp/enable`, { headers: auth, data: { code: await generate({ secret: setup.secret, epoch: now - 30 }) } });
+  const enabled = await request.post(`${server.url}/api/auth/totp/enable`, { headers: auth, data: { code: await generate({ secret: setup.secret, epoch: now - 30 }), password: account.password } });
   expect(enabled.status()).toBe(200);
 
   await page.goto('/signin');
