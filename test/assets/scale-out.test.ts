@@ -45,8 +45,10 @@ async function startHoldingProxy(target: string) {
       held = true;
       request.on('data', (chunk: Buffer) => {
         if (sent >= half) return;
-        sent += chunk.length;
-        forward.write(chunk);
+        // never more than half: a small body may arrive in one chunk, and all of it would complete the upload
+        const part = chunk.subarray(0, Math.max(1, Math.ceil(half - sent)));
+        sent += part.length;
+        forward.write(part);
         if (sent >= half) {
           request.pause();
           seen();
