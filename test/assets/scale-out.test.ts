@@ -5,7 +5,6 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, postgresAvailable, type TestStorage } from '../support/dialects.js';
@@ -13,6 +12,7 @@ import { startTestS3 } from '../support/s3.js';
 import { startServer, type RunningServer } from '../support/server.js';
 import { ROOMY_LIMITS_ENV, type Json } from '../production/helpers.js';
 import { mintToken, renderedBy, startWorker, type WorkerProcess } from '../production/real-process.js';
+import { removeRedisKeys } from '../support/redis.js';
 
 const REDIS_URL = process.env.CELFORGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const s3 = await startTestS3();
@@ -112,10 +112,7 @@ describe.skipIf(!postgresAvailable)('scale-out: API node and two workers with se
     await storage?.drop();
     await proxy?.close();
     for (const dir of workerDirs) rmSync(dir, { recursive: true, force: true });
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await removeRedisKeys(REDIS_URL, prefix);
   });
 
   it('kill -9 of the worker mid-upload leaves no visible object; the job succeeds once on the other; the API node serves it whole and by range', { timeout: 150_000 }, async () => {

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
 import { ROOMY_LIMITS_ENV } from './helpers.js';
 import { mintToken, renderedBy, startWorker, type WorkerProcess } from './real-process.js';
+import { removeRedisKeys } from '../support/redis.js';
 
 type Json = Record<string, any>;
 
@@ -40,10 +40,7 @@ describeEachDialect('scale-out: BullMQ with celforge worker processes', (dialect
     await Promise.all([api?.stop('SIGKILL'), ...workers.map((w) => w.stop('SIGKILL'))]);
     await store?.close();
     await storage.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await removeRedisKeys(REDIS_URL, prefix);
   });
 
   async function submit(body: Json): Promise<string> {

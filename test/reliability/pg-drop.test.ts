@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, describePostgres, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
 import { ROOMY_LIMITS_ENV } from '../production/helpers.js';
 import { mintToken, startWorker, type WorkerProcess } from '../production/real-process.js';
+import { removeRedisKeys } from '../support/redis.js';
 
 type Json = Record<string, any>;
 const REDIS_URL = process.env.CELFORGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -48,10 +48,7 @@ describePostgres('a PostgreSQL connection dropped inside a transaction', () => {
     await admin?.end().catch(() => {});
     await store?.close();
     await storage.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await removeRedisKeys(REDIS_URL, prefix);
   });
 
   it('fails the statement, not the process: the API and the worker stay up and every accepted job succeeds once', { timeout: 90_000 }, async () => {

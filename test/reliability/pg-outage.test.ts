@@ -9,6 +9,7 @@ import { startServer, type RunningServer } from '../support/server.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import { ROOMY_LIMITS_ENV } from '../production/helpers.js';
 import { mintToken, startWorker, type WorkerProcess } from '../production/real-process.js';
+import { removeRedisKeys } from '../support/redis.js';
 
 type Json = Record<string, any>;
 const REDIS_URL = process.env.CELFORGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -38,10 +39,7 @@ describePostgres('a short PostgreSQL outage in scale-out', () => {
     await proxy?.close();
     await store?.close();
     await storage.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await removeRedisKeys(REDIS_URL, prefix);
   });
 
   it('jobs accepted while the workers cannot reach the store all run once it is back; the failed claims are logged once', { timeout: 90_000 }, async () => {
@@ -89,10 +87,7 @@ describePostgres('re-announcing queued jobs', () => {
   afterAll(async () => {
     await store?.close();
     await storage.drop();
-    const redis = new Redis(REDIS_URL);
-    const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-    if (keys.length > 0) await redis.del(...keys);
-    redis.disconnect();
+    await removeRedisKeys(REDIS_URL, prefix);
   });
 
   it('revives a queued job whose announcement ended in the failed set (its id would be ignored as a duplicate)', { timeout: 30_000 }, async () => {
