@@ -55,7 +55,7 @@ test('enrol 2FA from the QR page, sign in with a code, spend a recovery code, re
 
   // a wrong code is said in words; then the previous step's code, so the current one stays for signing in
   await page.getByLabel('Code from the app').fill('000000');
-  await page.getByLabel('Password', { exact: true }).fill(account.password);
+  await page.locator('#totp-password').fill(account.password);
   await page.getByRole('button', { name: 'Turn on' }).click();
   await expect(twoFactor(page).getByRole('alert')).toHaveText("That code didn't work. Wait for the next code in the app and try again.");
   await page.getByLabel('Code from the app').fill(await codeAt(secret, -30));
@@ -209,13 +209,13 @@ test('sessions and devices: revoke one from another browser, then sign out every
 
   // sign in there again; the second browser ends every other session at once
   await signIn(page, account);
-  await expect(page.getByRole('heading', { name: 'My jobs' })).toBeVisible();
+  await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
   await second.reload();
   await expect(rows).toHaveCount(2);
   await sessions.getByRole('button', { name: 'Sign out everywhere else' }).click();
   await expect(sessions.getByRole('status')).toHaveText('Signed out 1 other session.');
   await expect(sessions.getByText('This browser is the only place you are signed in.')).toBeVisible();
-  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Create' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'My jobs' }).click();
   await expect(page.getByText('Your session has ended. Sign in again to continue.')).toBeVisible();
   await other.close();
   expect(violations).toEqual([]);
@@ -260,7 +260,7 @@ test('change the password: the rules before submitting, refusals in words, other
   await signIn(elsewhere, account);
   await expect(elsewhere.getByRole('alert')).toHaveText("That didn't work. Check your email and password and try again.");
   await signIn(elsewhere, changed);
-  await expect(elsewhere.getByRole('heading', { name: 'My jobs' })).toBeVisible();
+  await expect(elsewhere.getByRole('heading', { name: 'Create' })).toBeVisible();
   await other.close();
 });
 
@@ -297,7 +297,7 @@ test('the account page on a 360 px phone: no horizontal scroll in any state, axe
   await expectNoHorizontalScroll(page, 'account, 2FA setup');
   const secret = (await page.locator('#totp-secret').innerText()).replace(/\s+/g, '');
   await page.getByLabel('Code from the app').fill(await codeAt(secret));
-  await page.getByLabel('Password', { exact: true }).fill(server.users.phone.password);
+  await page.locator('#totp-password').fill(server.users.phone.password);
   await page.getByRole('button', { name: 'Turn on' }).click();
   await expect(page.getByRole('list', { name: 'Recovery codes' }).getByRole('listitem')).toHaveCount(10);
   await expectNoHorizontalScroll(page, 'account, recovery codes');
