@@ -31,6 +31,9 @@ export function describeDevice(userAgent: string | null, ip: string | null): str
   return browser ?? system ?? userAgent.slice(0, 60);
 }
 
+/** A phone or tablet, for the icon. */
+export const isHandheld = (userAgent: string | null) => userAgent !== null && /\b(iPhone|iPad|iPod|Android|Mobile)\b/.test(userAgent);
+
 const dateTime = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' });
 const dateOnly = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium' });
 
