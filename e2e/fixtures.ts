@@ -15,11 +15,15 @@ export interface Account {
   password: string;
 }
 
+/** users of the account page's tests (e2e/account.spec.ts), one per flow */
+const ACCOUNT_USERS = ['enrol', 'keys', 'devices', 'password', 'phone', 'shots'] as const;
+type AccountUser = (typeof ACCOUNT_USERS)[number];
+
 export interface Server {
   url: string;
   admin: Account;
   /** plain users, one per purpose so tests do not share queues */
-  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy', Account>;
+  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy' | AccountUser, Account>;
 }
 
 function freePort(): Promise<number> {
@@ -58,7 +62,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
   };
-  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy'] as const;
+  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy', ...ACCOUNT_USERS] as const;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
   await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
 

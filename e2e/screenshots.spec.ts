@@ -116,3 +116,53 @@ test('screenshots of every screen', async ({ browser, server, request }) => {
   await shoot(light.page, 'desktop-gallery-light');
   await light.context.close();
 });
+
+test('screenshots of the account page', async ({ browser, server, request }) => {
+  const account = server.users.shots;
+  // a lived-in account: sessions on other devices, keys (one used by a script)
+  const devices = [
+    'Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0',
+    'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1',
+  ];
+  let token = '';
+  for (const userAgent of devices) {
+    const login = await request.post(`${server.url}/api/auth/login`, { headers: { 'user-agent': userAgent }, data: account });
+    expect(login.status()).toBe(200);
+    token = (await login.json()).access_token;
+  }
+  const auth = { authorization: `Bearer ${token}` };
+  for (const [name, scopes] of [
+    ['render farm', ['jobs:read', 'jobs:write']],
+    ['gallery sync', ['jobs:read', 'gallery:publish']],
+  ] as const) {
+    const key = await request.post(`${server.url}/api/auth/api-keys`, { headers: auth, data: { name, scopes } });
+    expect(key.status()).toBe(201);
+    if (name === 'render farm') await request.get(`${server.url}/api/anime/jobs`, { headers: { 'x-api-key': (await key.json()).key } });
+  }
+
+  for (const viewport of ['desktop', 'phone'] as const) {
+    const { context, page } = await session(browser, server, viewport);
+    await page.goto('/signin');
+    await signIn(page, account);
+    await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
+    await page.goto('/account');
+    await expect(page.locator('#sessions').getByRole('listitem').first()).toBeVisible();
+    await expect(page.locator('#api-keys').getByRole('listitem').first()).toBeVisible();
+    await shoot(page, `${viewport}-account`);
+    await page.evaluate(() => document.getElementById('sessions')!.scrollIntoView({ block: 'start' }));
+    await shoot(page, `${viewport}-account-sessions`);
+    await page.getByRole('button', { name: 'Set up two-factor authentication' }).click();
+    await expect(page.getByRole('img', { name: 'QR code for your authenticator app' })).toBeVisible();
+    await page.evaluate(() => document.getElementById('two-factor')!.scrollIntoView({ block: 'start' }));
+    await shoot(page, `${viewport}-account-two-factor`);
+    await page.getByRole('button', { name: 'Cancel' }).click();
+    const keys = page.locator('#api-keys');
+    await keys.getByLabel('Name').fill(viewport === 'desktop' ? 'nightly renders' : 'phone shortcut');
+    await keys.getByRole('checkbox', { name: /jobs:write/ }).check();
+    await keys.getByRole('button', { name: 'Create key' }).click();
+    await expect(page.locator('#created-key')).toBeVisible();
+    await page.evaluate(() => document.getElementById('api-keys')!.scrollIntoView({ block: 'start' }));
+    await shoot(page, `${viewport}-account-api-key`);
+    await context.close();
+  }
+});

@@ -212,6 +212,26 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
     },
   );
 
+  app.get(
+    '/totp',
+    {
+      config: { rateClass: 'read' },
+      schema: { tags: ['identity'], response: { 200: Type.Object({ enabled: Type.Boolean(), recovery_codes_left: Type.Integer() }) } },
+    },
+    async (request) => identity.totpStatus(request.principal!.userId),
+  );
+
+  app.post(
+    '/totp/recovery-codes',
+    {
+      config: { rateClass: 'write', critical: true },
+      schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) } },
+    },
+    async (request) => ({
+      recovery_codes: await identity.regenerateRecoveryCodes(request.principal!, (request.body as { code: string }).code, context(request)),
+    }),
+  );
+
   app.post(
     '/step-up',
     {

@@ -447,6 +447,25 @@ export class IdentityService {
     this.audit({ action: 'auth.2fa.disable', outcome: 'success', actorId: user.id }, ctx);
   }
 
+  async totpStatus(userId: string): Promise<{ enabled: boolean; recovery_codes_left: number }> {
+    const user = await db.findUserById(this.db, userId);
+    if (!user) throw notFound();
+    const enabled = user.totp_enabled === 1;
+    return { enabled, recovery_codes_left: enabled ? await db.countUnusedRecoveryCodes(this.db, user.id) : 0 };
+  }
+
+  /** Ten new recovery codes for a code from the authenticator (or an unused recovery code); the old ones stop working. */
+  async regenerateRecoveryCodes(principal: Principal, code: string, ctx: RequestContext): Promise<string[]> {
+    const user = await db.findUserById(this.db, principal.userId);
+    if (!user) throw notFound();
+    if (user.totp_enabled !== 1) throw conflict('Two-factor sign-in is not on.');
+    await this.gateSecondFactor(user, code, 'auth.2fa.recovery-codes', ctx);
+    const codes = newRecoveryCodes();
+    await db.replaceRecoveryCodes(this.db, user.id, codes.map(hashRecoveryCode));
+    this.audit({ action: 'auth.2fa.recovery-codes', outcome: 'success', actorId: user.id }, ctx);
+    return codes;
+  }
+
   /** Verifies a second factor in this session: admin operations are allowed for STEP_UP_SECONDS. */
   async stepUp(principal: Principal, code: string, ctx: RequestContext): Promise<{ mfa_at: string; valid_until: string }> {
     if (!principal.sessionId) throw new HttpProblem(400, 'no-session', 'Step-up is for session tokens.');

@@ -84,6 +84,17 @@ export async function useRecoveryCode(db: Kysely<Database>, userId: string, code
   return changed(result) === 1;
 }
 
+/** How many recovery codes are still unspent. */
+export async function countUnusedRecoveryCodes(db: Kysely<Database>, userId: string): Promise<number> {
+  const row = await db
+    .selectFrom('recovery_codes')
+    .select((eb) => eb.fn.countAll<number | string>().as('n'))
+    .where('user_id', '=', userId)
+    .where('used_at', 'is', null)
+    .executeTakeFirst();
+  return Number(row?.n ?? 0);
+}
+
 // ---- sessions
 
 export function insertSession(db: Kysely<Database>, session: SessionRow): Promise<unknown> {

@@ -188,4 +188,37 @@ describeEachDialect('identity: TOTP, recovery codes, step-up, admin user endpoin
     expect((await post('/api/auth/totp/disable', user.authorization.authorization, { code: user.recovery[2]! })).statusCode).toBe(204);
     expect((await login(user.email)).statusCode).toBe(200);
   });
+  it('counts the recovery codes left, and new ones need a code and replace the old, audited', async () => {
+    const user = await enrolled();
+    const status = () => t.app.inject({ method: 'GET', url: '/api/auth/totp', headers: user.authorization });
+    expect((await status()).json()).toEqual({ enabled: true, recovery_codes_left: 10 });
+    expect((await login(user.email, user.recovery[0]!)).statusCode).toBe(200);
+    expect((await status()).json()).toEqual({ enabled: true, recovery_codes_left: 9 });
+
+    const wrong = await post('/api/auth/totp/recovery-codes', user.authorization.authorization, { code: '123456' });
+    expect(wrong.statusCode).toBe(403);
+    expect(wrong.json()).toMatchObject({ type: 'urn:celforge:problem:invalid-code' });
+    expect((await status()).json()).toEqual({ enabled: true, recovery_codes_left: 9 });
+
+    const fresh = await post('/api/auth/totp/recovery-codes', user.authorization.authorization, { code: await codeAt(user.secret, 30) });
+    expect(fresh.statusCode).toBe(200);
+    const codes = fresh.json().recovery_codes as string[];
+    expect(codes).toHaveLength(10);
+    expect(codes.filter((code) => user.recovery.includes(code))).toEqual([]);
+    expect((await status()).json()).toEqual({ enabled: true, recovery_codes_left: 10 });
+    expect((await login(user.email, user.recovery[1]!)).statusCode).toBe(401);
+    expect((await login(user.email, codes[0]!)).statusCode).toBe(200);
+
+    await t.app.services.audit.flush();
+    const rows = await t.app.services.store.db.selectFrom('audit_log').select(['outcome']).where('action', '=', 'auth.2fa.recovery-codes').where('actor_id', '=', user.userId).execute();
+    expect(rows.map((r) => r.outcome).sort()).toEqual(['failure', 'success']);
+  });
+
+  it('without 2FA there are no recovery codes to renew', async () => {
+    const user = await registerAndLogin(t.app);
+    expect((await t.app.inject({ method: 'GET', url: '/api/auth/totp', headers: user.authorization })).json()).toEqual({ enabled: false, recovery_codes_left: 0 });
+    const refused = await post('/api/auth/totp/recovery-codes', user.authorization.authorization, { code: '123456' });
+    expect(refused.statusCode).toBe(409);
+    expect(await t.app.services.store.db.selectFrom('recovery_codes').select('code_hash').where('user_id', '=', user.userId).execute()).toEqual([]);
+  });
 });

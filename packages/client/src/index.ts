@@ -25,3 +25,5 @@ export interface Problem {
   errors?: { in: string; pointer: string; detail: string }[];
   [extension: string]: unknown;
 }
+
+export { signingFetch, signatureHeaders, type SigningOptions } from './signing.js';

@@ -10,7 +10,7 @@ function sync() {
 }
 
 export function navigate(to: string, options: { replace?: boolean } = {}): void {
-  if (to === window.location.pathname + window.location.search) return;
+  if (to === window.location.pathname + window.location.search + window.location.hash) return;
   if (options.replace) history.replaceState(null, '', to);
   else history.pushState(null, '', to);
   sync();
@@ -25,8 +25,10 @@ export function startRouter(): void {
     const link = (event.target as Element | null)?.closest?.('a');
     if (!link || link.target || link.hasAttribute('download') || link.origin !== window.location.origin) return;
     if (link.pathname.startsWith('/api/')) return;
+    // A jump within this page (`#section`) is the browser's own work.
+    if (link.hash && link.pathname === window.location.pathname && link.search === window.location.search) return;
     event.preventDefault();
-    navigate(link.pathname + link.search);
+    navigate(link.pathname + link.search + link.hash);
   });
 }
 

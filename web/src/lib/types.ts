@@ -11,3 +11,8 @@ export type OwnQuota = Json<paths['/api/anime/quota']['get']['responses'][200]>;
 export type GenerateBody = NonNullable<paths['/api/anime/generate']['post']['requestBody']>['content']['application/json'];
 
 export const TERMINAL: ReadonlySet<JobStatus> = new Set(['succeeded', 'failed', 'canceled']);
+
+// Account page
+export type AccountSession = Json<paths['/api/auth/sessions']['get']['responses'][200]>['items'][number];
+export type ApiKey = Json<paths['/api/auth/api-keys']['get']['responses'][200]>['items'][number];
+export type CreatedApiKey = Json<paths['/api/auth/api-keys']['post']['responses'][201]>;
