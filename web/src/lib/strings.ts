@@ -144,6 +144,10 @@ export const strings = {
     membersBadge: 'Members',
     by: 'Prompt',
   },
+  // Live previews and playback (queue rows and viewer)
+  media: {
+    livePreview: (prompt: string) => `Live preview of: ${prompt}`,
+  },
   notFound: {
     title: 'Not found',
     lead: "There's nothing at this address.",
