@@ -147,6 +147,10 @@ export const strings = {
   // Live previews and playback (queue rows and viewer)
   media: {
     livePreview: (prompt: string) => `Live preview of: ${prompt}`,
+    play: 'Play',
+    pause: 'Pause',
+    animationAlt: (prompt: string) => `Animation for: ${prompt}`,
+    posterAlt: (prompt: string) => `First frame of: ${prompt}`,
   },
   notFound: {
     title: 'Not found',
