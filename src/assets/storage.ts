@@ -63,7 +63,7 @@ export function openObjectStore(config: Config): ObjectStore {
 /**
  * Results and their derivatives, in whichever object store is configured: the one place the job
  * pipeline saves through. An image is stored without embedded metadata, with a 384 px WebP
- * thumbnail; a video with a poster. Each write replaces a re-run's files whole (keys are the job
+ * thumbnail; a video with a poster of the same size (its only poster). Each write replaces a re-run's files whole (keys are the job
  * id and position), never adding a second copy.
  */
 export class AssetStorage {
