@@ -10,7 +10,7 @@ import type { RenderOutput } from '../renderers/renderer.js';
  * of stills) become an H.264 MP4 (yuv420p, moov atom first so playback starts before the download
  * ends); the original animation is kept after it. Its poster is the asset store's derivative, as
  * every result's thumbnail is. ffmpeg runs without a shell, with a time limit, and its output file
- * may not pass `maxBytes`.
+ * may not pass `maxBytes`; the file carries no metadata (no tags, no encoder version or settings).
  */
 
 export interface VideoOptions {
@@ -122,6 +122,8 @@ export async function toVideoAssets(outputs: RenderOutput[], fps: number, option
       // yuv420p needs even sides
       '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2',
       '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p',
+      // no container tags (encoder name included) and no x264 settings SEI in the stream
+      '-map_metadata', '-1', '-fflags', '+bitexact', '-bsf:v', 'filter_units=remove_types=6',
       '-movflags', '+faststart', '-fs', String(settings.maxBytes), '-threads', '1',
       '-y', file,
     ];

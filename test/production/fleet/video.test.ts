@@ -15,8 +15,8 @@ const dir = mkdtempSync(path.join(tmpdir(), 'celforge-video-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Probe {
-  streams: { codec_name: string; pix_fmt: string; width: number; height: number; nb_frames?: string; nb_read_frames?: string }[];
-  format: { format_name: string };
+  streams: { codec_name: string; pix_fmt: string; width: number; height: number; nb_frames?: string; nb_read_frames?: string; tags?: Record<string, string> }[];
+  format: { format_name: string; tags?: Record<string, string> };
 }
 
 /** ffprobe's view of an MP4, counting its frames by decoding them. */
@@ -62,6 +62,16 @@ describe('video files', () => {
     expect(order.indexOf('moov')).toBeGreaterThan(-1);
     expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
     expect(outputs[1]!.data.equals(webp[0]!.data)).toBe(true);
+  });
+
+  it('the MP4 says nothing about its making: no tags, no encoder version, no x264 settings', async () => {
+    const [mp4] = await toVideoAssets(await previewVideo(), 10);
+    const info = probe(mp4!.data);
+    expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
+    // the codec's name stays in the sample description (MP4 players read it), without a version
+    expect(info.streams[0]!.tags?.encoder).toBe('Lavc libx264');
+    const text = mp4!.data.toString('latin1');
+    expect(text).not.toMatch(/Lavf|Lavc\d|x264 - core|options:|waves/);
   });
 
   it('a batch of stills (as ComfyUI saves them) becomes one frame each; odd sides are padded even', async () => {
