@@ -15,15 +15,17 @@ export interface Account {
   password: string;
 }
 
-/** users of the account page's tests (e2e/account.spec.ts), one per flow */
-const ACCOUNT_USERS = ['enrol', 'keys', 'devices', 'password', 'phone', 'shots'] as const;
-type AccountUser = (typeof ACCOUNT_USERS)[number];
+/** one user per purpose (the account page's tests have one per flow) */
+const USER_NAMES = [
+  'maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy', 'previews', 'player',
+  'enrol', 'keys', 'devices', 'password', 'phone', 'shots',
+] as const;
 
 export interface Server {
   url: string;
   admin: Account;
   /** plain users, one per purpose so tests do not share queues */
-  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy' | AccountUser, Account>;
+  users: Record<(typeof USER_NAMES)[number], Account>;
 }
 
 function freePort(): Promise<number> {
@@ -47,7 +49,8 @@ function finished(child: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`celforge exited ${code}: ${output}`)))));
 }
 
-async function startServer(): Promise<{ server: Server; stop: () => Promise<void> }> {
+/** Starts a Celforge server of its own with fresh accounts; `env` adds to (or overrides) the suite's settings. */
+export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ server: Server; stop: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'celforge-e2e-'));
   const port = await freePort();
   const admin = { email: 'admin@celforge.test', password: PASSWORD };
@@ -61,8 +64,9 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     // Progress slow enough to be seen; limits wide enough for one address running a whole suite.
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
+    ...extraEnv,
   };
-  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy', ...ACCOUNT_USERS] as const;
+  const names = USER_NAMES;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
   await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
 

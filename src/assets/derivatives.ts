@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -34,6 +34,93 @@ export function stripPng(data: Buffer): Buffer {
   return Buffer.concat(kept);
 }
 
+/** GIF application extensions that only say how the animation loops; any other one (XMP, ICC, a tool's data) goes. */
+const GIF_LOOPING = new Set(['NETSCAPE2.0', 'ANIMEXTS1.0']);
+
+/** The end of a run of GIF data sub-blocks starting at `offset` (just past its zero terminator). */
+function gifSubBlocksEnd(data: Buffer, offset: number): number {
+  let at = offset;
+  for (;;) {
+    if (at >= data.length) throw new Error('truncated GIF');
+    const size = data[at]!;
+    at += 1 + size;
+    if (size === 0) return at;
+  }
+}
+
+/**
+ * A GIF without comment extensions and application extensions other than looping (XMP packets,
+ * a tool's data); frames, palettes and timing untouched, byte for byte.
+ */
+export function stripGif(data: Buffer): Buffer {
+  const signature = data.toString('latin1', 0, 6);
+  if (data.length < 13 || (signature !== 'GIF87a' && signature !== 'GIF89a')) throw new Error('not a GIF');
+  const packed = data[10]!;
+  let offset = 13 + (packed & 0x80 ? 3 * 2 ** ((packed & 0x07) + 1) : 0);
+  const kept: Buffer[] = [data.subarray(0, offset)];
+  while (offset < data.length) {
+    const introducer = data[offset]!;
+    if (introducer === 0x3b) {
+      kept.push(data.subarray(offset, offset + 1));
+      return Buffer.concat(kept);
+    }
+    if (introducer === 0x2c) {
+      const flags = data[offset + 9];
+      if (flags === undefined) throw new Error('truncated GIF');
+      const pixelsAt = offset + 10 + (flags & 0x80 ? 3 * 2 ** ((flags & 0x07) + 1) : 0);
+      const end = gifSubBlocksEnd(data, pixelsAt + 1); // past the LZW minimum code size
+      kept.push(data.subarray(offset, end));
+      offset = end;
+    } else if (introducer === 0x21) {
+      const label = data[offset + 1];
+      const end = gifSubBlocksEnd(data, offset + 2);
+      const application = label === 0xff && data[offset + 2] === 11 ? data.toString('latin1', offset + 3, offset + 14) : null;
+      const keep = label === 0xf9 || label === 0x01 || (application !== null && GIF_LOOPING.has(application));
+      if (keep) kept.push(data.subarray(offset, end));
+      offset = end;
+    } else {
+      throw new Error('not a GIF block');
+    }
+  }
+  throw new Error('truncated GIF');
+}
+
+/** Container formats ffmpeg writes a video back into, by content type. */
+const VIDEO_FORMATS: Record<string, string> = { 'video/mp4': 'mp4', 'video/webm': 'webm' };
+
+/**
+ * A video without its container metadata (title, comment — where ComfyUI's video nodes put the
+ * prompt and workflow —, encoder, chapters) and without data or subtitle streams; the picture
+ * and sound are copied, not re-encoded. Null when ffmpeg is not installed or cannot read it.
+ */
+export async function stripVideo(data: Buffer, contentType: string): Promise<Buffer | null> {
+  const format = VIDEO_FORMATS[contentType];
+  if (!format) return null;
+  const input = path.join(tmpdir(), `celforge-strip-${randomUUID()}`);
+  const output = `${input}.${format}`;
+  try {
+    await writeFile(input, data, { mode: 0o600 });
+    // no shell; the output is the input's streams copied, so about its size
+    await run(
+      'ffmpeg',
+      [
+        '-v', 'error', '-nostdin', '-y', '-i', input,
+        '-map', '0:v', '-map', '0:a?', '-c', 'copy',
+        '-map_metadata', '-1', '-map_chapters', '-1', '-fflags', '+bitexact',
+        ...(format === 'mp4' ? ['-movflags', '+faststart'] : []),
+        '-f', format, output,
+      ],
+      { timeout: 60_000 },
+    );
+    return await readFile(output);
+  } catch {
+    return null;
+  } finally {
+    await rm(input, { force: true });
+    await rm(output, { force: true });
+  }
+}
+
 /** A WebP without EXIF and XMP chunks (their flags cleared in VP8X); frames untouched. */
 export function stripWebp(data: Buffer): Buffer {
   if (data.length < 12 || data.toString('latin1', 0, 4) !== 'RIFF' || data.toString('latin1', 8, 12) !== 'WEBP') throw new Error('not a WebP');
@@ -62,9 +149,11 @@ export function stripWebp(data: Buffer): Buffer {
 }
 
 /**
- * The image as published: without the metadata a renderer embedded (prompt, workflow, model
- * names, camera EXIF). PNG and WebP lose only those chunks; JPEG is re-encoded by sharp, which
- * keeps no metadata; other types are returned as they are.
+ * The result as delivered: without the metadata a renderer embedded (prompt, workflow, model
+ * names, camera EXIF, encoder tags). PNG, WebP and GIF lose only those chunks and extensions;
+ * JPEG is re-encoded by sharp, which keeps no metadata; MP4 and WebM are remuxed by ffmpeg without
+ * metadata (kept as they are when ffmpeg is missing or cannot read them: nothing plays them then
+ * either); other types are returned as they are.
  */
 export async function stripMetadata(data: Buffer, contentType: string): Promise<Buffer> {
   switch (contentType) {
@@ -72,8 +161,13 @@ export async function stripMetadata(data: Buffer, contentType: string): Promise<
       return stripPng(data);
     case 'image/webp':
       return stripWebp(data);
+    case 'image/gif':
+      return stripGif(data);
     case 'image/jpeg':
       return sharp(data).rotate().jpeg({ quality: 92, mozjpeg: true }).toBuffer();
+    case 'video/mp4':
+    case 'video/webm':
+      return (await stripVideo(data, contentType)) ?? data;
     default:
       return data;
   }

@@ -62,8 +62,8 @@ export function openObjectStore(config: Config): ObjectStore {
 
 /**
  * Results and their derivatives, in whichever object store is configured: the one place the job
- * pipeline saves through. An image is stored without embedded metadata, with a 384 px WebP
- * thumbnail; a video with a poster. Each write replaces a re-run's files whole (keys are the job
+ * pipeline saves through. A result is stored without embedded metadata; an image with a 384 px
+ * WebP thumbnail, a video with a poster of the same size (its only poster). Each write replaces a re-run's files whole (keys are the job
  * id and position), never adding a second copy.
  */
 export class AssetStorage {
@@ -74,7 +74,7 @@ export class AssetStorage {
     const extension = TYPES[contentType];
     if (!extension) throw new Error(`renderer produced an unsupported content type`);
     const storageKey = `${jobId}-${position}.${extension}`;
-    const data = Buffer.isBuffer(output.data) && contentType.startsWith('image/') ? await stripMetadata(output.data, contentType) : output.data;
+    const data = Buffer.isBuffer(output.data) ? await stripMetadata(output.data, contentType) : output.data;
     // The derivative first: a result visible in the store always has its thumbnail.
     await this.objects.put(thumbnailKey(storageKey), await makeThumbnail(Buffer.isBuffer(data) ? data : null, contentType), 'image/webp');
     const byteSize = await this.objects.put(originalKey(storageKey), data, contentType);

@@ -65,8 +65,8 @@ export interface Config {
   assets: AssetSettings;
 }
 
-/** Names of the rate-limit policies; `signin-*` and `anonymous` are keyed by client address. */
-export const RATE_POLICIES = ['signin-ip', 'signin-account', 'generation', 'read', 'write', 'admin', 'anonymous'] as const;
+/** Names of the rate-limit policies; `signin-*`, `refresh` and `anonymous` are keyed by client address. */
+export const RATE_POLICIES = ['signin-ip', 'signin-account', 'refresh', 'generation', 'read', 'write', 'admin', 'anonymous'] as const;
 export type RatePolicyName = (typeof RATE_POLICIES)[number];
 
 export interface RatePolicy {
@@ -88,6 +88,8 @@ export const DEFAULT_LIMITS: LimitSettings = {
   rates: {
     'signin-ip': { quota: 20, windowSeconds: 60 },
     'signin-account': { quota: 10, windowSeconds: 900 },
+    // every studio tab refreshes once per load; a household or office behind one address reloads a lot
+    refresh: { quota: 300, windowSeconds: 60 },
     generation: { quota: 30, windowSeconds: 60 },
     read: { quota: 600, windowSeconds: 60 },
     write: { quota: 120, windowSeconds: 60 },

@@ -5,7 +5,7 @@ import type { Role } from '../identity/tokens.js';
 import { HttpProblem } from './problem.js';
 
 /** Rate-limit classes a route belongs to (the limits plugin reads them). */
-export type RateClass = 'signin' | 'generation' | 'read' | 'write' | 'admin';
+export type RateClass = 'signin' | 'refresh' | 'generation' | 'read' | 'write' | 'admin';
 
 declare module 'fastify' {
   interface FastifyContextConfig extends RouteAccess {

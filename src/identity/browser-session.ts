@@ -85,7 +85,7 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
   app.post(
     '/browser/refresh',
     {
-      config: signin,
+      config: { auth: 'public', rateClass: 'refresh' },
       onRequest: fromStudio,
       schema: {
         tags: ['identity'],

@@ -111,7 +111,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
   app.post(
     '/refresh',
     {
-      config: signin,
+      config: { auth: 'public', rateClass: 'refresh' },
       schema: {
         tags: ['identity'],
         body: Type.Object({ refresh_token: Type.String({ minLength: 1, maxLength: 128 }) }, { additionalProperties: false }),

@@ -110,6 +110,7 @@ export function credentialLimit(limiter: RateLimiter, audit: Auditor): Credentia
  * `config.jobQuota`. Register after `authentication`: its onRequest hook needs the principal.
  *
  * - `signin`: per client address before the body is read, then per account once it is parsed.
+ * - `refresh`: per client address, whether or not a principal is known.
  * - `generation`: per user, weighted by the body's `type` (a video costs more than an image);
  *   charged before validation so malformed submissions are not free.
  * - anonymous callers: the `anonymous` policy per address, whatever the route's class.
@@ -125,6 +126,9 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
   const chargeOnRequest = (request: FastifyRequest, reply: FastifyReply) => {
     const rateClass = request.is404 ? undefined : request.routeOptions.config.rateClass;
     if (rateClass === 'signin') return charge(request, reply, 'signin-ip', `a:${request.ip}`);
+    // Spending a refresh token is not a password guess: it has a budget of its own, so reloading
+    // studio tabs never uses up the address's sign-in attempts.
+    if (rateClass === 'refresh') return charge(request, reply, 'refresh', `a:${request.ip}`);
     if (rateClass === 'generation') return;
     if (!request.principal) return charge(request, reply, 'anonymous', `a:${request.ip}`);
     return charge(request, reply, rateClass ?? 'read', subjectOf(request));

@@ -8,8 +8,9 @@ import type { RenderOutput } from '../renderers/renderer.js';
 /**
  * Video files people can use: whatever frames a renderer made (an animated WebP or GIF, or a batch
  * of stills) become an H.264 MP4 (yuv420p, moov atom first so playback starts before the download
- * ends) and a JPEG poster; the original animation is kept after them. ffmpeg runs without a shell,
- * with a time limit, and its output file may not pass `maxBytes`.
+ * ends); the original animation is kept after it. Its poster is the asset store's derivative, as
+ * every result's thumbnail is. ffmpeg runs without a shell, with a time limit, and its output file
+ * may not pass `maxBytes`; the file carries no metadata (no tags, no encoder version or settings).
  */
 
 export interface VideoOptions {
@@ -103,7 +104,7 @@ function runFfmpeg(binary: string, args: string[], input: Buffer, timeoutMs: num
 }
 
 /**
- * The MP4 and poster of a video job's outputs, followed by the outputs themselves; the outputs
+ * The MP4 of a video job's outputs, followed by the outputs themselves; the outputs
  * unchanged when they already hold a video or hold no frames that can be read.
  */
 export async function toVideoAssets(outputs: RenderOutput[], fps: number, options: VideoOptions = {}, signal?: AbortSignal): Promise<RenderOutput[]> {
@@ -121,6 +122,8 @@ export async function toVideoAssets(outputs: RenderOutput[], fps: number, option
       // yuv420p needs even sides
       '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2',
       '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p',
+      // no container tags (encoder name included) and no x264 settings SEI in the stream
+      '-map_metadata', '-1', '-fflags', '+bitexact', '-bsf:v', 'filter_units=remove_types=6',
       '-movflags', '+faststart', '-fs', String(settings.maxBytes), '-threads', '1',
       '-y', file,
     ];
@@ -128,15 +131,7 @@ export async function toVideoAssets(outputs: RenderOutput[], fps: number, option
     const size = (await stat(file)).size;
     if (size === 0 || size >= settings.maxBytes) throw new VideoError('the video is larger than allowed');
     const mp4 = await readFile(file);
-    const frameBytes = frames.width * frames.height * 3;
-    const poster = await sharp(frames.raw.subarray(0, frameBytes), { raw: { width: frames.width, height: frames.height, channels: 3 } })
-      .jpeg({ quality: 85 })
-      .toBuffer();
-    return [
-      { data: mp4, contentType: 'video/mp4', extension: 'mp4' },
-      { data: poster, contentType: 'image/jpeg', extension: 'jpg' },
-      ...outputs,
-    ];
+    return [{ data: mp4, contentType: 'video/mp4', extension: 'mp4' }, ...outputs];
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

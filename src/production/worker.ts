@@ -56,7 +56,7 @@ export interface WorkerOptions {
   claimNext?: (workerId: string, now: Date, leaseUntil: string, options?: ClaimOptions) => Promise<JobRow | undefined>;
   /** a render ended (any outcome) after `renderMs` of GPU time (as the renderer measured it, else the render's duration) */
   onRendered?: (job: JobRow, renderMs: number) => void;
-  /** turns what the renderer made into the files kept (e.g. video → MP4 + poster) */
+  /** turns what the renderer made into the files kept (e.g. video → MP4 + the animation) */
   finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
 }
 

@@ -21,7 +21,7 @@ describe('celforge assets migrate --to s3', () => {
       jobs.push(await waitFor(t.app, user.authorization, submitted.job_id, ['succeeded']));
     }
     const onDisk = ['assets', 'thumbnails'].flatMap((folder) => readdirSync(path.join(t.config.dataDir, folder)).map((name) => `${folder}/${name}`)).sort();
-    // every result has its thumbnail (a video job keeps an MP4, its poster and the animation where ffmpeg is installed)
+    // every result has its thumbnail (a video job keeps an MP4 and the animation where ffmpeg is installed)
     const results = jobs.reduce((count, job) => count + (job.assets as Json[]).length, 0);
     expect(onDisk).toHaveLength(2 * results);
 

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
@@ -51,10 +51,46 @@ function redMp4(): Buffer {
   return readFileSync(file);
 }
 
+/** One red second of MP4 as a video node may write it: the workflow and prompt in its tags. */
+function taggedMp4(): Buffer {
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-mp4-')), 'tagged.mp4');
+  const tags = ['-metadata', `comment=${WORKFLOW}`, '-metadata', `title=${PROMPT}`, '-metadata', 'artist=artist@home', '-metadata:s:v', 'handler_name=secret-model'];
+  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=red:s=160x120:d=1', '-pix_fmt', 'yuv420p', ...tags, file]);
+  return readFileSync(file);
+}
+
+/** GIF extension sub-blocks: `data` cut in pieces of at most 255 bytes, then the terminator. */
+function subBlocks(data: Buffer): Buffer {
+  const parts: Buffer[] = [];
+  for (let at = 0; at < data.length; at += 255) {
+    const piece = data.subarray(at, at + 255);
+    parts.push(Buffer.from([piece.length]), piece);
+  }
+  return Buffer.concat([...parts, Buffer.from([0])]);
+}
+
+/** A looping two-frame GIF. */
+async function plainGif(): Promise<Buffer> {
+  const frames = await Promise.all(['#ff0000', '#0000ff'].map((color) => sharp({ create: { width: 40, height: 30, channels: 3, background: color } }).png().toBuffer()));
+  return sharp(frames, { join: { animated: true } }).gif({ delay: [100, 100], loop: 0 }).toBuffer();
+}
+
+/** The same GIF carrying a comment and an XMP application extension with the workflow. */
+async function taggedGif(): Promise<Buffer> {
+  const gif = await plainGif();
+  const packed = gif[10]!;
+  const afterPalette = 13 + (packed & 0x80 ? 3 * 2 ** ((packed & 0x07) + 1) : 0);
+  const comment = Buffer.concat([Buffer.from([0x21, 0xfe]), subBlocks(Buffer.from(`workflow:${WORKFLOW}`, 'latin1'))]);
+  const xmp = Buffer.concat([Buffer.from([0x21, 0xff, 11]), Buffer.from('XMP DataXMP', 'latin1'), subBlocks(Buffer.from(`<x:xmpmeta>${PROMPT}</x:xmpmeta>`, 'latin1'))]);
+  return Buffer.concat([gif.subarray(0, afterPalette), comment, xmp, gif.subarray(afterPalette)]);
+}
+
 class ComfyLikeRenderer implements Renderer {
   readonly name = 'comfy-like';
   async render(request: RenderRequest): Promise<RenderOutput[]> {
     if (request.prompt === 'broken mp4') return [{ data: randomBytes(4096), contentType: 'video/mp4', extension: 'mp4' }];
+    if (request.prompt === 'tagged mp4') return [{ data: taggedMp4(), contentType: 'video/mp4', extension: 'mp4' }];
+    if (request.prompt === 'tagged gif') return [{ data: await taggedGif(), contentType: 'image/gif', extension: 'gif' }];
     if (request.prompt === 'mp4') return [{ data: redMp4(), contentType: 'video/mp4', extension: 'mp4' }];
     if (request.type === 'video') return [{ data: await comfyWebp(), contentType: 'image/webp', extension: 'webp' }];
     return [{ data: await comfyPng(), contentType: 'image/png', extension: 'png' }];
@@ -126,6 +162,43 @@ for (const backend of ASSET_BACKENDS) {
       expect([info.width, info.height]).toEqual([160, 120]);
       expect(data[0]).toBeGreaterThan(200);
       expect(data[1]).toBeLessThan(60);
+    });
+
+    it('a GIF is delivered without comments or application extensions other than looping; frames untouched', async () => {
+      const { job } = await finished('image', 'tagged gif');
+      const asset = job.assets[0] as Json;
+      const original = await taggedGif();
+      expect(original.toString('latin1')).toMatch(/XMP DataXMP|secret-model/);
+      const stored = (await t.app.inject({ url: asset.url })).rawPayload;
+      expect(stored.length).toBe(asset.byte_size);
+      const text = stored.toString('latin1');
+      expect(text).not.toMatch(/XMP|xmpmeta|workflow|KSampler|secret-model|private prompt/);
+      expect(stored.includes(Buffer.from([0x21, 0xfe]))).toBe(false);
+      expect(text).toContain('NETSCAPE2.0');
+      // only the two added extensions went: the rest is the GIF byte for byte
+      expect(stored.equals(await plainGif())).toBe(true);
+      const [before, after] = await Promise.all([sharp(original, { animated: true }), sharp(stored, { animated: true })].map((image) => image.raw().toBuffer({ resolveWithObject: true })));
+      expect(after!.info).toMatchObject({ width: 40, height: 60 });
+      expect(after!.data.equals(before!.data)).toBe(true);
+      const meta = await sharp(stored, { animated: true }).metadata();
+      expect([meta.pages, meta.loop, meta.delay]).toEqual([2, 0, [100, 100]]);
+    });
+
+    it.runIf(FFMPEG)('an MP4 is delivered without its tags (comment, title, artist, encoder, handler names); the picture copied', async () => {
+      const { job } = await finished('video', 'tagged mp4');
+      const asset = job.assets[0] as Json;
+      const stored = (await t.app.inject({ url: asset.url })).rawPayload;
+      expect(stored.length).toBe(asset.byte_size);
+      expect(stored.toString('latin1')).not.toMatch(/workflow|KSampler|secret-model|private prompt|artist@home|Lavf/);
+      const file = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-probe-')), 'stored.mp4');
+      writeFileSync(file, stored);
+      const info = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-show_format', '-of', 'json', file], { encoding: 'utf8' }));
+      expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
+      expect(info.streams).toHaveLength(1);
+      expect(info.streams[0]).toMatchObject({ codec_name: 'h264', width: 160, height: 120, nb_read_frames: '25' });
+      const order = [];
+      for (let at = 0; at + 8 <= stored.length; at += stored.readUInt32BE(at)) order.push(stored.toString('latin1', at + 4, at + 8));
+      expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
     });
 
     it('a video no frame can be taken from still gets a poster (a plain one)', async () => {

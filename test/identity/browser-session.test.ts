@@ -1,5 +1,7 @@
 import { parseSetCookie } from 'cookie';
 import { describe, expect, it } from 'vitest';
+import { DEFAULT_LIMITS, parseRateLimits } from '../../src/config/config.js';
+import { parseRateField } from '../limits/routes.js';
 import { useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { TEST_PASSWORD } from '../support/users.js';
@@ -124,5 +126,52 @@ describe('identity: the refresh cookie is Secure when the public URL is https', 
     });
     expect(response.statusCode).toBe(200);
     expect(refreshCookie(response.headers['set-cookie'])).toMatchObject({ secure: true, httpOnly: true, sameSite: 'strict' });
+  });
+});
+
+describeEachDialect('identity: refreshing the studio has its own rate budget, apart from sign-in', (dialect) => {
+  const limits = { ...DEFAULT_LIMITS, rates: parseRateLimits('signin-ip=3/60s,refresh=8/60s') };
+  const t = useTestApp(dialect, { publicUrl: ORIGIN, limits });
+  const address = '10.9.0.1';
+
+  it('many tab reloads from one address neither spend nor are stopped by its sign-in attempts', async () => {
+    const email = `reloads-${dialect}@example.test`;
+    await t.app.services.identity.createUser({ email, password: TEST_PASSWORD, role: 'user' });
+    const login = () =>
+      t.app.inject({ method: 'POST', url: '/api/auth/browser/login', headers: studioHeaders, payload: { email, password: TEST_PASSWORD }, remoteAddress: address });
+    const refresh = (cookie?: string) =>
+      t.app.inject({ method: 'POST', url: '/api/auth/browser/refresh', headers: { ...studioHeaders, ...(cookie && { cookie: `celforge_refresh=${cookie}` }) }, remoteAddress: address });
+
+    const signedIn = await login();
+    expect(signedIn.statusCode).toBe(200);
+    let cookie = refreshCookie(signedIn.headers['set-cookie']).value!;
+    // Eight loads: visitors without a cookie and a signed-in studio refreshing, all from one address.
+    for (let i = 0; i < 4; i++) expect((await refresh()).statusCode).toBe(204);
+    for (let i = 0; i < 4; i++) {
+      const refreshed = await refresh(cookie);
+      expect(refreshed.statusCode).toBe(200);
+      expect(parseRateField(refreshed.headers['ratelimit-policy'])).toEqual({ refresh: { q: 8, w: 60 } });
+      expect(parseRateField(refreshed.headers.ratelimit).refresh!.r).toBe(3 - i);
+      cookie = refreshCookie(refreshed.headers['set-cookie']).value!;
+    }
+    // The refresh budget is spent: a ninth is refused under its own policy, the cookie unspent.
+    const refused = await refresh(cookie);
+    expect(refused.statusCode).toBe(429);
+    expect(refused.headers['content-type']).toContain('application/problem+json');
+    expect(refused.json()).toMatchObject({ type: 'urn:celforge:problem:rate-limited', policy: 'refresh' });
+    expect(refused.headers['set-cookie']).toBeUndefined();
+    // Signing in from that address still works: one of three sign-in attempts was used.
+    const again = await login();
+    expect(again.statusCode).toBe(200);
+    expect(parseRateField(again.headers.ratelimit)['signin-ip']!.r).toBe(1);
+  });
+
+  it('the body-based refresh of API clients is charged to the same budget', async () => {
+    const email = `api-refresh-${dialect}@example.test`;
+    await t.app.services.identity.createUser({ email, password: TEST_PASSWORD, role: 'user' });
+    const login = await t.app.inject({ method: 'POST', url: '/api/auth/login', payload: { email, password: TEST_PASSWORD }, remoteAddress: '10.9.0.2' });
+    const response = await t.app.inject({ method: 'POST', url: '/api/auth/refresh', payload: { refresh_token: login.json().refresh_token }, remoteAddress: '10.9.0.2' });
+    expect(response.statusCode).toBe(200);
+    expect(parseRateField(response.headers['ratelimit-policy'])).toEqual({ refresh: { q: 8, w: 60 } });
   });
 });

@@ -61,9 +61,9 @@ describeEachDialect('kill -9 during running jobs', (dialect) => {
       expect(row.attempts).toBe(interrupted.has(row.id) ? 2 : 1);
     }
     const assets = await store.db.selectFrom('assets').selectAll().where('job_id', 'in', ids).execute();
-    // an image job keeps one file; a video job three (MP4, poster, animation)
+    // an image job keeps one file; a video job two (MP4, animation)
     const videos = Math.floor(JOBS / 2);
-    expect(assets).toHaveLength(JOBS - videos + 3 * videos);
+    expect(assets).toHaveLength(JOBS - videos + 2 * videos);
     expect(new Set(assets.map((a) => a.job_id)).size).toBe(JOBS);
     expect(new Set(assets.map((a) => `${a.job_id}/${a.position}`)).size).toBe(assets.length);
 

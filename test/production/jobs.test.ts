@@ -32,7 +32,7 @@ describeEachDialect('production jobs', (dialect) => {
       expect(video.params).toMatchObject({ width: 512, height: 288, frames: 3, fps: 12 });
     });
 
-    it('the job type decides the output: an image is a PNG, a video an MP4 with a poster and its animated WebP', async () => {
+    it('the job type decides the output: an image is a PNG, a video an MP4 and its animated WebP', async () => {
       const user = await signIn(t.app);
       const image = (await generate(t.app, user.authorization, { prompt: 'a fox', type: 'image', width: 64, height: 64, seed: 7 })).json() as Json;
       const video = (await generate(t.app, user.authorization, { prompt: 'a fox', type: 'video', width: 64, height: 64, frames: 3, seed: 7 })).json() as Json;
@@ -41,10 +41,10 @@ describeEachDialect('production jobs', (dialect) => {
       expect(doneImage).toMatchObject({ status: 'succeeded', progress: 100 });
       expect(doneImage.assets).toHaveLength(1);
       expect(doneImage.assets[0].content_type).toBe('image/png');
-      expect(doneVideo.assets.map((a: Json) => a.content_type)).toEqual(['video/mp4', 'image/jpeg', 'image/webp']);
+      expect(doneVideo.assets.map((a: Json) => a.content_type)).toEqual(['video/mp4', 'image/webp']);
       const mp4 = await t.app.inject({ url: doneVideo.assets[0].url });
       expect(mp4.rawPayload.subarray(4, 8).toString()).toBe('ftyp');
-      const bytes = await t.app.inject({ url: doneVideo.assets[2].url });
+      const bytes = await t.app.inject({ url: doneVideo.assets[1].url });
       expect(bytes.rawPayload.subarray(0, 4).toString()).toBe('RIFF');
       expect(bytes.rawPayload.includes(Buffer.from('ANIM'))).toBe(true);
       expect(doneImage.started_at).not.toBeNull();
@@ -324,8 +324,8 @@ describeEachDialect('production jobs', (dialect) => {
       expect(response.body).toMatch(/"status":"succeeded"/);
       const last = response.body.trim().split('\n\n').at(-1)!;
       expect(last).toMatch(/^event: status\n/);
-      // the MP4, its poster, the animated WebP
-      expect(JSON.parse(last.split('\n')[1]!.slice(6)).assets).toHaveLength(3);
+      // the MP4 and the animated WebP
+      expect(JSON.parse(last.split('\n')[1]!.slice(6)).assets).toHaveLength(2);
     });
   });
 

@@ -15,8 +15,8 @@ const dir = mkdtempSync(path.join(tmpdir(), 'celforge-video-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Probe {
-  streams: { codec_name: string; pix_fmt: string; width: number; height: number; nb_frames?: string; nb_read_frames?: string }[];
-  format: { format_name: string };
+  streams: { codec_name: string; pix_fmt: string; width: number; height: number; nb_frames?: string; nb_read_frames?: string; tags?: Record<string, string> }[];
+  format: { format_name: string; tags?: Record<string, string> };
 }
 
 /** ffprobe's view of an MP4, counting its frames by decoding them. */
@@ -50,10 +50,10 @@ async function previewVideo(overrides: Partial<RenderRequest> = {}): Promise<Ren
 }
 
 describe('video files', () => {
-  it('an animated WebP becomes an H.264 yuv420p MP4 with moov first, every frame, a JPEG poster, and the WebP kept', async () => {
+  it('an animated WebP becomes an H.264 yuv420p MP4 with moov first and every frame, and the WebP kept', async () => {
     const webp = await previewVideo();
     const outputs = await toVideoAssets(webp, 10);
-    expect(outputs.map((o) => o.contentType)).toEqual(['video/mp4', 'image/jpeg', 'image/webp']);
+    expect(outputs.map((o) => o.contentType)).toEqual(['video/mp4', 'image/webp']);
     const info = probe(outputs[0]!.data);
     expect(info.streams).toHaveLength(1);
     expect(info.streams[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: 64, height: 48, nb_read_frames: '5' });
@@ -61,8 +61,17 @@ describe('video files', () => {
     const order = boxes(outputs[0]!.data);
     expect(order.indexOf('moov')).toBeGreaterThan(-1);
     expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
-    expect(await sharp(outputs[1]!.data).metadata()).toMatchObject({ format: 'jpeg', width: 64, height: 48 });
-    expect(outputs[2]!.data.equals(webp[0]!.data)).toBe(true);
+    expect(outputs[1]!.data.equals(webp[0]!.data)).toBe(true);
+  });
+
+  it('the MP4 says nothing about its making: no tags, no encoder version, no x264 settings', async () => {
+    const [mp4] = await toVideoAssets(await previewVideo(), 10);
+    const info = probe(mp4!.data);
+    expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
+    // the codec's name stays in the sample description (MP4 players read it), without a version
+    expect(info.streams[0]!.tags?.encoder).toBe('Lavc libx264');
+    const text = mp4!.data.toString('latin1');
+    expect(text).not.toMatch(/Lavf|Lavc\d|x264 - core|options:|waves/);
   });
 
   it('a batch of stills (as ComfyUI saves them) becomes one frame each; odd sides are padded even', async () => {
@@ -75,7 +84,7 @@ describe('video files', () => {
     );
     const outputs = await toVideoAssets(stills, 8);
     expect(probe(outputs[0]!.data).streams[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: 34, height: 22, nb_read_frames: '3' });
-    expect(outputs.slice(2)).toEqual(stills);
+    expect(outputs.slice(1)).toEqual(stills);
   });
 
   it('ffmpeg is bounded: a missing binary, the time limit and the size limit each fail plainly', async () => {
@@ -97,18 +106,22 @@ describe('video files', () => {
 describeEachDialect('video jobs', (dialect) => {
   const t = useTestApp(dialect, { limits: ROOMY_LIMITS, previewStepMs: 0 });
 
-  it('a video job yields a playable MP4 first, which seeks by Range, then its poster', async () => {
+  it('a video job yields a playable MP4 first, which seeks by Range, with one poster: its derivative', async () => {
     const user = await signIn(t.app);
     const job = (await generate(t.app, user.authorization, { prompt: 'a paper boat', type: 'video', width: 96, height: 64, frames: 6, fps: 12 })).json() as Json;
     const done = await waitFor(t.app, user.authorization, job.job_id, ['succeeded', 'failed']);
-    expect(done.assets.map((a: Json) => a.content_type)).toEqual(['video/mp4', 'image/jpeg', 'image/webp']);
+    expect(done.assets.map((a: Json) => a.content_type)).toEqual(['video/mp4', 'image/webp']);
     const whole = await t.app.inject({ url: done.assets[0].url });
     expect(whole.headers['content-type']).toBe('video/mp4');
     expect(probe(whole.rawPayload).streams[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', nb_read_frames: '6' });
     const part = await t.app.inject({ url: done.assets[0].url, headers: { range: 'bytes=8-15' } });
     expect(part.statusCode).toBe(206);
     expect(part.rawPayload.equals(whole.rawPayload.subarray(8, 16))).toBe(true);
-    const poster = await t.app.inject({ url: done.assets[1].url });
-    expect(await sharp(poster.rawPayload).metadata()).toMatchObject({ format: 'jpeg', width: 96, height: 64 });
+    // the poster is the MP4's first frame, as every result's thumbnail is made; no second poster is stored
+    const poster = await t.app.inject({ url: done.assets[0].thumbnail_url });
+    expect(poster.headers['content-type']).toBe('image/webp');
+    expect(await sharp(poster.rawPayload).metadata()).toMatchObject({ format: 'webp', width: 96, height: 64 });
+    const rows = await t.app.services.store.db.selectFrom('assets').select('content_type').where('job_id', '=', job.job_id).orderBy('position').execute();
+    expect(rows.map((row) => row.content_type)).toEqual(['video/mp4', 'image/webp']);
   });
 });

@@ -278,6 +278,14 @@ export const strings = {
     enrol2fa: 'Administrative work needs two-factor authentication.',
     enrol2faAction: 'Set it up in your account',
   },
+  // Live previews and playback (queue rows and viewer)
+  media: {
+    livePreview: (prompt: string) => `Live preview of: ${prompt}`,
+    play: 'Play',
+    pause: 'Pause',
+    animationAlt: (prompt: string) => `Animation for: ${prompt}`,
+    posterAlt: (prompt: string) => `First frame of: ${prompt}`,
+  },
   notFound: {
     title: 'Not found',
     lead: "There's nothing at this address.",
