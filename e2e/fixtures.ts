@@ -18,6 +18,8 @@ export interface Account {
 export interface Server {
   url: string;
   admin: Account;
+  /** a second administrator, for the admin console's tests (they turn on its 2FA) */
+  steward: Account;
   /** plain users, one per purpose so tests do not share queues */
   users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy', Account>;
 }
@@ -47,6 +49,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
   const dataDir = mkdtempSync(join(tmpdir(), 'celforge-e2e-'));
   const port = await freePort();
   const admin = { email: 'admin@celforge.test', password: PASSWORD };
+  const steward = { email: 'steward@celforge.test', password: PASSWORD };
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -60,7 +63,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
   };
   const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy'] as const;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
-  await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
+  await finished(run('e2e/seed.ts', [PASSWORD, `${admin.email},${steward.email}`, ...names.map((name) => users[name].email)], env));
 
   const child = run('src/cli.ts', ['serve'], env);
   let output = '';
@@ -79,7 +82,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return {
-    server: { url, admin, users },
+    server: { url, admin, steward, users },
     stop: async () => {
       const exited = new Promise((resolve) => child.on('exit', resolve));
       child.kill('SIGTERM');
