@@ -16,9 +16,14 @@ export const declined = (problem: Problem | null | undefined) => slug(problem) =
 
 const time = new Intl.DateTimeFormat('en', { dateStyle: 'medium', timeStyle: 'medium' });
 const clock = new Intl.DateTimeFormat('en', { timeStyle: 'medium' });
+const date = new Intl.DateTimeFormat('en', { dateStyle: 'medium' });
+const short = new Intl.DateTimeFormat('en', { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', second: '2-digit' });
 
 export const formatTime = (iso: string) => time.format(new Date(iso));
-export const formatClock = (date: Date) => clock.format(date);
+export const formatClock = (at: Date) => clock.format(at);
+export const formatDate = (iso: string) => date.format(new Date(iso));
+/** "Nov 30, 11:12:30 AM": for dense tables */
+export const formatShort = (iso: string) => short.format(new Date(iso));
 
 /** "Firefox on Linux" from a user agent, or the raw text when it says nothing familiar. */
 export function device(agent: string | null): string {
