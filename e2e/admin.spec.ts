@@ -94,9 +94,18 @@ test('an admin steps up, creates a user, sets their quota, disables them, and fi
   await expect(them.getByText('Your session has ended. Sign in again to continue.')).toBeVisible();
   await theirs.close();
 
-  // Jobs: the newcomer's job with its owner; the console can cancel any active job.
+  // Jobs: the newcomer's job with its owner; the console cancels someone else's running video.
+  const tabs = { authorization: `Bearer ${await apiToken(request, server, server.users.tabs)}` };
+  const video = await request.post(`${server.url}/api/anime/generate`, { headers: tabs, data: { prompt: 'a long night train through snow', type: 'video', frames: 120, width: 256, height: 256 } });
+  expect(video.status(), await video.text()).toBe(202);
   await page.getByRole('navigation', { name: 'Administration' }).getByRole('link', { name: 'All jobs' }).click();
   await expect(page.getByRole('row', { name: /a paper boat on a puddle after rain.*newcomer@celforge\.test/ })).toBeVisible();
+  const train = page.getByRole('row', { name: /a long night train through snow.*tabs@celforge\.test/ });
+  await train.getByRole('button', { name: /^Cancel/ }).click();
+  await expect(page.getByText('Job canceled.')).toBeVisible();
+  await expect(train.getByText('canceled', { exact: true })).toBeVisible();
+  const after = await request.get(`${server.url}/api/anime/jobs/${(await video.json()).job_id}`, { headers: tabs });
+  expect((await after.json()).status).toBe('canceled');
   await expectAccessible(page, 'jobs');
   await expectNoHorizontalScroll(page, 'jobs at 1024 px');
 
