@@ -24,6 +24,8 @@ const USER_NAMES = [
 export interface Server {
   url: string;
   admin: Account;
+  /** a second administrator, for the admin console's tests (they turn on its 2FA) */
+  steward: Account;
   /** plain users, one per purpose so tests do not share queues */
   users: Record<(typeof USER_NAMES)[number], Account>;
 }
@@ -54,6 +56,7 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
   const dataDir = mkdtempSync(join(tmpdir(), 'celforge-e2e-'));
   const port = await freePort();
   const admin = { email: 'admin@celforge.test', password: PASSWORD };
+  const steward = { email: 'steward@celforge.test', password: PASSWORD };
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     HOME: process.env.HOME,
@@ -68,7 +71,7 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
   };
   const names = USER_NAMES;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
-  await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
+  await finished(run('e2e/seed.ts', [PASSWORD, `${admin.email},${steward.email}`, ...names.map((name) => users[name].email)], env));
 
   const child = run('src/cli.ts', ['serve'], env);
   let output = '';
@@ -87,7 +90,7 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return {
-    server: { url, admin, users },
+    server: { url, admin, steward, users },
     stop: async () => {
       const exited = new Promise((resolve) => child.on('exit', resolve));
       child.kill('SIGTERM');

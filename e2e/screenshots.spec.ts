@@ -166,3 +166,66 @@ test('screenshots of the account page', async ({ browser, server, request }) => 
     await context.close();
   }
 });
+
+test('screenshots of the admin console', async ({ browser, server, request }) => {
+  test.setTimeout(300_000);
+  mkdirSync(OUT, { recursive: true });
+  const { generate: totp } = await import('otplib');
+  // a little history: finished jobs of two people, then one long video left rendering
+  for (const account of [server.users.maker, server.users.other]) {
+    const headers = { authorization: `Bearer ${await apiToken(request, server, account)}` };
+    const ids: string[] = [];
+    for (const prompt of PROMPTS.slice(0, 3)) {
+      const response = await request.post(`${server.url}/api/anime/generate`, { headers, data: { prompt, type: 'image', width: 512, height: 512, steps: 8 } });
+      expect(response.status(), await response.text()).toBe(202);
+      ids.push((await response.json()).job_id);
+    }
+    await waitDone(request, server, headers, ids);
+  }
+  const otherHeaders = { authorization: `Bearer ${await apiToken(request, server, server.users.other)}` };
+
+  const { context, page } = await session(browser, server, 'desktop');
+  await page.goto('/signin');
+  await signIn(page, server.steward);
+  await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
+  // 2FA on from elsewhere: this session has not verified a code yet, so the console asks
+  const auth = { authorization: `Bearer ${await apiToken(request, server, server.steward)}` };
+  const setup = await (await request.post(`${server.url}/api/auth/totp/setup`, { headers: auth })).json();
+  const enabled = await request.post(`${server.url}/api/auth/totp/enable`, {
+    headers: auth,
+    data: { code: await totp({ secret: setup.secret, epoch: Math.floor(Date.now() / 1000) - 30 }), password: server.steward.password },
+  });
+  expect(enabled.status(), await enabled.text()).toBe(200);
+  await page.goto('/admin');
+  const dialog = page.getByRole('dialog', { name: "Confirm it's you" });
+  await expect(dialog).toBeVisible();
+  await shoot(page, 'desktop-admin-step-up');
+  await dialog.getByLabel('Authentication code').fill(await totp({ secret: setup.secret, epoch: Math.floor(Date.now() / 1000) }));
+  await dialog.getByRole('button', { name: 'Confirm' }).click();
+  await expect(page.getByRole('heading', { name: 'Queue depth' })).toBeVisible();
+  await expect(page.locator('.plot canvas').first()).toBeVisible();
+  await shoot(page, 'desktop-admin-dashboard');
+
+  await page.getByRole('link', { name: 'Users' }).click();
+  await page.getByRole('button', { name: `Manage ${server.users.maker.email}` }).click();
+  await expect(page.getByRole('region', { name: `Manage ${server.users.maker.email}` }).getByText(/^Now: /)).toBeVisible();
+  await shoot(page, 'desktop-admin-users');
+
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByRole('button', { name: 'Verify now' }).click();
+  await expect(page.getByText(/Verified up to row/)).toBeVisible();
+  await page.getByLabel('Action').fill('auth.');
+  await page.getByRole('button', { name: 'Apply' }).click();
+  await page.getByRole('button', { name: /^Details of row/ }).nth(1).click();
+  await shoot(page, 'desktop-admin-audit');
+
+  const video = await request.post(`${server.url}/api/anime/generate`, {
+    headers: otherHeaders,
+    data: { prompt: 'a comet over snowy mountains, starry night', type: 'video', frames: 120, fps: 12, width: 512, height: 288 },
+  });
+  expect(video.status(), await video.text()).toBe(202);
+  await page.getByRole('link', { name: 'All jobs' }).click();
+  await expect(page.getByRole('table').getByText('running', { exact: true }).first()).toBeVisible();
+  await shoot(page, 'desktop-admin-jobs');
+  await context.close();
+});

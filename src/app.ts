@@ -316,7 +316,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(lifecycleRoutes, { prefix: '/api/anime', service: lifecycle });
     const shares = new ShareService({ store, audit, production: jobs });
     await app.register(shareRoutes, { prefix: '/api/anime', service: shares, publicUrl: config.publicUrl, storage: assets, delivery: config.assets.delivery });
-    await app.register(auditRoutes, { prefix: '/api/anime', store });
+    await app.register(auditRoutes, { prefix: '/api/anime', store, audit });
     await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
     await app.register(ownQuotaRoute, { prefix: '/api/anime', quotas, limits: config.limits });
     await app.register(fleetShareRoutes, { prefix: '/api/anime', store, audit });

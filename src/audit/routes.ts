@@ -1,10 +1,12 @@
+import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type, type Static } from 'typebox';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
 import type { AuditEvent, Auditor } from './events.js';
-import { listTrail } from './service.js';
+import { exportTrail, listTrail, verifyTrail } from './service.js';
+import { readHead, type AuditFilter } from './store.js';
 
 function outcomeOf(status: number): AuditEvent['outcome'] {
   if (status === 401 || status === 403 || status === 429) return 'denied';
@@ -59,18 +61,40 @@ export const auditRequests = fp(async (app: FastifyInstance, options: { audit: A
 
 const ISO_TIME = Type.String({ format: 'date-time', maxLength: 40 });
 
+const FilterFields = {
+  action: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' })),
+  actor: Type.Optional(Type.String({ minLength: 1, maxLength: 254, description: "the actor's user id, or their e-mail" })),
+  outcome: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('failure'), Type.Literal('denied')])),
+  from: Type.Optional(ISO_TIME),
+  to: Type.Optional(ISO_TIME),
+};
+
 const Query = Type.Object(
   {
-    action: Type.Optional(Type.String({ minLength: 1, maxLength: 100, pattern: '^[A-Za-z0-9._-]+$' })),
-    actor: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-    outcome: Type.Optional(Type.Union([Type.Literal('success'), Type.Literal('failure'), Type.Literal('denied')])),
-    from: Type.Optional(ISO_TIME),
-    to: Type.Optional(ISO_TIME),
+    ...FilterFields,
     cursor: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
   },
   { additionalProperties: false },
 );
+const ExportQuery = Type.Object(FilterFields, { additionalProperties: false });
+
+const Chain = Type.Object({
+  head: Type.Object({ seq: Type.Integer(), hash: Type.String() }),
+  /** the last check on this instance, or null when none ran since it started */
+  verified: Type.Union([
+    Type.Object({
+      ok: Type.Boolean(),
+      /** the head when checked: every row up to it was whole when ok */
+      through_seq: Type.Integer(),
+      hash: Type.String(),
+      rows: Type.Integer(),
+      problem: Type.Union([Type.String(), Type.Null()]),
+      at: Type.String(),
+    }),
+    Type.Null(),
+  ]),
+});
 
 const Nullable = (schema: ReturnType<typeof Type.String>) => Type.Union([schema, Type.Null()]);
 
@@ -100,11 +124,27 @@ function utc(name: string, value: string | undefined): string | undefined {
   return time.toISOString();
 }
 
-export async function auditRoutes(app: FastifyInstance, options: { store: Store }) {
+type Verified = Static<typeof Chain>['verified'];
+
+export async function auditRoutes(app: FastifyInstance, options: { store: Store; audit: Auditor }) {
+  const { store, audit } = options;
+  const admin = { role: 'admin', rateClass: 'admin', scope: 'admin' } as const;
+  let verified: Verified = null;
+
+  /** The filter of a query; an actor named by e-mail is looked up (no such person: matches nothing). */
+  async function filterOf(query: Static<typeof ExportQuery>): Promise<AuditFilter> {
+    let actorId = query.actor;
+    if (actorId?.includes('@')) {
+      const user = await store.db.selectFrom('users').select('id').where('email', '=', actorId.trim().toLowerCase()).executeTakeFirst();
+      actorId = user?.id ?? actorId;
+    }
+    return { action: query.action, actorId, outcome: query.outcome, from: utc('from', query.from), to: utc('to', query.to) };
+  }
+
   app.get<{ Querystring: Static<typeof Query> }>(
     '/admin/audit',
     {
-      config: { role: 'admin', rateClass: 'admin', scope: 'admin' },
+      config: admin,
       schema: {
         tags: ['admin'],
         summary: 'The audit trail, newest first',
@@ -112,14 +152,73 @@ export async function auditRoutes(app: FastifyInstance, options: { store: Store 
         response: { 200: Page },
       },
     },
+    async (request) => listTrail(store, await filterOf(request.query), request.query.cursor, request.query.limit ?? 50),
+  );
+
+  app.get<{ Querystring: Static<typeof ExportQuery> }>(
+    '/admin/audit/export',
+    {
+      config: admin,
+      schema: {
+        tags: ['admin'],
+        summary: 'The filtered trail as JSON lines, oldest first',
+        querystring: ExportQuery,
+        produces: ['application/x-ndjson'],
+      },
+    },
+    async (request, reply) => {
+      const filter = await filterOf(request.query);
+      audit.record({
+        action: 'admin.audit.export',
+        outcome: 'success',
+        actorId: request.principal!.userId,
+        ip: request.ip,
+        requestId: request.id,
+        detail: { filter: { ...filter } },
+      });
+      const lines = (async function* () {
+        for await (const row of exportTrail(store, filter)) yield `${JSON.stringify(row)}\n`;
+      })();
+      const stamp = new Date().toISOString().slice(0, 19).replace(/[:T]/g, '-');
+      return reply
+        .type('application/x-ndjson')
+        .header('content-disposition', `attachment; filename="celforge-audit-${stamp}.jsonl"`)
+        .header('cache-control', 'no-store')
+        .send(Readable.from(lines));
+    },
+  );
+
+  app.get(
+    '/admin/audit/chain',
+    { config: admin, schema: { tags: ['admin'], summary: 'The head of the hash chain and the last check', response: { 200: Chain } } },
+    async () => {
+      const head = await readHead(store.db);
+      return { head: { seq: Number(head.seq), hash: head.hash }, verified };
+    },
+  );
+
+  app.post(
+    '/admin/audit/verify',
+    { config: { ...admin, critical: true }, schema: { tags: ['admin'], summary: 'Checks the whole hash chain now', response: { 200: Chain } } },
     async (request) => {
-      const { action, actor, outcome, cursor, limit } = request.query;
-      return listTrail(
-        options.store,
-        { action, actorId: actor, outcome, from: utc('from', request.query.from), to: utc('to', request.query.to) },
-        cursor,
-        limit ?? 50,
-      );
+      const result = await verifyTrail(store);
+      verified = {
+        ok: result.ok,
+        through_seq: Number(result.head.seq),
+        hash: result.head.hash,
+        rows: result.rows,
+        problem: result.problem ?? null,
+        at: new Date().toISOString(),
+      };
+      audit.record({
+        action: 'admin.audit.verify',
+        outcome: result.ok ? 'success' : 'failure',
+        actorId: request.principal!.userId,
+        ip: request.ip,
+        requestId: request.id,
+        detail: { through_seq: verified.through_seq, rows: result.rows, ...(result.problem && { problem: result.problem }) },
+      });
+      return { head: { seq: Number(result.head.seq), hash: result.head.hash }, verified };
     },
   );
 }

@@ -331,16 +331,20 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
       schema: {
         tags: ['admin'],
         querystring: Type.Object(
-          { after: Type.Optional(Email), limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })) },
+          {
+            after: Type.Optional(Email),
+            limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200 })),
+            q: Type.Optional(Type.String({ minLength: 1, maxLength: 254, description: 'part of the e-mail' })),
+          },
           { additionalProperties: false },
         ),
         response: { 200: Type.Object({ items: Type.Array(UserView), next: Type.Union([Type.String(), Type.Null()]) }) },
       },
     },
     async (request) => {
-      const query = request.query as { after?: string; limit?: number };
+      const query = request.query as { after?: string; limit?: number; q?: string };
       const limit = query.limit ?? 50;
-      const users = await identity.listUsers({ after: query.after, limit });
+      const users = await identity.listUsers({ after: query.after, limit, search: query.q });
       return { items: users.map(userView), next: users.length === limit ? users[users.length - 1]!.email : null };
     },
   );
@@ -351,14 +355,15 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
       config: admin,
       schema: {
         tags: ['admin'],
-        body: Type.Object({ email: Email, password: Password, role: RoleSchema }, { additionalProperties: false }),
-        response: { 201: UserView },
+        description: 'Without `password`, a random one is made and answered once as `initial_password`.',
+        body: Type.Object({ email: Email, password: Type.Optional(Password), role: RoleSchema }, { additionalProperties: false }),
+        response: { 201: Type.Intersect([UserView, Type.Object({ initial_password: Type.Optional(Type.String()) })]) },
       },
     },
     async (request, reply) => {
-      const body = request.body as { email: string; password: string; role: 'admin' | 'user' };
-      const user = await identity.createUser(body, { id: request.principal!.userId, ctx: context(request) });
-      return reply.code(201).send(userView(user));
+      const body = request.body as { email: string; password?: string; role: 'admin' | 'user' };
+      const { user, generatedPassword } = await identity.adminCreateUser(body, { id: request.principal!.userId, ctx: context(request) });
+      return reply.code(201).send({ ...userView(user), ...(generatedPassword && { initial_password: generatedPassword }) });
     },
   );
 
@@ -387,6 +392,24 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
     { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 204: Type.Null() } } },
     async (request, reply) => {
       await identity.adminResetTotp((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) });
+      return reply.code(204).send();
+    },
+  );
+
+  app.get(
+    '/users/:id/sessions',
+    { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: Type.Object({ items: Type.Array(Session) }) } } },
+    async (request) => ({
+      items: (await identity.adminListSessions((request.params as { id: string }).id)).map((s) => sessionView(s, request.principal!.sessionId ?? null)),
+    }),
+  );
+
+  app.delete(
+    '/users/:id/sessions/:sid',
+    { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid, sid: Uuid }), response: { 204: Type.Null() } } },
+    async (request, reply) => {
+      const { id, sid } = request.params as { id: string; sid: string };
+      await identity.adminRevokeSession(id, sid, { id: request.principal!.userId, ctx: context(request) });
       return reply.code(204).send();
     },
   );

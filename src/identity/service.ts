@@ -138,8 +138,29 @@ export class IdentityService {
     return { email: normaliseEmail(email), generatedPassword: generated };
   }
 
-  listUsers(options: { after?: string; limit: number }) {
+  listUsers(options: { after?: string; limit: number; search?: string }) {
     return db.listUsers(this.db, options);
+  }
+
+  /** An administrator's new user: with the password given, or a random one the caller shows once. */
+  async adminCreateUser(input: { email: string; password?: string; role: Role }, actor: { id: string; ctx?: RequestContext }) {
+    const generated = input.password === undefined ? randomBytes(18).toString('base64url') : undefined;
+    const user = await this.createUser({ ...input, password: input.password ?? generated! }, actor);
+    return { user, generatedPassword: generated };
+  }
+
+  async adminListSessions(userId: string) {
+    if (!(await db.findUserById(this.db, userId))) throw notFound('No such user.');
+    return db.listLiveSessions(this.db, userId, iso());
+  }
+
+  /** Ends one session of a user; a session of another user is a 404 like one that does not exist. */
+  async adminRevokeSession(userId: string, sessionId: string, actor: { id: string; ctx?: RequestContext }): Promise<void> {
+    const at = Date.now();
+    const ended = await db.revokeSession(this.db, sessionId, { userId, reason: 'admin', now: iso(at) });
+    if (!ended) throw notFound('No such session.');
+    await this.deps.revocations.publish({ kind: 'session', sid: sessionId, userId, at });
+    this.audit({ action: 'admin.user.session.revoke', outcome: 'success', actorId: actor.id, target: userId, detail: { session: sessionId } }, actor.ctx);
   }
 
   findUserByEmail(email: string) {

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Updateable } from 'kysely';
+import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { Database, RefreshTokensTable, SessionsTable, UsersTable } from '../db/schema.js';
 
 export type UserRow = Selectable<UsersTable>;
@@ -28,9 +28,14 @@ export async function countUsers(db: Kysely<Database>): Promise<number> {
 }
 
 /** A page of users ordered by e-mail, after the given e-mail (keyset paging). */
-export function listUsers(db: Kysely<Database>, options: { after?: string; limit: number }): Promise<UserRow[]> {
+export function listUsers(db: Kysely<Database>, options: { after?: string; limit: number; search?: string }): Promise<UserRow[]> {
   let query = db.selectFrom('users').selectAll().orderBy('email').limit(options.limit);
   if (options.after !== undefined) query = query.where('email', '>', options.after);
+  // e-mails are stored lower-case; LIKE wildcards in the search are taken literally
+  if (options.search) {
+    const pattern = `%${options.search.toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+    query = query.where(sql<boolean>`email like ${pattern} escape '\\'`);
+  }
   return query.execute();
 }
 

@@ -4,7 +4,7 @@ import { Type } from 'typebox';
 import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
 import { GenerateBody } from './params.js';
 import type { ProductionService, RequestContext } from './service.js';
-import { JobPage, JobView } from './views.js';
+import { AdminJob, AdminJobPage, JobPage, JobView } from './views.js';
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Status = Type.Union([
@@ -40,15 +40,25 @@ const FleetStats = Type.Object({
     }),
   ),
 });
+const Percentiles = Type.Object({ count: Type.Integer(), p50: Millis, p95: Millis });
+const JobBucket = Type.Object({ at: Type.String(), by_status: Count, by_type: Count });
 const Stats = Type.Object({
+  generated_at: Type.String(),
   jobs: Type.Object({ by_state: Count, by_type: Count }),
   active_jobs: Type.Integer(),
   queue_depth: Type.Integer(),
   users: Type.Integer(),
-  render_ms_24h: Type.Object({
-    count: Type.Integer(),
-    p50: Type.Union([Type.Number(), Type.Null()]),
-    p95: Type.Union([Type.Number(), Type.Null()]),
+  /** people with a session used in the last hour / day */
+  active_users: Type.Object({ last_hour: Type.Integer(), last_day: Type.Integer() }),
+  render_ms_24h: Percentiles,
+  /** queue wait (created → started) of the jobs started in the last day, and of the oldest job still queued */
+  wait_ms_24h: Type.Intersect([Percentiles, Type.Object({ oldest_queued: Millis })]),
+  /** jobs created per hour (last 24) and per day (last 14), oldest first */
+  series: Type.Object({ hourly: Type.Array(JobBucket), daily: Type.Array(JobBucket) }),
+  rate_limited_24h: Type.Object({
+    total: Type.Integer(),
+    by_policy: Count,
+    hourly: Type.Array(Type.Object({ at: Type.String(), count: Type.Integer() })),
   }),
   renderer: Type.Object({
     name: Type.String(),
@@ -187,6 +197,30 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
       deliver = onEvent;
       for (const event of pending) onEvent(event);
     },
+  );
+
+  const admin = { role: 'admin', rateClass: 'admin', scope: 'admin' } as const;
+  app.get(
+    '/admin/jobs',
+    {
+      config: admin,
+      schema: {
+        tags: ['admin'],
+        summary: 'Every job, newest first, with its owner',
+        querystring: Type.Object(
+          { ...ListQuery.properties, owner: Type.Optional(Type.String({ minLength: 3, maxLength: 254, description: "the owner's e-mail" })) },
+          { additionalProperties: false },
+        ),
+        response: { 200: AdminJobPage },
+      },
+    },
+    async (request) => service.adminList(request.query),
+  );
+
+  app.post(
+    '/admin/jobs/:id/cancel',
+    { config: { ...admin, critical: true }, schema: { tags: ['admin'], params: JobParams, response: { 200: AdminJob } } },
+    async (request) => service.adminCancel(request.principal!, request.params.id, contextOf(request)),
   );
 
   app.get(

@@ -20,13 +20,15 @@ import {
   findJobByKey,
   insertJob,
   listJobs,
+  listAllJobs,
   recentRuns,
   type JobRow,
   type JobStatus,
   type JobType,
 } from './store.js';
 import { gpuSecondsByUser, queuedAhead } from './fleet/fair-share.js';
-import { jobView, type JobPage, type JobView } from './views.js';
+import { activeUsers, jobSeries, oldestQueued, percentiles, rateRejections, SERIES, waitTimes } from './dashboard.js';
+import { adminJobView, jobView, type AdminJob, type AdminJobPage, type JobPage, type JobView } from './views.js';
 
 /** Where a request came from, for the audit trail. */
 export interface RequestContext {
@@ -185,14 +187,23 @@ export class ProductionService {
 
   async stats() {
     const { db } = this.deps.store;
-    const since = new Date(Date.now() - 86_400_000).toISOString();
-    const [groups, users, depth, runs, renderer, gpu] = await Promise.all([
+    const now = Date.now();
+    const since = new Date(now - 86_400_000).toISOString();
+    const lastHour = new Date(now - 3_600_000).toISOString();
+    const [groups, users, depth, runs, renderer, gpu, hourly, daily, waits, oldest, activeHour, activeDay, rejections] = await Promise.all([
       countByStateAndType(db),
       countUsers(db),
       this.deps.queue.depth(),
       recentRuns(db, since, 50_000),
       this.#rendererHealth(),
-      gpuSecondsByUser(db, new Date()),
+      gpuSecondsByUser(db, new Date(now)),
+      jobSeries(db, now, SERIES.hours, 'hour'),
+      jobSeries(db, now, SERIES.days, 'day'),
+      waitTimes(db, since),
+      oldestQueued(db, now),
+      activeUsers(db, lastHour),
+      activeUsers(db, since),
+      rateRejections(db, now, SERIES.hours),
     ]);
     const byState: Record<string, number> = { queued: 0, running: 0, succeeded: 0, failed: 0, canceled: 0 };
     const byType: Record<string, number> = { image: 0, video: 0 };
@@ -202,18 +213,58 @@ export class ProductionService {
     }
     const durations = runs
       .filter((run) => run.started_at && run.finished_at)
-      .map((run) => Date.parse(run.finished_at!) - Date.parse(run.started_at!))
-      .sort((a, b) => a - b);
+      .map((run) => Date.parse(run.finished_at!) - Date.parse(run.started_at!));
     return {
+      generated_at: new Date(now).toISOString(),
       jobs: { by_state: byState, by_type: byType },
       active_jobs: byState.running ?? 0,
       queue_depth: depth,
       users,
-      render_ms_24h: { count: durations.length, p50: percentile(durations, 0.5), p95: percentile(durations, 0.95) },
+      active_users: { last_hour: activeHour, last_day: activeDay },
+      render_ms_24h: percentiles(durations),
+      wait_ms_24h: { ...waits, oldest_queued: oldest },
+      series: { hourly, daily },
+      rate_limited_24h: rejections,
       renderer,
       fleet: this.deps.renderer.fleetStats?.() ?? null,
       gpu_seconds_by_user: gpu.slice(0, 100),
     };
+  }
+
+  /** Every job, newest first, with its owner (admin console). */
+  async adminList(query: ListQuery & { owner?: string }): Promise<AdminJobPage> {
+    const limit = query.limit ?? 50;
+    const after = decodeCursor(query.cursor);
+    const rows = await listAllJobs(this.deps.store.db, { status: query.status, type: query.type, owner: query.owner, after, limit: limit + 1 });
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      items: page.map((job) => adminJobView(job, this.deps.renderer.name)),
+      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.created_at, id: last.id }) : null,
+    };
+  }
+
+  /** An administrator ends anyone's job; the owner sees it canceled like one they ended. */
+  async adminCancel(principal: Principal, id: string, context: RequestContext): Promise<AdminJob> {
+    const job = UUID.test(id) ? await findJob(this.deps.store.db, id) : undefined;
+    if (!job) throw notFound('No such job.');
+    const now = new Date().toISOString();
+    if (!(await cancelJob(this.deps.store.db, job.id, now))) {
+      throw conflict(`The job has already ended (${(await findJob(this.deps.store.db, job.id))?.status ?? job.status}).`);
+    }
+    await this.deps.queue.cancel(job.id);
+    this.deps.events.publish({ kind: 'status', jobId: job.id, status: 'canceled', progress: job.progress });
+    this.deps.audit.record({
+      action: 'admin.job.cancel',
+      outcome: 'success',
+      actorId: principal.userId,
+      target: job.id,
+      ip: context.ip,
+      requestId: context.requestId,
+      detail: { was: job.status, owner: job.user_id },
+    });
+    const [row] = await listAllJobs(this.deps.store.db, { id: job.id, limit: 1 });
+    return adminJobView(row!, this.deps.renderer.name);
   }
 
   async #rendererHealth(): Promise<RendererHealth> {
@@ -232,9 +283,4 @@ export class ProductionService {
       clearTimeout(timer);
     }
   }
-}
-
-function percentile(sorted: number[], p: number): number | null {
-  if (sorted.length === 0) return null;
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p * sorted.length) - 1)]!;
 }

@@ -65,6 +65,31 @@ export function listJobs(db: Kysely<Database>, filter: JobFilter): Promise<JobRo
   return query.orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
 }
 
+export type OwnedJobRow = JobRow & { owner_email: string | null };
+
+/** A page of everyone's jobs with the owner's e-mail, newest first (admin console). */
+export function listAllJobs(
+  db: Kysely<Database>,
+  filter: { id?: string; status?: JobStatus; type?: JobType; owner?: string; after?: PageKey; limit: number },
+): Promise<OwnedJobRow[]> {
+  let query = db
+    .selectFrom('jobs')
+    .leftJoin('users', 'users.id', 'jobs.user_id')
+    .selectAll('jobs')
+    .select('users.email as owner_email');
+  if (filter.id) query = query.where('jobs.id', '=', filter.id);
+  if (filter.status) query = query.where('jobs.status', '=', filter.status);
+  if (filter.type) query = query.where('jobs.type', '=', filter.type);
+  if (filter.owner) query = query.where('users.email', '=', filter.owner.toLowerCase());
+  const after = filter.after;
+  if (after) {
+    query = query.where((eb) =>
+      eb.or([eb('jobs.created_at', '<', after.at), eb.and([eb('jobs.created_at', '=', after.at), eb('jobs.id', '<', after.id)])]),
+    );
+  }
+  return query.orderBy('jobs.created_at', 'desc').orderBy('jobs.id', 'desc').limit(filter.limit).execute();
+}
+
 export function assetsOf(db: Kysely<Database>, jobIds: string[]): Promise<AssetRow[]> {
   if (jobIds.length === 0) return Promise.resolve([]);
   return db.selectFrom('assets').selectAll().where('job_id', 'in', jobIds).orderBy('job_id').orderBy('position').execute();

@@ -1,7 +1,7 @@
 import { Type, type Static } from 'typebox';
 import type { UrlSigner } from '../assets/signed-urls.js';
 import { parseParams } from './params.js';
-import type { AssetRow, JobRow } from './store.js';
+import type { AssetRow, JobRow, OwnedJobRow } from './store.js';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 
@@ -84,5 +84,51 @@ export function jobView(job: JobRow, assets: AssetRow[], signer: UrlSigner): Job
     started_at: job.started_at,
     finished_at: job.finished_at,
     assets: assets.map((asset) => assetView(asset, signer)),
+  };
+}
+
+/** A job as the admin console lists it: whose, where it ran, how long it waited and ran. */
+export const AdminJob = Type.Object({
+  job_id: Type.String(),
+  owner: Type.Object({ id: Type.String(), email: Nullable(Type.String()) }),
+  type: JobView.properties.type,
+  status: JobView.properties.status,
+  progress: Type.Integer(),
+  prompt: Type.String(),
+  error: Nullable(Type.String()),
+  /** the renderer in use, and the worker holding the job while it runs */
+  renderer: Type.String(),
+  worker: Nullable(Type.String()),
+  attempts: Type.Integer(),
+  created_at: Type.String(),
+  started_at: Nullable(Type.String()),
+  finished_at: Nullable(Type.String()),
+  wait_ms: Nullable(Type.Integer()),
+  run_ms: Nullable(Type.Integer()),
+});
+export type AdminJob = Static<typeof AdminJob>;
+
+export const AdminJobPage = Type.Object({ items: Type.Array(AdminJob), next_cursor: Nullable(Type.String()) });
+export type AdminJobPage = Static<typeof AdminJobPage>;
+
+const between = (from: string | null, to: string | null) => (from && to ? Math.max(0, Date.parse(to) - Date.parse(from)) : null);
+
+export function adminJobView(job: OwnedJobRow, renderer: string): AdminJob {
+  return {
+    job_id: job.id,
+    owner: { id: job.user_id, email: job.owner_email },
+    type: job.type,
+    status: job.status,
+    progress: job.progress,
+    prompt: job.prompt,
+    error: job.error,
+    renderer,
+    worker: job.locked_by,
+    attempts: job.attempts,
+    created_at: job.created_at,
+    started_at: job.started_at,
+    finished_at: job.finished_at,
+    wait_ms: between(job.created_at, job.started_at),
+    run_ms: between(job.started_at, job.finished_at),
   };
 }

@@ -24,4 +24,9 @@ export const routes: Route[] = [
   { pattern: '/jobs/:id', title: 'Job', access: 'user', load: () => import('./screens/Viewer.svelte') },
   { pattern: '/gallery', title: 'Gallery', access: 'public', load: () => import('./screens/Gallery.svelte') },
   { pattern: '/account', title: 'Account', access: 'user', load: () => import('./screens/Account.svelte') },
+  // admin console
+  { pattern: '/admin', title: 'Dashboard', access: 'admin', load: () => import('./screens/admin/Dashboard.svelte') },
+  { pattern: '/admin/users', title: 'Users', access: 'admin', load: () => import('./screens/admin/Users.svelte') },
+  { pattern: '/admin/audit', title: 'Audit log', access: 'admin', load: () => import('./screens/admin/Audit.svelte') },
+  { pattern: '/admin/jobs', title: 'All jobs', access: 'admin', load: () => import('./screens/admin/Jobs.svelte') },
 ];

@@ -723,6 +723,8 @@ export interface paths {
                 query?: {
                     after?: string;
                     limit?: number;
+                    /** @description part of the e-mail */
+                    q?: string;
                 };
                 header?: never;
                 path?: never;
@@ -753,6 +755,7 @@ export interface paths {
             };
         };
         put?: never;
+        /** @description Without `password`, a random one is made and answered once as `initial_password`. */
         post: {
             parameters: {
                 query?: never;
@@ -764,7 +767,7 @@ export interface paths {
                 content: {
                     "application/json": {
                         email: string;
-                        password: string;
+                        password?: string;
                         role: "admin" | "user";
                     };
                 };
@@ -784,6 +787,8 @@ export interface paths {
                             totp_enabled: boolean;
                             created_at: string;
                             updated_at: string;
+                        } & {
+                            initial_password?: string;
                         };
                     };
                 };
@@ -889,7 +894,39 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get?: never;
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: {
+                                id: string;
+                                created_at: string;
+                                last_seen_at: string;
+                                expires_at: string;
+                                mfa_at: string | null;
+                                user_agent: string | null;
+                                ip: string | null;
+                                current: boolean;
+                            }[];
+                        };
+                    };
+                };
+            };
+        };
         put?: never;
         post?: never;
         delete: {
@@ -913,6 +950,42 @@ export interface paths {
                             revoked: number;
                         };
                     };
+                };
+            };
+        };
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/auth/users/{id}/sessions/{sid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        delete: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                    sid: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                204: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
                 };
             };
         };
@@ -1628,6 +1701,127 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/anime/admin/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every job, newest first, with its owner */
+        get: {
+            parameters: {
+                query?: {
+                    limit?: number;
+                    cursor?: string;
+                    status?: "queued" | "running" | "succeeded" | "failed" | "canceled";
+                    type?: "image" | "video";
+                    /** @description the owner's e-mail */
+                    owner?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            items: {
+                                job_id: string;
+                                owner: {
+                                    id: string;
+                                    email: string | null;
+                                };
+                                type: "image" | "video";
+                                status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+                                progress: number;
+                                prompt: string;
+                                error: string | null;
+                                renderer: string;
+                                worker: string | null;
+                                attempts: number;
+                                created_at: string;
+                                started_at: string | null;
+                                finished_at: string | null;
+                                wait_ms: number | null;
+                                run_ms: number | null;
+                            }[];
+                            next_cursor: string | null;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/jobs/{id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            job_id: string;
+                            owner: {
+                                id: string;
+                                email: string | null;
+                            };
+                            type: "image" | "video";
+                            status: "queued" | "running" | "succeeded" | "failed" | "canceled";
+                            progress: number;
+                            prompt: string;
+                            error: string | null;
+                            renderer: string;
+                            worker: string | null;
+                            attempts: number;
+                            created_at: string;
+                            started_at: string | null;
+                            finished_at: string | null;
+                            wait_ms: number | null;
+                            run_ms: number | null;
+                        };
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/anime/admin/stats": {
         parameters: {
             query?: never;
@@ -1651,6 +1845,7 @@ export interface paths {
                     };
                     content: {
                         "application/json": {
+                            generated_at: string;
                             jobs: {
                                 by_state: {
                                     [key: string]: number;
@@ -1662,10 +1857,51 @@ export interface paths {
                             active_jobs: number;
                             queue_depth: number;
                             users: number;
+                            active_users: {
+                                last_hour: number;
+                                last_day: number;
+                            };
                             render_ms_24h: {
                                 count: number;
                                 p50: number | null;
                                 p95: number | null;
+                            };
+                            wait_ms_24h: {
+                                count: number;
+                                p50: number | null;
+                                p95: number | null;
+                            } & {
+                                oldest_queued: number | null;
+                            };
+                            series: {
+                                hourly: {
+                                    at: string;
+                                    by_status: {
+                                        [key: string]: number;
+                                    };
+                                    by_type: {
+                                        [key: string]: number;
+                                    };
+                                }[];
+                                daily: {
+                                    at: string;
+                                    by_status: {
+                                        [key: string]: number;
+                                    };
+                                    by_type: {
+                                        [key: string]: number;
+                                    };
+                                }[];
+                            };
+                            rate_limited_24h: {
+                                total: number;
+                                by_policy: {
+                                    [key: string]: number;
+                                };
+                                hourly: {
+                                    at: string;
+                                    count: number;
+                                }[];
                             };
                             renderer: {
                                 name: string;
@@ -2417,6 +2653,7 @@ export interface paths {
             parameters: {
                 query?: {
                     action?: string;
+                    /** @description the actor's user id, or their e-mail */
                     actor?: string;
                     outcome?: "success" | "failure" | "denied";
                     from?: string;
@@ -2460,6 +2697,145 @@ export interface paths {
         };
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/audit/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The filtered trail as JSON lines, oldest first */
+        get: {
+            parameters: {
+                query?: {
+                    action?: string;
+                    /** @description the actor's user id, or their e-mail */
+                    actor?: string;
+                    outcome?: "success" | "failure" | "denied";
+                    from?: string;
+                    to?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content?: never;
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/audit/chain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The head of the hash chain and the last check */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            head: {
+                                seq: number;
+                                hash: string;
+                            };
+                            verified: {
+                                ok: boolean;
+                                through_seq: number;
+                                hash: string;
+                                rows: number;
+                                problem: string | null;
+                                at: string;
+                            } | null;
+                        };
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/anime/admin/audit/verify": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Checks the whole hash chain now */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description Default Response */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": {
+                            head: {
+                                seq: number;
+                                hash: string;
+                            };
+                            verified: {
+                                ok: boolean;
+                                through_seq: number;
+                                hash: string;
+                                rows: number;
+                                problem: string | null;
+                                at: string;
+                            } | null;
+                        };
+                    };
+                };
+            };
+        };
         delete?: never;
         options?: never;
         head?: never;
