@@ -82,7 +82,7 @@ test('an admin steps up, creates a user, sets their quota, disables them, and fi
   await expect(them.getByText('Queued.')).toBeVisible();
   await them.getByLabel('Prompt', { exact: true }).fill('a second paper boat, sailing on');
   await them.getByRole('button', { name: 'Generate' }).click();
-  await expect(them.getByText(/You've made 1 jobs today, your daily limit/)).toBeVisible();
+  await expect(them.getByText(/You've made 1 job today, your daily limit/)).toBeVisible();
 
   // Their sessions, listed; disabling ends them, and their open browser is signed out on its next action.
   await expect(manage.getByRole('button', { name: /^End Chromium on Linux/ })).toBeVisible();

@@ -77,10 +77,10 @@ export const strings = {
       left === null ? `Generation budget: ${quota} units every ${duration(seconds)}` : `Generation budget: ${left} of ${quota} units left this ${duration(seconds)}`,
     costs: (image: number, video: number) => `An image costs ${image}, a video ${video}.`,
     active: (used: number, limit: number) => `Running or waiting: ${used} of ${limit}`,
-    today: (used: number, limit: number) => `Today (UTC): ${used} of ${limit} jobs`,
+    today: (used: number, limit: number) => `Today (UTC): ${used} of ${jobs(limit)}`,
     rateLimited: (seconds: number) => `You've used this minute's generation budget. You can generate again in ${duration(seconds)}.`,
-    activeQuota: (limit: number) => `You already have ${limit} jobs running or waiting, your limit. Wait for one to finish, or cancel one in My jobs.`,
-    dailyQuota: (limit: number, seconds: number) => `You've made ${limit} jobs today, your daily limit. It resets at midnight UTC, in ${duration(seconds)}.`,
+    activeQuota: (limit: number) => `You already have ${jobs(limit)} running or waiting, your limit. Wait for one to finish, or cancel one in My jobs.`,
+    dailyQuota: (limit: number, seconds: number) => `You've made ${jobs(limit)} today, your daily limit. It resets at midnight UTC, in ${duration(seconds)}.`,
     reused: 'This is the job you already sent.',
     settingsApplied: 'Settings copied from your job, seed included.',
   },
@@ -493,4 +493,9 @@ export function ago(iso: string, now = Date.now()): string {
     value /= size;
   }
   return relative.format(Math.round(value), 'year');
+}
+
+/** "1 job", "3 jobs". */
+function jobs(n: number): string {
+  return n === 1 ? '1 job' : `${n} jobs`;
 }
