@@ -19,7 +19,9 @@ export interface Server {
   url: string;
   admin: Account;
   /** plain users, one per purpose so tests do not share queues */
-  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy', Account>;
+  users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy' | 'passkeys', Account>;
+  /** an administrator of its own for the passkey tests (they give it a second factor) */
+  passkeyAdmin: Account;
 }
 
 function freePort(): Promise<number> {
@@ -53,25 +55,28 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     CELFORGE_DATA_DIR: dataDir,
     CELFORGE_HOST: '127.0.0.1',
     CELFORGE_PORT: String(port),
+    // localhost, not 127.0.0.1: a secure context whose host name can be a WebAuthn RP ID (passkeys)
+    CELFORGE_PUBLIC_URL: `http://localhost:${port}`,
     CELFORGE_LOG_LEVEL: 'warn',
     // Progress slow enough to be seen; limits wide enough for one address running a whole suite.
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
   };
-  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy'] as const;
+  const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy', 'passkeys'] as const;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
-  await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email)], env));
+  const passkeyAdmin = { email: 'passkey-admin@celforge.test', password: PASSWORD };
+  await finished(run('e2e/seed.ts', [PASSWORD, admin.email, ...names.map((name) => users[name].email), `admin:${passkeyAdmin.email}`], env));
 
   const child = run('src/cli.ts', ['serve'], env);
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://localhost:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`celforge serve exited: ${output}`);
     try {
-      if ((await fetch(`${url}/api/anime/ready`)).ok) break;
+      if ((await fetch(`http://127.0.0.1:${port}/api/anime/ready`)).ok) break;
     } catch {
       // not listening yet
     }
@@ -79,7 +84,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return {
-    server: { url, admin, users },
+    server: { url, admin, users, passkeyAdmin },
     stop: async () => {
       const exited = new Promise((resolve) => child.on('exit', resolve));
       child.kill('SIGTERM');
@@ -128,7 +133,7 @@ export { expect };
 export async function signIn(page: Page, account: Account, code?: () => Promise<string>) {
   await page.getByLabel('Email').fill(account.email);
   await page.getByLabel('Password').fill(account.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   if (code) {
     await page.getByLabel('Authentication code').fill(await code());
     await page.getByRole('button', { name: 'Verify' }).click();

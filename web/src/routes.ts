@@ -23,4 +23,5 @@ export const routes: Route[] = [
   { pattern: '/jobs', title: 'My jobs', access: 'user', load: () => import('./screens/Jobs.svelte') },
   { pattern: '/jobs/:id', title: 'Job', access: 'user', load: () => import('./screens/Viewer.svelte') },
   { pattern: '/gallery', title: 'Gallery', access: 'public', load: () => import('./screens/Gallery.svelte') },
+  { pattern: '/account', title: 'Account', access: 'user', load: () => import('./screens/Account.svelte') },
 ];
