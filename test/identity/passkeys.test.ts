@@ -1,5 +1,6 @@
 import { parseSetCookie } from 'cookie';
 import { expect, it } from 'vitest';
+import { buildApp } from '../../src/app.js';
 import { useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { registerAndLogin, TEST_PASSWORD } from '../support/users.js';
@@ -193,6 +194,22 @@ describeEachDialect('identity: passkeys (WebAuthn)', (dialect) => {
     expect(sessionsAfter).toHaveLength(sessionsBefore.length + 1);
     const failures = (await audit('auth.passkey.use')).filter((e) => e.target === user.passkey.id && e.outcome === 'failure');
     expect(failures.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('finishes on another instance a sign-in this one began: challenges live in the store, and work once across instances', async () => {
+    const user = await withPasskey();
+    const other = await buildApp(t.config, { worker: false });
+    try {
+      const { attempt_id, options } = await signInOptions();
+      const payload = { attempt_id, response: user.authenticator.get(options) };
+      const done = await other.inject({ method: 'POST', url: '/api/auth/passkeys/signin', payload, remoteAddress: '10.31.0.1' });
+      expect(done.statusCode, done.body).toBe(200);
+      expect((await call('GET', '/api/auth/me', `Bearer ${done.json().access_token}`)).json()).toMatchObject({ id: user.userId });
+      const replay = await call('POST', '/api/auth/passkeys/signin', undefined, payload);
+      expect(replay.json()).toMatchObject({ status: 400, type: 'urn:celforge:problem:passkey-attempt-expired' });
+    } finally {
+      await other.close();
+    }
   });
 
   it('refuses a signature counter that goes backwards, and audits it', async () => {
