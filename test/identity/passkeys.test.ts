@@ -1,7 +1,7 @@
 import { parseSetCookie } from 'cookie';
 import { expect, it } from 'vitest';
 import { buildApp } from '../../src/app.js';
-import { useTestApp } from '../support/app.js';
+import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { registerAndLogin, TEST_PASSWORD } from '../support/users.js';
 import { SoftAuthenticator } from '../support/webauthn.js';
@@ -329,6 +329,19 @@ describeEachDialect('identity: passkeys (WebAuthn)', (dialect) => {
       ['success', admin.passkey.id],
       ['denied', spare.id],
     ]);
+  });
+
+  it("lets an admin remove a user's passkeys (a lost device): the password signs in alone again", async () => {
+    const user = await withPasskey();
+    const admin = await signIn(t.app, { role: 'admin' });
+    const reset = () => call('DELETE', `/api/auth/users/${user.userId}/passkeys`, admin.authorization.authorization);
+    expect((await call('POST', '/api/auth/login', undefined, { email: user.email, password: TEST_PASSWORD })).statusCode).toBe(401);
+    const notAdmin = await call('DELETE', `/api/auth/users/${user.userId}/passkeys`, user.authorization.authorization);
+    expect(notAdmin.statusCode).toBe(403);
+    expect((await reset()).json()).toEqual({ removed: 1 });
+    expect((await call('POST', '/api/auth/login', undefined, { email: user.email, password: TEST_PASSWORD })).statusCode).toBe(200);
+    const events = (await audit('admin.user.passkeys.reset')).filter((e) => e.target === user.userId);
+    expect(events.map((e) => [e.actor_id, JSON.parse(e.detail!)])).toEqual([[admin.userId, { removed: 1 }]]);
   });
 
   it('needs a session: API keys and anonymous callers cannot manage passkeys', async () => {

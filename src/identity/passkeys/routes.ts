@@ -121,6 +121,17 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
     },
   );
 
+  app.delete(
+    '/users/:id/passkeys',
+    {
+      config: { role: 'admin', critical: true, rateClass: 'admin', scope: 'admin' },
+      schema: { tags: ['admin'], summary: "Remove all of a user's passkeys (a lost device)", params: Type.Object({ id: Uuid }), response: { 200: Type.Object({ removed: Type.Integer() }) } },
+    },
+    async (request) => ({
+      removed: await passkeys.adminRemoveAll((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) }),
+    }),
+  );
+
   app.post(
     '/passkeys/signin/options',
     { config: signin, schema: { tags, summary: 'Start a passwordless sign-in with a discoverable passkey', response: { 200: Options } } },

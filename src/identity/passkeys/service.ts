@@ -233,6 +233,17 @@ export class PasskeyService {
     this.audit({ action: 'auth.passkey.remove', outcome: 'success', actorId: user.id, target: id }, ctx);
   }
 
+  /** Admin: removes all of a user's passkeys (a lost device); they sign in with the password (and TOTP) again. */
+  async adminRemoveAll(userId: string, actor: { id: string; ctx?: RequestContext }): Promise<number> {
+    if (userId === actor.id) throw conflict('Reset your own passkeys through another administrator.');
+    const user = await findUserById(this.db, userId);
+    if (!user) throw notFound('No such user.');
+    const removed = await db.deleteUserPasskeys(this.db, userId);
+    await this.deps.apiKeys?.evictUserKeys(userId);
+    this.audit({ action: 'admin.user.passkeys.reset', outcome: 'success', actorId: actor.id, target: userId, detail: { removed } }, actor.ctx);
+    return removed;
+  }
+
   // ---- sign-in, second factor, step-up
 
   /** Options for a passwordless sign-in: no user named; the authenticator offers its discoverable passkeys. */

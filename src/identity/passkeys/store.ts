@@ -37,6 +37,10 @@ export async function deletePasskey(db: Kysely<Database>, userId: string, id: st
   return changed(await query.executeTakeFirst()) === 1;
 }
 
+export async function deleteUserPasskeys(db: Kysely<Database>, userId: string): Promise<number> {
+  return changed(await db.deleteFrom('passkeys').where('user_id', '=', userId).executeTakeFirst());
+}
+
 /**
  * Records a use: the counter only moves forward (a concurrent use with a higher counter wins), so
  * two assertions with the same counter cannot both succeed for an authenticator that counts.
