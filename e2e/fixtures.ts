@@ -18,7 +18,7 @@ export interface Account {
 /** one user per purpose (the account page's tests have one per flow) */
 const USER_NAMES = [
   'maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy', 'previews', 'player',
-  'enrol', 'keys', 'devices', 'password', 'phone', 'shots',
+  'enrol', 'keys', 'devices', 'password', 'phone', 'shots', 'passkeys',
 ] as const;
 
 export interface Server {
@@ -28,6 +28,8 @@ export interface Server {
   steward: Account;
   /** plain users, one per purpose so tests do not share queues */
   users: Record<(typeof USER_NAMES)[number], Account>;
+  /** an administrator of its own for the passkey tests (they give it a second factor) */
+  passkeyAdmin: Account;
 }
 
 function freePort(): Promise<number> {
@@ -63,6 +65,8 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
     CELFORGE_DATA_DIR: dataDir,
     CELFORGE_HOST: '127.0.0.1',
     CELFORGE_PORT: String(port),
+    // localhost, not 127.0.0.1: a secure context whose host name can be a WebAuthn RP ID (passkeys)
+    CELFORGE_PUBLIC_URL: `http://localhost:${port}`,
     CELFORGE_LOG_LEVEL: 'warn',
     // Progress slow enough to be seen; limits wide enough for one address running a whole suite.
     CELFORGE_PREVIEW_STEP_MS: '120',
@@ -71,18 +75,20 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
   };
   const names = USER_NAMES;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
-  await finished(run('e2e/seed.ts', [PASSWORD, `${admin.email},${steward.email}`, ...names.map((name) => users[name].email)], env));
+  const passkeyAdmin = { email: 'passkey-admin@celforge.test', password: PASSWORD };
+  const admins = [admin, steward, passkeyAdmin].map((account) => account.email).join(',');
+  await finished(run('e2e/seed.ts', [PASSWORD, admins, ...names.map((name) => users[name].email)], env));
 
   const child = run('src/cli.ts', ['serve'], env);
   let output = '';
   child.stdout!.on('data', (chunk) => (output += chunk));
   child.stderr!.on('data', (chunk) => (output += chunk));
-  const url = `http://127.0.0.1:${port}`;
+  const url = `http://localhost:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`celforge serve exited: ${output}`);
     try {
-      if ((await fetch(`${url}/api/anime/ready`)).ok) break;
+      if ((await fetch(`http://127.0.0.1:${port}/api/anime/ready`)).ok) break;
     } catch {
       // not listening yet
     }
@@ -90,7 +96,7 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
     await new Promise((resolve) => setTimeout(resolve, 200));
   }
   return {
-    server: { url, admin, steward, users },
+    server: { url, admin, steward, passkeyAdmin, users },
     stop: async () => {
       const exited = new Promise((resolve) => child.on('exit', resolve));
       child.kill('SIGTERM');
@@ -139,7 +145,7 @@ export { expect };
 export async function signIn(page: Page, account: Account, code?: () => Promise<string>) {
   await page.getByLabel('Email').fill(account.email);
   await page.getByLabel('Password').fill(account.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   if (code) {
     await page.getByLabel('Authentication code').fill(await code());
     await page.getByRole('button', { name: 'Verify' }).click();

@@ -86,7 +86,7 @@ test('signs in with an authenticator code when the account has 2FA', async ({ pa
   await page.goto('/signin');
   await page.getByLabel('Email').fill(account.email);
   await page.getByLabel('Password').fill(account.password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('button', { name: 'Sign in', exact: true }).click();
   await expect(page.getByRole('heading', { name: 'Two-factor authentication' })).toBeVisible();
   await expectAccessible(page, 'sign in, code step');
   await page.getByLabel('Authentication code').fill('000000');

@@ -33,6 +33,8 @@ import { studio } from './http/studio.js';
 import { ApiKeyAuthenticator } from './identity/api-keys/authenticator.js';
 import { apiKeyRoutes } from './identity/api-keys/routes.js';
 import { browserSessionRoutes } from './identity/browser-session.js';
+import { passkeyRoutes } from './identity/passkeys/routes.js';
+import { PasskeyService } from './identity/passkeys/service.js';
 import { ApiKeyService } from './identity/api-keys/service.js';
 import { SessionAuthenticator } from './identity/authenticator.js';
 import { createEncryptor, parseMasterKey, type Encryptor } from './identity/encryption.js';
@@ -190,7 +192,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     // Changes made by HTTP here apply at once; a resync picks up those of `celforge user …` in another process.
     revocations.resyncEvery(store, 5_000, onError);
   }
-  const identity = new IdentityService({
+  const identity: IdentityService = new IdentityService({
     config,
     store,
     keys,
@@ -201,7 +203,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     dummyHash: await hashPassword(randomBytes(16).toString('hex')),
     tokenCache: remote ? undefined : verifier,
     apiKeys,
+    // late-bound: the passkey service, made just below, finishes its sign-ins through this one
+    passkeys: { has: (userId): Promise<boolean> => passkeys.has(userId), secondFactorOptions: (userId) => passkeys.secondFactorOptions(userId) },
   });
+  const passkeys: PasskeyService = new PasskeyService({ store, audit, identity, publicUrl: config.publicUrl, apiKeys });
   // User changes this instance learns of from elsewhere (the store resync after `celforge user …`,
   // the feed) reach the key cache too.
   revocations.subscribe((event) => {
@@ -293,7 +298,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       serviceToken: config.secrets.serviceToken,
     });
     await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
-    await app.register(browserSessionRoutes, { prefix: '/api/auth', identity, store, publicUrl: config.publicUrl });
+    await app.register(passkeyRoutes, { prefix: '/api/auth', passkeys });
+    await app.register(browserSessionRoutes, { prefix: '/api/auth', identity, store, publicUrl: config.publicUrl, passkeys });
   }
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;

@@ -12,6 +12,8 @@ export interface Database {
   fleet_shares: FleetSharesTable;
   audit_head: AuditHeadTable;
   share_links: ShareLinksTable;
+  passkeys: PasskeysTable;
+  webauthn_challenges: WebauthnChallengesTable;
 }
 
 export interface UsersTable {
@@ -176,4 +178,34 @@ export interface ShareLinksTable {
   revoked_at: string | null;
   open_count: number;
   last_opened_at: string | null;
+}
+
+/** A user's WebAuthn credential (0011). Binary values are base64url text. */
+export interface PasskeysTable {
+  id: string;
+  user_id: string;
+  credential_id: string;
+  /** COSE public key */
+  public_key: string;
+  /** the authenticator's signature counter, last seen; bigint, so PostgreSQL may hand it back as text */
+  counter: number | string;
+  /** JSON array of the transports the authenticator named, or null */
+  transports: string | null;
+  device_type: 'singleDevice' | 'multiDevice';
+  /** 0/1: the credential is backed up (synced) */
+  backed_up: number;
+  name: string;
+  created_at: string;
+  last_used_at: string | null;
+}
+
+/** A WebAuthn ceremony under way (0011): single use, bound to its user or session, short-lived. */
+export interface WebauthnChallengesTable {
+  id: string;
+  purpose: 'register' | 'signin' | 'second-factor' | 'step-up';
+  challenge: string;
+  user_id: string | null;
+  session_id: string | null;
+  created_at: string;
+  expires_at: string;
 }

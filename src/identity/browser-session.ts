@@ -5,6 +5,8 @@ import { Type } from 'typebox';
 import type { Principal } from '../access/principal.js';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
+import { AssertionBody, type Assertion } from './passkeys/routes.js';
+import type { PasskeyService } from './passkeys/service.js';
 import { context } from './routes.js';
 import type { IdentityService, TokenPair } from './service.js';
 import { findRefreshToken } from './store.js';
@@ -31,6 +33,8 @@ export interface BrowserSessionOptions {
   store: Store;
   /** the origin browsers address (CELFORGE_PUBLIC_URL); the only Origin these routes accept */
   publicUrl: string;
+  /** passkey sign-in from the studio; absent: no such route */
+  passkeys?: PasskeyService;
 }
 
 const forbidden = (detail: string) => new HttpProblem(403, 'forbidden', detail);
@@ -81,6 +85,24 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
     },
     async (request, reply) => answer(reply, await identity.login(request.body as { email: string; password: string; otp?: string }, context(request))),
   );
+
+  if (options.passkeys) {
+    const passkeys = options.passkeys;
+    app.post(
+      '/browser/passkeys/signin',
+      {
+        config: signin,
+        onRequest: fromStudio,
+        schema: {
+          tags: ['identity'],
+          summary: 'Finish a passkey sign-in from the studio (passwordless or second factor): the refresh token is set as an httpOnly cookie',
+          body: AssertionBody,
+          response: { 200: BrowserTokens },
+        },
+      },
+      async (request, reply) => answer(reply, await passkeys.signIn(request.body as Assertion, context(request))),
+    );
+  }
 
   app.post(
     '/browser/refresh',

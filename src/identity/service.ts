@@ -61,6 +61,14 @@ export interface IdentityDeps {
   tokenCache?: Pick<AccessTokenVerifier, 'remember'>;
   /** drops the user's cached API-key rows on every instance, and resolves once they have */
   apiKeys?: { evictUserKeys(userId: string): Promise<void> };
+  /** passkeys, a second factor besides TOTP (src/identity/passkeys/) */
+  passkeys?: SecondFactorPasskeys;
+}
+
+export interface SecondFactorPasskeys {
+  has(userId: string): Promise<boolean>;
+  /** a passkey challenge bound to this user, after their password was right */
+  secondFactorOptions(userId: string): Promise<{ attempt_id: string; options: unknown }>;
 }
 
 const invalidCredentials = () =>
@@ -225,15 +233,19 @@ export class IdentityService {
 
   // ---- login, sessions, tokens
 
-  async login(input: { email: string; password: string; otp?: string }, ctx: RequestContext): Promise<TokenPair> {
-    const email = normaliseEmail(input.email);
+  /** Per (account, address) and per address refuse; the account-wide count only slows unknown addresses. */
+  private loginKeys(email: string, ip: string): ThrottleKey[] {
     const account = sha256(email);
-    // Per (account, address) and per address refuse; the account-wide count only slows unknown addresses.
-    const keys: ThrottleKey[] = [
-      { kind: 'pair', id: sha256(`${account}:${ctx.ip}`) },
-      { kind: 'client', id: ctx.ip },
+    return [
+      { kind: 'pair', id: sha256(`${account}:${ip}`) },
+      { kind: 'client', id: ip },
       { kind: 'account', id: account },
     ];
+  }
+
+  async login(input: { email: string; password: string; otp?: string }, ctx: RequestContext): Promise<TokenPair> {
+    const email = normaliseEmail(input.email);
+    const keys = this.loginKeys(email, ctx.ip);
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
       this.audit({ action: 'auth.login', outcome: 'denied', target: email, detail: { reason: 'throttled' } }, ctx);
@@ -254,11 +266,19 @@ export class IdentityService {
       throw invalidCredentials();
     }
     let mfa = false;
-    if (user.totp_enabled === 1) {
+    const hasPasskey = (await this.deps.passkeys?.has(user.id)) ?? false;
+    if (user.totp_enabled === 1 || hasPasskey) {
       if (input.otp === undefined) {
         this.audit({ action: 'auth.login', outcome: 'failure', actorId: user.id, target: email, detail: { reason: 'otp-missing' } }, ctx);
+        // With a passkey, the answer carries a challenge bound to this user: POST /api/auth/passkeys/signin finishes.
+        const passkey = hasPasskey ? await this.deps.passkeys!.secondFactorOptions(user.id) : undefined;
+        const headers = { 'www-authenticate': 'Bearer realm="celforge"' };
+        if (user.totp_enabled !== 1) {
+          throw new HttpProblem(401, 'passkey-required', 'Confirm with your passkey.', { headers, extensions: { passkey } });
+        }
         throw new HttpProblem(401, 'otp-required', 'Enter the code from your authenticator app (or a recovery code).', {
-          headers: { 'www-authenticate': 'Bearer realm="celforge"' },
+          headers,
+          extensions: passkey ? { passkey } : undefined,
         });
       }
       if (!(await this.checkSecondFactor(user, input.otp))) {
@@ -270,6 +290,14 @@ export class IdentityService {
     await this.deps.throttle.succeeded(keys);
     const pair = await this.openSession(user, ctx, mfa);
     this.audit({ action: 'auth.login', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { mfa } }, ctx);
+    return pair;
+  }
+
+  /** The end of a sign-in by another way than the password form (a passkey): as a successful login. */
+  async completeSignIn(user: db.UserRow, ctx: RequestContext, method: 'passkey'): Promise<TokenPair> {
+    await this.deps.throttle.succeeded(this.loginKeys(user.email, ctx.ip));
+    const pair = await this.openSession(user, ctx, true);
+    this.audit({ action: 'auth.login', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { mfa: true, method } }, ctx);
     return pair;
   }
 
@@ -384,7 +412,7 @@ export class IdentityService {
   }
 
   /** The signed-in user proves they know the password again (password change, enabling 2FA): throttled per user. */
-  private async confirmPassword(user: db.UserRow, password: string, action: string, ctx: RequestContext): Promise<void> {
+  async confirmPassword(user: db.UserRow, password: string, action: string, ctx: RequestContext): Promise<void> {
     const keys: ThrottleKey[] = [{ kind: 'factor', id: `password:${user.id}` }];
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
@@ -500,14 +528,19 @@ export class IdentityService {
     return { mfa_at: iso(now), valid_until: iso(now + STEP_UP_SECONDS * 1000) };
   }
 
+  /** TOTP or a passkey. */
+  async hasSecondFactor(user: Pick<db.UserRow, 'id' | 'totp_enabled'>): Promise<boolean> {
+    return user.totp_enabled === 1 || ((await this.deps.passkeys?.has(user.id)) ?? false);
+  }
+
   /** Whether a session may do admin work now; a problem telling what is missing otherwise. */
   async assertSteppedUp(principal: Principal): Promise<void> {
     if (!principal.sessionId) return;
     const [session, user] = await Promise.all([db.findSession(this.db, principal.sessionId), db.findUserById(this.db, principal.userId)]);
-    if (!user || user.totp_enabled !== 1) throw enrolProblem();
+    if (!user || !(await this.hasSecondFactor(user))) throw enrolProblem();
     const mfaAt = session?.mfa_at ? Date.parse(session.mfa_at) : 0;
     if (Date.now() - mfaAt > STEP_UP_SECONDS * 1000) {
-      throw new HttpProblem(403, 'step-up-required', 'Confirm with your second factor (POST /api/auth/step-up) to do administrative work.');
+      throw new HttpProblem(403, 'step-up-required', 'Confirm with your second factor (POST /api/auth/step-up, or /api/auth/passkeys/step-up) to do administrative work.');
     }
   }
 
@@ -522,5 +555,5 @@ export class IdentityService {
 }
 
 function enrolProblem(): HttpProblem {
-  return new HttpProblem(403, 'enrol-2fa', 'Administrative work needs two-factor sign-in: set it up with POST /api/auth/totp/setup and /totp/enable.');
+  return new HttpProblem(403, 'enrol-2fa', 'Administrative work needs a second factor: add a passkey (POST /api/auth/passkeys/registration/options) or set up TOTP (POST /api/auth/totp/setup and /totp/enable).');
 }

@@ -90,7 +90,7 @@ export class LifecycleService {
       this.#audit('account.delete', principal.userId, principal.userId, context, { reason: 'wrong-password' }, 'denied');
       throw new HttpProblem(403, 'reauthentication-failed', 'The password is not right.');
     }
-    if (user.totp_enabled === 1) await this.deps.identity.assertSteppedUp(principal);
+    if (await this.deps.identity.hasSecondFactor(user)) await this.deps.identity.assertSteppedUp(principal);
     await this.#deleteAccount(principal.userId, principal.userId, context);
   }
 

@@ -81,6 +81,8 @@ export async function deleteAccountRows(db: Kysely<Database>, userId: string, no
     await trx.deleteFrom('refresh_tokens').where('session_id', 'in', sessions).execute();
     await trx.deleteFrom('sessions').where('user_id', '=', userId).execute();
     await trx.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+    await trx.deleteFrom('passkeys').where('user_id', '=', userId).execute();
+    await trx.deleteFrom('webauthn_challenges').where('user_id', '=', userId).execute();
     await trx.deleteFrom('user_quotas').where('user_id', '=', userId).execute();
     await trx
       .updateTable('users')

@@ -13,7 +13,7 @@ const row = (id: string, userId = 'u1'): ApiKeyState => ({
   email: 'e',
   role: 'user',
   disabled: 0,
-  totp_enabled: 0,
+  second_factor: 0,
 });
 
 describe('ApiKeyCache', () => {

@@ -272,7 +272,7 @@ function derivedOf(state: ApiKeyState): DerivedFromRow {
   let derived = derivedFromRow.get(state);
   if (!derived) {
     // an admin scope counts only while the owner is an admin with a second factor, as admin sessions need
-    const adminHolds = state.role === 'admin' && state.totp_enabled === 1;
+    const adminHolds = state.role === 'admin' && Number(state.second_factor) === 1;
     const scopes = parseScopes(state.scopes).filter((scope) => scope !== 'admin' || adminHolds);
     const expiresAt = state.expires_at === null ? Infinity : Date.parse(state.expires_at);
     derived = { keyHash: hashBytes(state.key_hash), scopes: Object.freeze(scopes), expiresAt: Number.isNaN(expiresAt) ? -Infinity : expiresAt };

@@ -1,4 +1,4 @@
-import type { Kysely, Selectable } from 'kysely';
+import { sql, type Kysely, type Selectable } from 'kysely';
 import type { Store } from '../../db/database.js';
 import type { ApiKeysTable, Database } from '../../db/schema.js';
 
@@ -16,7 +16,8 @@ export interface ApiKeyState {
   email: string;
   role: 'admin' | 'user';
   disabled: number;
-  totp_enabled: number;
+  /** 1 when the user has a second factor: TOTP or a passkey */
+  second_factor: number;
 }
 
 class OverCap extends Error {}
@@ -60,7 +61,7 @@ export function findApiKeyState(db: Kysely<Database>, id: string): Promise<ApiKe
       'users.email',
       'users.role',
       'users.disabled',
-      'users.totp_enabled',
+      sql<number>`case when users.totp_enabled = 1 or exists (select 1 from passkeys where passkeys.user_id = users.id) then 1 else 0 end`.as('second_factor'),
     ])
     .where('api_keys.id', '=', id)
     .executeTakeFirst();

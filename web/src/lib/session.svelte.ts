@@ -129,14 +129,23 @@ export async function resume(): Promise<void> {
 
 export type SignInResult = { ok: true } | { ok: false; problem: Problem | null; retryAfter?: number };
 
-export async function signIn(email: string, password: string, otp?: string): Promise<SignInResult> {
+export function signIn(email: string, password: string, otp?: string): Promise<SignInResult> {
+  return browserSignIn('/api/auth/browser/login', otp ? { email, password, otp } : { email, password });
+}
+
+/** Finishes a passkey sign-in (passwordless, or the second factor after the password): see lib/passkeys.ts. */
+export function signInWithPasskeyAssertion(attemptId: string, response: unknown): Promise<SignInResult> {
+  return browserSignIn('/api/auth/browser/passkeys/signin', { attempt_id: attemptId, response });
+}
+
+async function browserSignIn(url: string, payload: object): Promise<SignInResult> {
   let response: Response;
   try {
-    response = await fetch('/api/auth/browser/login', {
+    response = await fetch(url, {
       method: 'POST',
       headers: { ...STUDIO_HEADER, 'content-type': 'application/json' },
       credentials: 'same-origin',
-      body: JSON.stringify(otp ? { email, password, otp } : { email, password }),
+      body: JSON.stringify(payload),
     });
   } catch {
     return { ok: false, problem: null };

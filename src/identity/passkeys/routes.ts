@@ -1,0 +1,169 @@
+import type { FastifyInstance } from 'fastify';
+import { Type } from 'typebox';
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
+import { context } from '../routes.js';
+import { view, type PasskeyService } from './service.js';
+
+const Base64Url = Type.String({ maxLength: 16_384, pattern: '^[A-Za-z0-9_-]*={0,2}$' });
+const AttemptId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' });
+const Name = Type.String({ minLength: 1, maxLength: 64 });
+const Uuid = Type.String({ minLength: 36, maxLength: 36, pattern: '^[0-9a-f-]{36}$' });
+
+/** A credential as `PublicKeyCredential.toJSON()` (or @simplewebauthn/browser) gives it. */
+export const CredentialJson = Type.Object(
+  {
+    id: Base64Url,
+    rawId: Base64Url,
+    type: Type.Literal('public-key'),
+    response: Type.Object(
+      {
+        clientDataJSON: Base64Url,
+        attestationObject: Type.Optional(Base64Url),
+        authenticatorData: Type.Optional(Base64Url),
+        signature: Type.Optional(Base64Url),
+        userHandle: Type.Optional(Base64Url),
+        publicKey: Type.Optional(Base64Url),
+        publicKeyAlgorithm: Type.Optional(Type.Integer()),
+        transports: Type.Optional(Type.Array(Type.String({ maxLength: 32 }), { maxItems: 10 })),
+      },
+      { additionalProperties: false },
+    ),
+    clientExtensionResults: Type.Object({}, { additionalProperties: true }),
+    authenticatorAttachment: Type.Optional(Type.String({ maxLength: 32 })),
+  },
+  { additionalProperties: false },
+);
+
+const Options = Type.Object({
+  attempt_id: Type.String({ description: 'names this ceremony when its response is sent; valid once, for 5 minutes' }),
+  options: Type.Object({}, { additionalProperties: true, description: 'WebAuthn options (JSON form) for navigator.credentials' }),
+});
+
+export const Passkey = Type.Object({
+  id: Type.String(),
+  name: Type.String(),
+  created_at: Type.String(),
+  last_used_at: Type.Union([Type.String(), Type.Null()]),
+  device_type: Type.Union([Type.Literal('singleDevice'), Type.Literal('multiDevice')]),
+  backed_up: Type.Boolean(),
+});
+
+const TokenPair = Type.Object({
+  access_token: Type.String(),
+  token_type: Type.Literal('Bearer'),
+  expires_in: Type.Integer(),
+  refresh_token: Type.String(),
+  session_id: Type.String(),
+});
+
+export const AssertionBody = Type.Object({ attempt_id: AttemptId, response: CredentialJson }, { additionalProperties: false });
+export type Assertion = { attempt_id: string; response: AuthenticationResponseJSON };
+
+/**
+ * `/api/auth/passkeys`: managing one's passkeys (account management: sessions only, never API
+ * keys), passwordless sign-in (public, rate-limited as sign-in) and step-up.
+ */
+export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: PasskeyService }) {
+  const { passkeys } = options;
+  const signin = { auth: 'public', rateClass: 'signin' } as const;
+  const tags = ['identity'];
+
+  app.get('/passkeys', { config: { rateClass: 'read' }, schema: { tags, response: { 200: Type.Object({ items: Type.Array(Passkey) }) } } }, async (request) => ({
+    items: (await passkeys.list(request.principal!.userId)).map(view),
+  }));
+
+  app.post(
+    '/passkeys/registration/options',
+    {
+      config: { rateClass: 'write' },
+      schema: {
+        tags,
+        summary: 'Start adding a passkey (the password again)',
+        body: Type.Object({ password: Type.String({ minLength: 1, maxLength: 256 }) }, { additionalProperties: false }),
+        response: { 200: Options },
+      },
+    },
+    async (request) => passkeys.registrationOptions(request.principal!, (request.body as { password: string }).password, context(request)),
+  );
+
+  app.post(
+    '/passkeys/registration',
+    {
+      config: { rateClass: 'write' },
+      schema: {
+        tags,
+        summary: "Finish adding a passkey with the authenticator's response",
+        body: Type.Object({ attempt_id: AttemptId, name: Type.Optional(Name), response: CredentialJson }, { additionalProperties: false }),
+        response: { 201: Passkey },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body as { attempt_id: string; name?: string; response: RegistrationResponseJSON };
+      return reply.code(201).send(await passkeys.register(request.principal!, body, context(request)));
+    },
+  );
+
+  app.patch(
+    '/passkeys/:id',
+    {
+      config: { rateClass: 'write' },
+      schema: { tags, params: Type.Object({ id: Uuid }), body: Type.Object({ name: Name }, { additionalProperties: false }), response: { 200: Passkey } },
+    },
+    async (request) => passkeys.rename(request.principal!, (request.params as { id: string }).id, (request.body as { name: string }).name, context(request)),
+  );
+
+  app.delete(
+    '/passkeys/:id',
+    { config: { rateClass: 'write', critical: true }, schema: { tags, params: Type.Object({ id: Uuid }), response: { 204: Type.Null() } } },
+    async (request, reply) => {
+      await passkeys.remove(request.principal!, (request.params as { id: string }).id, context(request));
+      return reply.code(204).send();
+    },
+  );
+
+  app.delete(
+    '/users/:id/passkeys',
+    {
+      config: { role: 'admin', critical: true, rateClass: 'admin', scope: 'admin' },
+      schema: { tags: ['admin'], summary: "Remove all of a user's passkeys (a lost device)", params: Type.Object({ id: Uuid }), response: { 200: Type.Object({ removed: Type.Integer() }) } },
+    },
+    async (request) => ({
+      removed: await passkeys.adminRemoveAll((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) }),
+    }),
+  );
+
+  app.post(
+    '/passkeys/signin/options',
+    { config: signin, schema: { tags, summary: 'Start a passwordless sign-in with a discoverable passkey', response: { 200: Options } } },
+    async () => passkeys.signInOptions(),
+  );
+
+  app.post(
+    '/passkeys/signin',
+    {
+      config: signin,
+      schema: {
+        tags,
+        summary: 'Finish a passkey sign-in: passwordless, or the second factor after a password (`passkey.attempt_id` of the 401)',
+        body: AssertionBody,
+        response: { 200: TokenPair },
+      },
+    },
+    async (request) => passkeys.signIn(request.body as Assertion, context(request)),
+  );
+
+  app.post(
+    '/passkeys/step-up/options',
+    { config: { rateClass: 'signin' }, schema: { tags, summary: 'Start a step-up with a passkey (user verification required)', response: { 200: Options } } },
+    async (request) => passkeys.stepUpOptions(request.principal!),
+  );
+
+  app.post(
+    '/passkeys/step-up',
+    {
+      config: { rateClass: 'signin' },
+      schema: { tags, summary: 'Step up this session with a passkey', body: AssertionBody, response: { 200: Type.Object({ mfa_at: Type.String(), valid_until: Type.String() }) } },
+    },
+    async (request) => passkeys.stepUp(request.principal!, request.body as Assertion, context(request)),
+  );
+}
