@@ -32,8 +32,8 @@ async function signOut(page: Page, options: { waitForSignInPage?: boolean } = {}
 }
 
 async function addPasskey(page: Page, name: string, password: string) {
-  await page.getByLabel('Name (optional)').fill(name);
-  await page.getByLabel('Current password').fill(password);
+  await page.locator('#passkeys').getByLabel('Name (optional)').fill(name);
+  await page.locator('#passkeys').getByLabel('Current password').fill(password);
   await page.getByRole('button', { name: 'Add passkey' }).click();
   await expect(page.getByRole('status')).toHaveText(`Passkey "${name}" added.`);
 }
@@ -78,8 +78,8 @@ test('an admin adds a passkey, steps up with it, signs in with it (passwordless 
   await expect(page.getByRole('heading', { name: 'Passkeys' })).toBeVisible();
   await expect(page.getByText("You haven't added a passkey yet.")).toBeVisible();
   await expectAccessible(page, 'account, no passkeys');
-  await page.getByLabel('Name (optional)').fill('Laptop');
-  await page.getByLabel('Current password').fill('not the password at all');
+  await page.locator('#passkeys').getByLabel('Name (optional)').fill('Laptop');
+  await page.locator('#passkeys').getByLabel('Current password').fill('not the password at all');
   await page.getByRole('button', { name: 'Add passkey' }).click();
   await expect(page.getByRole('alert')).toHaveText("That password isn't right.");
   await addPasskey(page, 'Studio laptop', admin.password);
