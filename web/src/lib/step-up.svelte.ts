@@ -1,4 +1,5 @@
 import { createCelforgeClient, type Problem } from '@celforge/client';
+import { stepUpWithPasskey } from './passkeys.ts';
 import { authFetch } from './session.svelte.ts';
 import { slug } from './problems.ts';
 
@@ -8,10 +9,9 @@ import { slug } from './problems.ts';
  * the person proves it is them, each waiting request is sent again. Cancelling hands the original
  * answer back to the screen.
  *
- * The proof is whatever a proof collector gives (today an authentication code); another kind of
- * proof is another collector and another case in `sendProof`.
+ * The proof is an authentication code (or recovery code) typed into the dialog, or a passkey.
  */
-export type Proof = { kind: 'code'; code: string };
+export type Proof = { kind: 'code'; code: string } | { kind: 'passkey' };
 
 export const stepUp = $state({ open: false });
 
@@ -41,6 +41,11 @@ export function cancelStepUp(): void {
 
 /** Sends the proof; null when accepted (the waiting requests go again), else the problem to show. */
 export async function sendProof(proof: Proof): Promise<Problem | null> {
+  if (proof.kind === 'passkey') {
+    const result = await stepUpWithPasskey();
+    if (result.ok) close(true);
+    return result.ok ? null : (result.problem ?? ({ type: 'about:blank', title: 'passkey', status: 0 } as Problem));
+  }
   let response: Response;
   try {
     response = await authFetch(

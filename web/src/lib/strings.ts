@@ -289,8 +289,10 @@ export const strings = {
   // ---- step-up and the admin console
   stepUp: {
     title: "Confirm it's you",
-    lead: 'Administrative work needs a fresh second factor. Enter the 6-digit code from your authenticator app, or a recovery code.',
+    lead: 'Administrative work needs a fresh second factor. Enter the 6-digit code from your authenticator app or a recovery code, or use a passkey.',
     code: 'Authentication code',
+    passkey: 'Use a passkey',
+    passkeyRefused: "The passkey wasn't accepted. Try again, or enter a code.",
     confirm: 'Confirm',
     working: 'Checking…',
     cancel: 'Cancel',
