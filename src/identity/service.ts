@@ -253,7 +253,7 @@ export class IdentityService {
   }
 
   /** A new session with its first token pair (login, and `celforge token`). */
-  async openSession(user: db.UserRow, ctx: Partial<RequestContext>, mfa: boolean, accessTtlSeconds?: number): Promise<TokenPair> {
+  async openSession(user: db.UserRow, ctx: Partial<RequestContext>, mfa: boolean, accessTtlSeconds?: number, mfaVia = 'totp'): Promise<TokenPair> {
     const now = Date.now();
     const session: db.SessionRow = {
       id: randomUUID(),
@@ -264,6 +264,7 @@ export class IdentityService {
       revoked_at: null,
       revoked_reason: null,
       mfa_at: mfa ? iso(now) : null,
+      mfa_via: mfa ? mfaVia : null,
       user_agent: ctx.userAgent?.slice(0, 300) ?? null,
       ip: ctx.ip ?? null,
     };
@@ -464,9 +465,12 @@ export class IdentityService {
   async assertSteppedUp(principal: Principal): Promise<void> {
     if (!principal.sessionId) return;
     const [session, user] = await Promise.all([db.findSession(this.db, principal.sessionId), db.findUserById(this.db, principal.userId)]);
-    if (!user || user.totp_enabled !== 1) throw enrolProblem();
     const mfaAt = session?.mfa_at ? Date.parse(session.mfa_at) : 0;
-    if (Date.now() - mfaAt > STEP_UP_SECONDS * 1000) {
+    const recent = Date.now() - mfaAt <= STEP_UP_SECONDS * 1000;
+    // A second factor the OpenID provider asserted at sign-in counts, though none is enrolled here.
+    const providerFactor = recent && session?.mfa_via === 'provider';
+    if (!user || (user.totp_enabled !== 1 && !providerFactor)) throw enrolProblem();
+    if (!recent) {
       throw new HttpProblem(403, 'step-up-required', 'Confirm with your second factor (POST /api/auth/step-up) to do administrative work.');
     }
   }

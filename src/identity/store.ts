@@ -1,4 +1,4 @@
-import type { Kysely, Selectable, Updateable } from 'kysely';
+import type { Insertable, Kysely, Selectable, Updateable } from 'kysely';
 import type { Database, RefreshTokensTable, SessionsTable, UsersTable } from '../db/schema.js';
 
 export type UserRow = Selectable<UsersTable>;
@@ -86,7 +86,7 @@ export async function useRecoveryCode(db: Kysely<Database>, userId: string, code
 
 // ---- sessions
 
-export function insertSession(db: Kysely<Database>, session: SessionRow): Promise<unknown> {
+export function insertSession(db: Kysely<Database>, session: Insertable<SessionsTable>): Promise<unknown> {
   return db.insertInto('sessions').values(session).execute();
 }
 

@@ -6,6 +6,7 @@ import * as identity from './0002_identity.js';
 import * as jobRequestHash from './0004_job_request_hash.js';
 import * as assetsAtScale from './0010_assets_at_scale.js';
 import * as fleetShares from './0009_fleet_shares.js';
+import * as sso from './0012_sso.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -16,4 +17,5 @@ export const migrations: Record<string, Migration> = {
   '0004_job_request_hash': jobRequestHash,
   '0010_assets_at_scale': assetsAtScale,
   '0009_fleet_shares': fleetShares,
+  '0012_sso': sso,
 };
