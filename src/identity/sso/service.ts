@@ -399,8 +399,11 @@ export class SsoService {
 
 /** What the library refused, for the audit trail: an OAuth error code, or the claim that failed its check. */
 function libraryReason(error: unknown): string {
-  const e = error as { error?: unknown; code?: unknown; cause?: { claim?: unknown } };
+  type Named = { claim?: unknown; attribute?: unknown; message?: string };
+  const e = error as { error?: unknown; code?: unknown; cause?: Named & { cause?: Named } };
   if (typeof e.error === 'string') return e.error.slice(0, 60);
-  const claim = typeof e.cause?.claim === 'string' ? `:${e.cause.claim}` : '';
+  // openid-client wraps the check that failed: its cause names the claim
+  const named = e.cause?.claim ?? e.cause?.cause?.claim ?? /"([a-z_]+)"/.exec(e.cause?.message ?? '')?.[1];
+  const claim = typeof named === 'string' ? `:${named}` : '';
   return typeof e.code === 'string' ? `${e.code}${claim}`.slice(0, 80) : 'rejected';
 }
