@@ -38,7 +38,7 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
         client_id: `celforge-${id}`,
         client_secret: SECRET,
         redirect_uris: [`${ORIGIN}/api/auth/sso/${id}/callback`],
-        post_logout_redirect_uris: [`${ORIGIN}/sign-in`],
+        post_logout_redirect_uris: [`${ORIGIN}/signin`],
       })),
     });
     overrides.sso = [settings(provider.issuer, 'open'), settings(provider.issuer, 'strict', { autoProvision: false })];
@@ -192,7 +192,7 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
     const { callback, binding } = await toProvider('strict', stranger.sub);
     const response = await finish(callback, binding, { accept: 'text/html,application/xhtml+xml' });
     expect(response.statusCode).toBe(303);
-    expect(response.headers.location).toBe('/sign-in?sso_error=sso-account-unknown');
+    expect(response.headers.location).toBe('/signin?sso_error=sso-account-unknown');
   });
 
   it('never links by e-mail alone: the owner of the local account signs in, links, and may unlink', async () => {
@@ -303,7 +303,7 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
     const url = new URL(out.json().logout_url);
     expect(url.origin + url.pathname).toBe(`${provider.issuer}/session/end`);
     expect(url.searchParams.get('client_id')).toBe('celforge-open');
-    expect(url.searchParams.get('post_logout_redirect_uri')).toBe(`${ORIGIN}/sign-in`);
+    expect(url.searchParams.get('post_logout_redirect_uri')).toBe(`${ORIGIN}/signin`);
     expect((await studioRefresh(refresh)).statusCode).toBe(401);
     expect((await audit('sso.logout')).at(-1)).toMatchObject({ outcome: 'success', detail: { via: 'rp-initiated' } });
     // a password session has no provider to leave

@@ -84,7 +84,7 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
       } catch (error) {
         reply.header('set-cookie', clearAttempt);
         // A person in a browser lands on the sign-in page with the reason; other callers get the problem.
-        if (error instanceof HttpProblem && wantsPage(request)) return reply.redirect(`/sign-in?sso_error=${encodeURIComponent(error.slug)}`, 303);
+        if (error instanceof HttpProblem && wantsPage(request)) return reply.redirect(`/signin?sso_error=${encodeURIComponent(error.slug)}`, 303);
         throw error;
       }
     },

@@ -335,7 +335,7 @@ export class SsoService {
     if (!provider) return null;
     const config = await this.deps.providers.configuration(provider);
     if (!config.serverMetadata().end_session_endpoint) return null;
-    return oidc.buildEndSessionUrl(config, { client_id: provider.clientId, post_logout_redirect_uri: `${this.deps.publicUrl}/sign-in` }).href;
+    return oidc.buildEndSessionUrl(config, { client_id: provider.clientId, post_logout_redirect_uri: `${this.deps.publicUrl}/signin` }).href;
   }
 
   /**
