@@ -22,7 +22,7 @@ export interface Server {
   users: Record<'maker' | 'other' | 'twofactor' | 'revoked' | 'tabs' | 'busy', Account>;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {
@@ -43,9 +43,10 @@ function finished(child: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`celforge exited ${code}: ${output}`)))));
 }
 
-async function startServer(): Promise<{ server: Server; stop: () => Promise<void> }> {
+/** A Celforge server of its own: `port` and extra `env` for specs that configure it (single sign-on). */
+export async function startServer(options: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ server: Server; stop: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'celforge-e2e-'));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const admin = { email: 'admin@celforge.test', password: PASSWORD };
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
@@ -57,6 +58,7 @@ async function startServer(): Promise<{ server: Server; stop: () => Promise<void
     // Progress slow enough to be seen; limits wide enough for one address running a whole suite.
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
+    ...options.env,
   };
   const names = ['maker', 'other', 'twofactor', 'revoked', 'tabs', 'busy'] as const;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];
