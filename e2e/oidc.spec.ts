@@ -65,8 +65,7 @@ test('signs in with the provider, lands signed in, and signs out of the provider
   await expectNoHorizontalScroll(page, 'account with a linked provider');
   await page.screenshot({ path: 'test-results/oidc-account.png', fullPage: true });
 
-  // on a phone, sign-out sits in the menu; the wide layout shows it
-  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.locator('summary').click();
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(new RegExp(`^${provider.issuer}/session/end`));
 });
