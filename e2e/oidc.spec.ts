@@ -88,6 +88,14 @@ test('an existing account links the provider from its account page, then signs i
   await expect(page.getByRole('status')).toContainText('Corp ID is now linked');
   await expect(page.getByText('Corp ID — maker@celforge.test')).toBeVisible();
 
+  // signed out of the password session, the provider now signs this account in
+  await page.locator('summary').click();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
+  await page.getByRole('link', { name: 'Sign in with Corp ID' }).click();
+  await expect(page.getByRole('heading', { name: 'Create' })).toBeVisible();
+  await page.goto('/account');
+  await expect(page.getByText('Corp ID — maker@celforge.test')).toBeVisible();
   await page.getByRole('button', { name: 'Unlink Corp ID' }).click();
   await expect(page.getByText('No provider is linked to this account.')).toBeVisible();
 });
