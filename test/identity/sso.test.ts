@@ -1,5 +1,4 @@
 import { parseSetCookie } from 'cookie';
-import { sql } from 'kysely';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Config } from '../../src/config/config.js';
 import type { SsoProviderSettings } from '../../src/config/sso.js';
@@ -294,6 +293,24 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
     expect((await lastRefusal('sso.logout'))!.detail).toMatchObject({ reason: 'replayed' });
   });
 
+  it("revokes only the sessions of the provider session a logout token names by `sid`", async () => {
+    const user = person();
+    const open = async (sid: string) => {
+      const { callback, binding } = await toProvider('open', user.sub);
+      provider.tamperNextIdToken((claims) => ({ ...claims, sid }));
+      const response = await finish(callback, binding);
+      const tokens = await studioRefresh(cookieOf(response.headers['set-cookie'], 'celforge_refresh')!.value!);
+      return { authorization: `Bearer ${tokens.json().access_token}` };
+    };
+    const first = await open(`sid-${dialect}-a`);
+    const second = await open(`sid-${dialect}-b`);
+    const token = await provider.logoutToken({ sid: `sid-${dialect}-a`, aud: 'celforge-open' });
+    const done = await t.app.inject({ method: 'POST', url: '/api/auth/sso/open/backchannel-logout', headers: { 'content-type': 'application/x-www-form-urlencoded' }, payload: `logout_token=${token}` });
+    expect(done.statusCode).toBe(200);
+    expect((await t.app.inject({ method: 'GET', url: '/api/auth/me', headers: first })).statusCode).toBe(401);
+    expect((await t.app.inject({ method: 'GET', url: '/api/auth/me', headers: second })).statusCode).toBe(200);
+  });
+
   it("signs out with the provider's logout address for a sign-on session (RP-initiated logout)", async () => {
     const user = person();
     const response = await signInWith('open', user.sub);
@@ -312,6 +329,5 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
     const cookie = cookieOf(login.headers['set-cookie'], 'celforge_refresh')!.value!;
     const plain = await t.app.inject({ method: 'POST', url: '/api/auth/sso/logout', headers: { ...studio, cookie: `celforge_refresh=${cookie}` } });
     expect(plain.json()).toEqual({ logout_url: null });
-    void sql;
   });
 });
