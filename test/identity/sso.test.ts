@@ -223,6 +223,15 @@ describeEachDialect('single sign-on with OpenID Connect', (dialect) => {
     expect((await audit('sso.unlink')).at(-1)).toMatchObject({ outcome: 'success', actor_id: local.id });
     expectProblem(await signInWith('open', sameEmail.sub), 409, 'sso-link-required');
 
+    // a refused link sends the browser back to the account page with the reason
+    const outsider = provider.addUser({ sub: `sub-${dialect}-outsider-${n}`, email: `x${n}@elsewhere.example`, groups: ['celforge-users'] });
+    const again = await t.app.inject({ method: 'POST', url: '/api/auth/sso/open/link', headers: authorization });
+    const againBinding = cookieOf(again.headers['set-cookie'], 'celforge_sso')!.value!;
+    const refusedLink = await toProvider('open', outsider.sub, { url: again.json().url, binding: againBinding });
+    const back = await finish(refusedLink.callback, againBinding, { accept: 'text/html' });
+    expect(back.headers.location).toBe('/account?sso_error=sso-email-domain');
+    expect(await lastRefusal('sso.link')).toMatchObject({ actor_id: local.id, detail: { reason: 'email-domain' } });
+
     // links are account management: never for API keys, never someone else's
     const other = await signIn(t.app);
     const foreign = await t.app.inject({ method: 'DELETE', url: `/api/auth/sso/links/${links.json().items[0].id}`, headers: other.authorization });

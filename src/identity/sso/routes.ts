@@ -84,7 +84,10 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
       } catch (error) {
         reply.header('set-cookie', clearAttempt);
         // A person in a browser lands on the sign-in page with the reason; other callers get the problem.
-        if (error instanceof HttpProblem && wantsPage(request)) return reply.redirect(`/signin?sso_error=${encodeURIComponent(error.slug)}`, 303);
+        if (error instanceof HttpProblem && wantsPage(request)) {
+          const page = (await sso.purposeOf(query)) === 'link' ? '/account' : '/signin';
+          return reply.redirect(`${page}?sso_error=${encodeURIComponent(error.slug)}`, 303);
+        }
         throw error;
       }
     },

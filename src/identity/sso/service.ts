@@ -159,6 +159,12 @@ export class SsoService {
     }
   }
 
+  /** What an attempt was for (its state in the callback's query), so a refused link goes back to the account page. */
+  async purposeOf(query: string): Promise<'signin' | 'link' | undefined> {
+    const state = new URLSearchParams(query).get('state');
+    return state ? (await db.findAttempt(this.db, sha256(state)))?.purpose : undefined;
+  }
+
   private async exchange(provider: SsoProviderSettings, query: string, attempt: db.SsoAttemptRow, state: string) {
     const config = await this.deps.providers.configuration(provider);
     const current = new URL(`${this.callbackUrl(provider)}?${query}`);
