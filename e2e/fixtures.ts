@@ -32,7 +32,7 @@ export interface Server {
   passkeyAdmin: Account;
 }
 
-function freePort(): Promise<number> {
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.listen(0, '127.0.0.1', () => {
@@ -53,10 +53,10 @@ function finished(child: ChildProcess): Promise<void> {
   return new Promise((resolve, reject) => child.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`celforge exited ${code}: ${output}`)))));
 }
 
-/** Starts a Celforge server of its own with fresh accounts; `env` adds to (or overrides) the suite's settings. */
-export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ server: Server; stop: () => Promise<void> }> {
+/** A Celforge server of its own: `port` and extra `env` for specs that configure it (single sign-on). */
+export async function startServer(options: { port?: number; env?: NodeJS.ProcessEnv } = {}): Promise<{ server: Server; stop: () => Promise<void> }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'celforge-e2e-'));
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const admin = { email: 'admin@celforge.test', password: PASSWORD };
   const steward = { email: 'steward@celforge.test', password: PASSWORD };
   const env: NodeJS.ProcessEnv = {
@@ -71,7 +71,7 @@ export async function startServer(extraEnv: NodeJS.ProcessEnv = {}): Promise<{ s
     // Progress slow enough to be seen; limits wide enough for one address running a whole suite.
     CELFORGE_PREVIEW_STEP_MS: '120',
     CELFORGE_RATE_LIMITS: 'signin-ip=2000/60s,signin-account=2000/60s,anonymous=5000/60s,read=5000/60s,write=2000/60s,generation=2000/60s',
-    ...extraEnv,
+    ...options.env,
   };
   const names = USER_NAMES;
   const users = Object.fromEntries(names.map((name) => [name, { email: `${name}@celforge.test`, password: PASSWORD }])) as Server['users'];

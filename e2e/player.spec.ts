@@ -59,7 +59,7 @@ test.describe('on a machine without ffmpeg', () => {
   let own: Awaited<ReturnType<typeof startServer>>;
   test.beforeAll(async () => {
     // No ffmpeg on the PATH: a video job keeps only the animated WebP the renderer drew.
-    own = await startServer({ PATH: '/nonexistent' });
+    own = await startServer({ env: { PATH: '/nonexistent' } });
   });
   test.afterAll(async () => own?.stop());
 

@@ -6,7 +6,7 @@ const TOLERANCE_SECONDS = 5;
 
 let own: Awaited<ReturnType<typeof startServer>>;
 test.beforeAll(async () => {
-  own = await startServer({ CELFORGE_ACCESS_TOKEN_TTL: `${TTL_SECONDS}s` });
+  own = await startServer({ env: { CELFORGE_ACCESS_TOKEN_TTL: `${TTL_SECONDS}s` } });
 });
 test.afterAll(async () => own?.stop());
 

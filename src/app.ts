@@ -44,6 +44,9 @@ import { RevocationFeedFollower, remoteKeyLookup } from './identity/remote.js';
 import { RevocationView, localPublisher, redisPublisher, type RevocationPublisher } from './identity/revocations.js';
 import { identityRoutes, verifyRoute } from './identity/routes.js';
 import { IdentityService } from './identity/service.js';
+import { SsoProviders } from './identity/sso/providers.js';
+import { ssoRoutes } from './identity/sso/routes.js';
+import { SsoService } from './identity/sso/service.js';
 import { MemoryLoginThrottle, RedisLoginThrottle } from './identity/throttle.js';
 import { AccessTokenVerifier, localKeyLookup } from './identity/tokens.js';
 import { RateLimiter } from './limits/limiter.js';
@@ -300,6 +303,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(apiKeyRoutes, { prefix: '/api/auth', keys: apiKeys });
     await app.register(passkeyRoutes, { prefix: '/api/auth', passkeys });
     await app.register(browserSessionRoutes, { prefix: '/api/auth', identity, store, publicUrl: config.publicUrl, passkeys });
+    const sso = new SsoService({ store, identity, providers: new SsoProviders(config.sso), revocations: publisher, audit, publicUrl: config.publicUrl });
+    await app.register(ssoRoutes, { prefix: '/api/auth', sso, identity, store, publicUrl: config.publicUrl });
   }
   if (options.only !== 'auth') {
     const { queue, renderer, events, signer, assets } = production;

@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseAssetSettings, type AssetSettings } from '../assets/settings.js';
+import { parseSsoProviders, type SsoProviderSettings } from './sso.js';
 
 /** A bad setting: start-up stops with this one line. */
 export class ConfigError extends Error {
@@ -63,6 +64,8 @@ export interface Config {
   secrets: Secrets;
   /** where results live (data dir or S3), how they are delivered, storage quota, retention */
   assets: AssetSettings;
+  /** OpenID Connect providers users may sign in with (CELFORGE_OIDC_PROVIDERS) */
+  sso: SsoProviderSettings[];
 }
 
 /** Names of the rate-limit policies; `signin-*`, `refresh` and `anonymous` are keyed by client address. */
@@ -344,6 +347,7 @@ export function loadConfig(env: Env = process.env): Config {
       serviceToken: readVariable(env, 'CELFORGE_SERVICE_TOKEN'),
     },
     assets: parseAssetSettings(env),
+    sso: parseSsoProviders(env),
   };
 }
 

@@ -1,6 +1,7 @@
 import { parseMasterKey } from '../identity/encryption.js';
 import { ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { localSecret, randomKey } from './local-secrets.js';
+import { ssoVaultKeys } from './sso.js';
 import { openVaultSecrets, type VaultError, type VaultSecrets } from './vault.js';
 
 /** Vault KV key → the variable it stands in for. */
@@ -54,7 +55,8 @@ export async function resolveConfig(env: Env = process.env, options: ResolveOpti
     vault = await openVaultSecrets({ ...config.vault, onError: options.onVaultError });
     const merged: Env = { ...env };
     const fromVault = new Set<string>();
-    for (const [key, variable] of Object.entries(VAULT_KEYS)) {
+    const keys = { ...VAULT_KEYS, ...ssoVaultKeys(env) };
+    for (const [key, variable] of Object.entries(keys)) {
       const value = vault.get(key);
       if (value === undefined || value === '' || given(env, variable)) continue;
       merged[variable] = value;
@@ -65,7 +67,7 @@ export async function resolveConfig(env: Env = process.env, options: ResolveOpti
     } catch (error) {
       vault.close();
       const variable = error instanceof ConfigError ? [...fromVault].find((v) => error.message.startsWith(`${v}:`)) : undefined;
-      if (variable) throw new ConfigError(`${error instanceof Error ? error.message : ''} (given by Vault as ${variableKey(variable)})`);
+      if (variable) throw new ConfigError(`${error instanceof Error ? error.message : ''} (given by Vault as ${Object.entries(keys).find(([, v]) => v === variable)![0]})`);
       throw error;
     }
   }

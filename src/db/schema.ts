@@ -1,3 +1,5 @@
+import type { ColumnType } from 'kysely';
+
 /** Times are ISO-8601 UTC text in both dialects; flags are 0/1 integers. */
 export interface Database {
   users: UsersTable;
@@ -14,6 +16,9 @@ export interface Database {
   share_links: ShareLinksTable;
   passkeys: PasskeysTable;
   webauthn_challenges: WebauthnChallengesTable;
+  sso_links: SsoLinksTable;
+  sso_attempts: SsoAttemptsTable;
+  sso_sessions: SsoSessionsTable;
 }
 
 export interface UsersTable {
@@ -42,6 +47,8 @@ export interface SessionsTable {
   revoked_reason: string | null;
   /** when the second factor was last verified in this session (step-up) */
   mfa_at: string | null;
+  /** how that second factor was verified: 'totp', or 'provider' when an OpenID provider asserted it (0012) */
+  mfa_via: ColumnType<string | null, string | null | undefined, string | null>;
   user_agent: string | null;
   ip: string | null;
 }
@@ -208,4 +215,45 @@ export interface WebauthnChallengesTable {
   session_id: string | null;
   created_at: string;
   expires_at: string;
+}
+
+/** An account linked to an OpenID provider's subject (0012); the link is `(issuer, subject)`, never the e-mail. */
+export interface SsoLinksTable {
+  id: string;
+  issuer: string;
+  subject: string;
+  /** the configured provider id it was made through */
+  provider: string;
+  user_id: string;
+  /** the e-mail the provider gave when linked, for display */
+  email: string | null;
+  created_at: string;
+  last_used_at: string | null;
+}
+
+/** A single sign-on attempt in flight (0012): spent once, bound to the browser that started it. */
+export interface SsoAttemptsTable {
+  /** SHA-256 of the `state` sent to the provider, hex */
+  state_hash: string;
+  /** SHA-256 of the value in the attempt cookie, hex */
+  binding_hash: string;
+  provider: string;
+  purpose: 'signin' | 'link';
+  /** for a link: the signed-in user who started it */
+  user_id: string | null;
+  nonce: string;
+  code_verifier: string;
+  created_at: string;
+  expires_at: string;
+  used_at: string | null;
+}
+
+/** The provider session behind a Celforge session opened by single sign-on (0012), for back-channel logout. */
+export interface SsoSessionsTable {
+  session_id: string;
+  provider: string;
+  issuer: string;
+  subject: string;
+  /** the provider's `sid` claim, when it sends one */
+  sid: string | null;
 }

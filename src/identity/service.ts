@@ -296,13 +296,13 @@ export class IdentityService {
   /** The end of a sign-in by another way than the password form (a passkey): as a successful login. */
   async completeSignIn(user: db.UserRow, ctx: RequestContext, method: 'passkey'): Promise<TokenPair> {
     await this.deps.throttle.succeeded(this.loginKeys(user.email, ctx.ip));
-    const pair = await this.openSession(user, ctx, true);
+    const pair = await this.openSession(user, ctx, true, undefined, method);
     this.audit({ action: 'auth.login', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { mfa: true, method } }, ctx);
     return pair;
   }
 
   /** A new session with its first token pair (login, and `celforge token`). */
-  async openSession(user: db.UserRow, ctx: Partial<RequestContext>, mfa: boolean, accessTtlSeconds?: number): Promise<TokenPair> {
+  async openSession(user: db.UserRow, ctx: Partial<RequestContext>, mfa: boolean, accessTtlSeconds?: number, mfaVia = 'totp'): Promise<TokenPair> {
     const now = Date.now();
     const session: db.SessionRow = {
       id: randomUUID(),
@@ -313,6 +313,7 @@ export class IdentityService {
       revoked_at: null,
       revoked_reason: null,
       mfa_at: mfa ? iso(now) : null,
+      mfa_via: mfa ? mfaVia : null,
       user_agent: ctx.userAgent?.slice(0, 300) ?? null,
       ip: ctx.ip ?? null,
     };
@@ -479,7 +480,7 @@ export class IdentityService {
     const codes = newRecoveryCodes();
     await db.replaceRecoveryCodes(this.db, user.id, codes.map(hashRecoveryCode));
     await db.updateUser(this.db, user.id, { totp_enabled: 1, updated_at: iso() });
-    if (principal.sessionId) await db.setSessionMfa(this.db, principal.sessionId, iso());
+    if (principal.sessionId) await db.setSessionMfa(this.db, principal.sessionId, iso(), 'totp');
     await this.evictApiKeys(user.id);
     this.audit({ action: 'auth.2fa.enable', outcome: 'success', actorId: user.id }, ctx);
     return codes;
@@ -523,7 +524,7 @@ export class IdentityService {
     if (user.totp_enabled !== 1) throw enrolProblem();
     await this.gateSecondFactor(user, code, 'auth.2fa.step-up', ctx);
     const now = Date.now();
-    await db.setSessionMfa(this.db, principal.sessionId, iso(now));
+    await db.setSessionMfa(this.db, principal.sessionId, iso(now), 'totp');
     this.audit({ action: 'auth.2fa.step-up', outcome: 'success', actorId: user.id, target: principal.sessionId }, ctx);
     return { mfa_at: iso(now), valid_until: iso(now + STEP_UP_SECONDS * 1000) };
   }
@@ -537,9 +538,12 @@ export class IdentityService {
   async assertSteppedUp(principal: Principal): Promise<void> {
     if (!principal.sessionId) return;
     const [session, user] = await Promise.all([db.findSession(this.db, principal.sessionId), db.findUserById(this.db, principal.userId)]);
-    if (!user || !(await this.hasSecondFactor(user))) throw enrolProblem();
     const mfaAt = session?.mfa_at ? Date.parse(session.mfa_at) : 0;
-    if (Date.now() - mfaAt > STEP_UP_SECONDS * 1000) {
+    const recent = Date.now() - mfaAt <= STEP_UP_SECONDS * 1000;
+    // A second factor the OpenID provider asserted at sign-in counts, though none is enrolled here.
+    const providerFactor = recent && session?.mfa_via === 'provider';
+    if (!user || (!providerFactor && !(await this.hasSecondFactor(user)))) throw enrolProblem();
+    if (!recent) {
       throw new HttpProblem(403, 'step-up-required', 'Confirm with your second factor (POST /api/auth/step-up, or /api/auth/passkeys/step-up) to do administrative work.');
     }
   }

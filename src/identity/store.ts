@@ -1,4 +1,4 @@
-import { sql, type Kysely, type Selectable, type Updateable } from 'kysely';
+import { sql, type Insertable, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { Database, RefreshTokensTable, SessionsTable, UsersTable } from '../db/schema.js';
 
 export type UserRow = Selectable<UsersTable>;
@@ -102,7 +102,7 @@ export async function countUnusedRecoveryCodes(db: Kysely<Database>, userId: str
 
 // ---- sessions
 
-export function insertSession(db: Kysely<Database>, session: SessionRow): Promise<unknown> {
+export function insertSession(db: Kysely<Database>, session: Insertable<SessionsTable>): Promise<unknown> {
   return db.insertInto('sessions').values(session).execute();
 }
 
@@ -122,8 +122,9 @@ export function listLiveSessions(db: Kysely<Database>, userId: string, now: stri
     .execute();
 }
 
-export async function setSessionMfa(db: Kysely<Database>, id: string, at: string): Promise<void> {
-  await db.updateTable('sessions').set({ mfa_at: at }).where('id', '=', id).execute();
+/** Records a second factor verified in a session now, and how (`totp`, `passkey`). */
+export async function setSessionMfa(db: Kysely<Database>, id: string, at: string, via: 'totp' | 'passkey'): Promise<void> {
+  await db.updateTable('sessions').set({ mfa_at: at, mfa_via: via }).where('id', '=', id).execute();
 }
 
 /** Ends one live session; false when it is not live (or not that user's). */

@@ -22,6 +22,7 @@ export const routes: Route[] = [
   { pattern: '/signin', title: 'Sign in', access: 'public', load: () => import('./screens/SignIn.svelte') },
   { pattern: '/jobs', title: 'My jobs', access: 'user', load: () => import('./screens/Jobs.svelte') },
   { pattern: '/jobs/:id', title: 'Job', access: 'user', load: () => import('./screens/Viewer.svelte') },
+  { pattern: '/account', title: 'Account', access: 'user', load: () => import('./screens/Account.svelte') },
   { pattern: '/gallery', title: 'Gallery', access: 'public', load: () => import('./screens/Gallery.svelte') },
   { pattern: '/account', title: 'Account', access: 'user', load: () => import('./screens/Account.svelte') },
   // admin console

@@ -8,6 +8,7 @@ import * as assetsAtScale from './0010_assets_at_scale.js';
 import * as fleetShares from './0009_fleet_shares.js';
 import * as passkeys from './0011_passkeys.js';
 import * as adminDashboard from './0015_admin_dashboard.js';
+import * as sso from './0012_sso.js';
 
 /** Every migration, by name; names sort in the order they run. */
 export const migrations: Record<string, Migration> = {
@@ -20,4 +21,5 @@ export const migrations: Record<string, Migration> = {
   '0009_fleet_shares': fleetShares,
   '0011_passkeys': passkeys,
   '0015_admin_dashboard': adminDashboard,
+  '0012_sso': sso,
 };

@@ -311,7 +311,7 @@ export class PasskeyService {
       throw new HttpProblem(403, 'passkey-not-accepted', 'That passkey was not accepted.');
     }
     const now = Date.now();
-    await setSessionMfa(this.db, principal.sessionId, iso(now));
+    await setSessionMfa(this.db, principal.sessionId, iso(now), 'passkey');
     this.audit({ action: 'auth.2fa.step-up', outcome: 'success', actorId: principal.userId, target: principal.sessionId, detail: { method: 'passkey' } }, ctx);
     return { mfa_at: iso(now), valid_until: iso(now + STEP_UP_SECONDS * 1000) };
   }

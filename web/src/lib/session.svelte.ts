@@ -164,14 +164,18 @@ async function browserSignIn(url: string, payload: object): Promise<SignInResult
 
 /** Ends the session on the server, forgets the token and the cookie. */
 export async function signOut(): Promise<void> {
+  let providerLogout: string | null = null;
   try {
-    await fetch('/api/auth/browser/logout', { method: 'POST', headers: STUDIO_HEADER, credentials: 'same-origin' });
+    // Like /browser/logout; a single sign-on session also gets the provider's logout address.
+    const response = await fetch('/api/auth/sso/logout', { method: 'POST', headers: STUDIO_HEADER, credentials: 'same-origin' });
+    if (response.ok) providerLogout = ((await response.json()) as { logout_url: string | null }).logout_url;
   } finally {
     setToken(null);
     session.user = null;
     session.notice = 'signed-out';
     for (const listener of listeners) listener('signed-out');
   }
+  if (providerLogout) window.location.assign(providerLogout);
 }
 
 /** The access token for a request made outside the client (event streams). */

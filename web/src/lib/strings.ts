@@ -144,6 +144,29 @@ export const strings = {
     membersBadge: 'Members',
     by: 'Prompt',
   },
+  // Single sign-on: provider buttons on the sign-in page and the account's linked providers.
+  sso: {
+    signInWith: (name: string) => `Sign in with ${name}`,
+    errors: {
+      'sso-account-unknown': 'No Celforge account is linked to that sign-in. Sign in with your password and link it from your account page, or ask an administrator.',
+      'sso-link-required': 'An account with that e-mail already exists. Sign in with its password, then link the provider from your account page.',
+      'sso-email-domain': 'Accounts of that e-mail domain cannot sign in here.',
+      'sso-no-role': 'Your account at the provider is not in a group allowed to use Celforge.',
+      'sso-account-disabled': 'This account is disabled.',
+      'sso-linked-elsewhere': 'That provider account is already linked to another Celforge account.',
+      'sso-provider-unavailable': "The sign-in provider can't be reached right now. Try again later.",
+    } as Record<string, string>,
+    failed: "The sign-in didn't complete. Start again.",
+    sectionTitle: 'Sign-in providers',
+    sectionLead: 'Sign in with your organisation account instead of a password.',
+    none: 'No provider is linked to this account.',
+    linkedAs: (name: string, email: string | null) => (email ? `${name} — ${email}` : name),
+    since: (when: string) => `Linked ${when}`,
+    link: (name: string) => `Link ${name}`,
+    unlink: (name: string) => `Unlink ${name}`,
+    linked: (name: string) => `${name} is now linked to your account.`,
+    unlinked: (name: string) => `${name} was unlinked.`,
+  },
   // ---- Account page: password, sessions, two-factor authentication, API keys
   account: {
     title: 'Account',
