@@ -29,6 +29,12 @@ export const SESSION_ABSOLUTE_SECONDS = 30 * 86_400;
 /** Admin operations need a second factor verified this recently in the session. */
 export const STEP_UP_SECONDS = 15 * 60;
 
+/**
+ * A spent refresh token presented again this soon after its rotation, while its successor is unused,
+ * is taken for a retry whose first answer was lost rather than for a stolen token.
+ */
+export const REFRESH_RETRY_SECONDS = 30;
+
 const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/;
 const CODE = /^[0-9]{6}$/;
 
@@ -327,47 +333,99 @@ export class IdentityService {
     sessionEnd: number,
     accessTtlSeconds = this.deps.config.accessTokenTtlSeconds,
   ): Promise<TokenPair> {
-    const now = Date.now();
-    const refresh = randomBytes(32).toString('base64url');
-    await db.insertRefreshToken(this.db, {
-      token_hash: sha256(refresh),
-      session_id: sessionId,
-      created_at: iso(now),
-      expires_at: iso(Math.min(now + SESSION_IDLE_SECONDS * 1000, sessionEnd)),
-      used_at: null,
-    });
-    const ttl = Math.max(1, Math.min(accessTtlSeconds, Math.floor((sessionEnd - now) / 1000)));
+    const refresh = newRefreshToken(sessionId, sessionEnd, Date.now());
+    await db.insertRefreshToken(this.db, refresh.row);
+    return this.withAccessToken(user, sessionId, sessionEnd, refresh.token, accessTtlSeconds);
+  }
+
+  private async withAccessToken(
+    user: { id: string; email: string; role: Role },
+    sessionId: string,
+    sessionEnd: number,
+    refreshToken: string,
+    accessTtlSeconds = this.deps.config.accessTokenTtlSeconds,
+  ): Promise<TokenPair> {
+    const ttl = Math.max(1, Math.min(accessTtlSeconds, Math.floor((sessionEnd - Date.now()) / 1000)));
     const { token, claims } = await issueAccessToken(this.deps.keys(), { userId: user.id, email: user.email, role: user.role, sessionId }, ttl);
     this.deps.tokenCache?.remember(token, claims);
-    return { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: refresh, session_id: sessionId };
+    return { access_token: token, token_type: 'Bearer', expires_in: ttl, refresh_token: refreshToken, session_id: sessionId };
   }
 
   /**
-   * Rotates a refresh token (RFC 9700 §4.14.2): the presented one is spent; presenting a spent one
-   * again, or losing a race for it, ends the whole session, including the pair just issued.
+   * Rotates a refresh token (RFC 9700 §4.14.2): the presented one is spent and its successor stored
+   * in one step. Presenting a spent one again ends the whole session, including the pair just
+   * issued — except a retry of a rotation whose answer was lost (see retryRotation).
    */
   async refresh(refreshToken: string, ctx: RequestContext): Promise<TokenPair> {
     if (!REFRESH_TOKEN.test(refreshToken)) throw invalidRefresh();
     const hash = sha256(refreshToken);
-    const row = await db.findRefreshToken(this.db, hash);
+    let row = await db.findRefreshToken(this.db, hash);
     if (!row) {
       this.audit({ action: 'auth.refresh', outcome: 'failure', detail: { reason: 'unknown' } }, ctx);
       throw invalidRefresh();
     }
     const now = Date.now();
-    if (row.used_at !== null || !(await db.spendRefreshToken(this.db, hash, iso(now)))) {
-      await this.endSession(row.session_id, row.user_id, 'refresh-reuse');
-      this.audit({ action: 'auth.refresh.reuse', outcome: 'denied', actorId: row.user_id, target: row.session_id }, ctx);
+    if (row.used_at === null) {
+      if (!isUsable(row, now)) {
+        if (await db.spendRefreshToken(this.db, hash, iso(now))) {
+          this.audit({ action: 'auth.refresh', outcome: 'failure', actorId: row.user_id, target: row.session_id, detail: { reason: 'ended' } }, ctx);
+          throw invalidRefresh();
+        }
+      } else {
+        const sessionEnd = Date.parse(row.session_expires_at);
+        const successor = newRefreshToken(row.session_id, sessionEnd, now);
+        if (await db.rotateRefreshToken(this.db, hash, successor.row)) {
+          await db.touchSession(this.db, row.session_id, iso(now));
+          const pair = await this.withAccessToken({ id: row.user_id, email: row.email, role: row.role }, row.session_id, sessionEnd, successor.token);
+          this.audit({ action: 'auth.refresh', outcome: 'success', actorId: row.user_id, target: row.session_id }, ctx);
+          return pair;
+        }
+      }
+      // Another request spent it a moment ago: what it became decides below.
+      row = await db.findRefreshToken(this.db, hash);
+      if (!row) throw invalidRefresh();
+    }
+    const retried = await this.retryRotation(row, hash, now, ctx);
+    if (retried) return retried;
+    await this.endSession(row.session_id, row.user_id, 'refresh-reuse');
+    this.audit({ action: 'auth.refresh.reuse', outcome: 'denied', actorId: row.user_id, target: row.session_id }, ctx);
+    throw invalidRefresh();
+  }
+
+  /**
+   * A spent token presented again may be a retry, not a theft: the answer to its rotation never
+   * reached the client (a tab closed or reloaded mid-request), which still holds it. Within
+   * REFRESH_RETRY_SECONDS of that rotation, while the successor it made is unused, the successor is
+   * withdrawn and a new one issued in its place (the family keeps exactly one live token). One retry
+   * per rotation: a second one is refused, the session left alone. Anything else is reuse
+   * (undefined here).
+   */
+  private async retryRotation(row: db.RefreshTokenLookup, hash: string, now: number, ctx: RequestContext): Promise<TokenPair | undefined> {
+    const rotatedAt = row.used_at === null ? Number.NaN : Date.parse(row.used_at);
+    // Only a token spent by a rotation (before its expiry), recently, in a session still usable, qualifies.
+    if (!(Date.parse(row.expires_at) > rotatedAt) || now - rotatedAt > REFRESH_RETRY_SECONDS * 1000 || !isSessionUsable(row, now)) return undefined;
+    const successors = async () => (await db.refreshTokensSince(this.db, row.session_id, row.used_at!)).filter((t) => t.token_hash !== hash);
+    const audit = (outcome: 'success' | 'denied', detail: Record<string, unknown>) =>
+      this.audit({ action: 'auth.refresh.retry', outcome, actorId: row.user_id, target: row.session_id, detail: { after_ms: now - rotatedAt, ...detail } }, ctx);
+
+    let after = await successors();
+    if (after.length === 1 && after[0]!.used_at === null) {
+      const sessionEnd = Date.parse(row.session_expires_at);
+      const replacement = newRefreshToken(row.session_id, sessionEnd, now);
+      if (await db.replaceLiveRefreshToken(this.db, after[0]!.token_hash, replacement.row)) {
+        await db.touchSession(this.db, row.session_id, iso(now));
+        const pair = await this.withAccessToken({ id: row.user_id, email: row.email, role: row.role }, row.session_id, sessionEnd, replacement.token);
+        audit('success', {});
+        return pair;
+      }
+      // Another request changed the family first: a retry of the same rotation, or the successor's own use.
+      after = await successors();
+    }
+    if (after.length === 2 && isWithdrawn(after[0]!) && after[1]!.used_at === null) {
+      audit('denied', { reason: 'already-retried' });
       throw invalidRefresh();
     }
-    if (row.revoked_at !== null || Date.parse(row.session_expires_at) <= now || Date.parse(row.expires_at) <= now || row.disabled === 1) {
-      this.audit({ action: 'auth.refresh', outcome: 'failure', actorId: row.user_id, target: row.session_id, detail: { reason: 'ended' } }, ctx);
-      throw invalidRefresh();
-    }
-    await db.touchSession(this.db, row.session_id, iso(now));
-    const pair = await this.issuePair({ id: row.user_id, email: row.email, role: row.role }, row.session_id, Date.parse(row.session_expires_at));
-    this.audit({ action: 'auth.refresh', outcome: 'success', actorId: row.user_id, target: row.session_id }, ctx);
-    return pair;
+    return undefined;
   }
 
   private async endSession(sessionId: string, userId: string, reason: string): Promise<boolean> {
@@ -556,6 +614,32 @@ export class IdentityService {
     this.audit({ action: 'auth.token.mint', outcome: 'success', actorId: user.id, target: pair.session_id, detail: { via: 'cli' } });
     return pair;
   }
+}
+
+/** A new refresh token for a session: the token (given out once) and its row (only the hash is stored). */
+function newRefreshToken(sessionId: string, sessionEnd: number, now: number): { token: string; row: db.RefreshTokenRow } {
+  const token = randomBytes(32).toString('base64url');
+  const row: db.RefreshTokenRow = {
+    token_hash: sha256(token),
+    session_id: sessionId,
+    created_at: iso(now),
+    expires_at: iso(Math.min(now + SESSION_IDLE_SECONDS * 1000, sessionEnd)),
+    used_at: null,
+  };
+  return { token, row };
+}
+
+function isSessionUsable(row: db.RefreshTokenLookup, now: number): boolean {
+  return row.revoked_at === null && Date.parse(row.session_expires_at) > now && row.disabled !== 1;
+}
+
+function isUsable(row: db.RefreshTokenLookup, now: number): boolean {
+  return isSessionUsable(row, now) && Date.parse(row.expires_at) > now;
+}
+
+/** Withdrawn by a retried rotation: spent and expired at the same instant (db.replaceLiveRefreshToken). */
+function isWithdrawn(token: { used_at: string | null; expires_at: string }): boolean {
+  return token.used_at !== null && token.used_at === token.expires_at;
 }
 
 function enrolProblem(): HttpProblem {

@@ -175,6 +175,8 @@ export function insertRefreshToken(db: Kysely<Database>, row: RefreshTokenRow): 
   return db.insertInto('refresh_tokens').values(row).execute();
 }
 
+export type RefreshTokenLookup = NonNullable<Awaited<ReturnType<typeof findRefreshToken>>>;
+
 export function findRefreshToken(db: Kysely<Database>, tokenHash: string) {
   return db
     .selectFrom('refresh_tokens')
@@ -193,6 +195,52 @@ export function findRefreshToken(db: Kysely<Database>, tokenHash: string) {
     ])
     .where('refresh_tokens.token_hash', '=', tokenHash)
     .executeTakeFirst();
+}
+
+/**
+ * Spends a refresh token and stores its successor, in one transaction: false, and nothing stored,
+ * when another request spent it first. The successor is created the instant its predecessor is spent.
+ */
+export function rotateRefreshToken(db: Kysely<Database>, spentHash: string, successor: RefreshTokenRow): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    if (!(await spendRefreshToken(trx, spentHash, successor.created_at))) return false;
+    await insertRefreshToken(trx, successor);
+    return true;
+  });
+}
+
+/**
+ * A retried rotation: withdraws the family's live token and stores a new one in its place, in one
+ * transaction; false, and nothing changed, when the live token was spent meanwhile. A withdrawn
+ * token is marked spent and expired at the same instant, which tells it from a rotated one (spent
+ * before its expiry) for good.
+ */
+export function replaceLiveRefreshToken(db: Kysely<Database>, liveHash: string, replacement: RefreshTokenRow): Promise<boolean> {
+  return db.transaction().execute(async (trx) => {
+    const now = replacement.created_at;
+    const withdrawn = await trx
+      .updateTable('refresh_tokens')
+      .set({ used_at: now, expires_at: now })
+      .where('token_hash', '=', liveHash)
+      .where('used_at', 'is', null)
+      .execute();
+    if (changed(withdrawn) !== 1) return false;
+    await insertRefreshToken(trx, replacement);
+    return true;
+  });
+}
+
+/** The first tokens of a session created at or after `since` (a rotation's instant), oldest first. */
+export function refreshTokensSince(db: Kysely<Database>, sessionId: string, since: string, limit = 3) {
+  return db
+    .selectFrom('refresh_tokens')
+    .select(['token_hash', 'created_at', 'expires_at', 'used_at'])
+    .where('session_id', '=', sessionId)
+    .where('created_at', '>=', since)
+    .orderBy('created_at')
+    .orderBy('token_hash')
+    .limit(limit)
+    .execute();
 }
 
 /** Spends a refresh token; false when another request spent it first. */

@@ -5,6 +5,8 @@ import type { Me } from './types.ts';
 /** The header the cookie-authenticated routes require (see src/identity/browser-session.ts). */
 const STUDIO_HEADER = { 'x-celforge-studio': '1' };
 const REFRESH_LOCK = 'celforge-refresh';
+/** A refresh that hangs gives up, so the lock it holds does not keep the other tabs waiting. */
+const REFRESH_TIMEOUT_MS = 20_000;
 
 /**
  * Who is signed in. The access token lives only in this module's memory: never in storage, never
@@ -42,12 +44,19 @@ export function hasToken(): boolean {
 /**
  * One refresh at a time, across tabs too (Web Locks): two tabs spending the same refresh cookie
  * at once would look like a stolen token and end the session. The second tab waits and then
- * spends the cookie the first one received.
+ * spends the cookie the first one received; the access token the first tab got stays in that tab's
+ * memory, so the second refreshes with the new cookie for one of its own. (A refresh whose answer
+ * is lost, the tab closed mid-request, is forgiven by the server once, shortly after.)
  */
 export function refresh(): Promise<boolean> {
   inFlight ??= (async () => {
     const run = async () => {
-      const response = await fetch('/api/auth/browser/refresh', { method: 'POST', headers: STUDIO_HEADER, credentials: 'same-origin' });
+      const response = await fetch('/api/auth/browser/refresh', {
+        method: 'POST',
+        headers: STUDIO_HEADER,
+        credentials: 'same-origin',
+        signal: AbortSignal.timeout(REFRESH_TIMEOUT_MS),
+      });
       if (response.status !== 200) return false;
       const body = (await response.json()) as { access_token: string; expires_in: number };
       setToken(body.access_token, body.expires_in);
