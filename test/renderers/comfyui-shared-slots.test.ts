@@ -52,7 +52,7 @@ function request(): RenderRequest {
 }
 
 const context = (signal = new AbortController().signal) => ({ signal, onProgress: () => {} });
-const leasesOn = (d: ComfyUIDouble) => redis.zcard(`${prefix}fleet:slots:${d.url}`);
+const leasesOn = (d: ComfyUIDouble) => redis.zcard(`${prefix}fleet:slots:${new URL(d.url).href}`);
 
 async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {
   const end = Date.now() + timeoutMs;

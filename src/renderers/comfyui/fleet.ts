@@ -98,9 +98,12 @@ export class FleetBackend {
     return this.healthy ? Math.max(0, this.depth - Math.max(this.slots.size, this.remoteQueue ?? 0, this.shared?.held ?? 0)) : 0;
   }
 
-  /** Takes a newer shared count; true when it changed. */
-  learn(count: SlotCount): boolean {
-    if (this.shared && count.version < this.shared.version) return false;
+  /**
+   * Takes a newer shared count (an older announcement is ignored); a fresh read is always taken,
+   * so counts recover after Redis lost its data. True when the count changed.
+   */
+  learn(count: SlotCount, fresh = false): boolean {
+    if (!fresh && this.shared && count.version < this.shared.version) return false;
     const changed = this.shared?.held !== count.held;
     this.shared = count;
     return changed;
@@ -241,7 +244,8 @@ export class Fleet {
   constructor(options: FleetOptions) {
     this.backends = options.urls.map((url, index) => {
       const depth = options.depths?.[options.depths.length === 1 ? 0 : index] ?? DEFAULT_DEPTH;
-      return new FleetBackend(String(index), url, new ComfyUIClient(url, options.client), depth);
+      // Every worker names a backend alike, however its URL was written.
+      return new FleetBackend(String(index), new URL(url).href, new ComfyUIClient(url, options.client), depth);
     });
     this.#ledger = options.ledger;
     if (this.#ledger) {
@@ -385,7 +389,7 @@ export class Fleet {
       const counts = await this.#ledger.count(this.backends.map((b) => b.url));
       let changed = false;
       counts.forEach((count, i) => {
-        if (this.backends[i]!.learn(count)) changed = true;
+        if (this.backends[i]!.learn(count, true)) changed = true;
       });
       if (changed) this.#changed();
     } catch {
