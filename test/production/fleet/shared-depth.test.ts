@@ -80,5 +80,8 @@ describeEachDialect('scale-out: a backend is kept its depth deep across worker p
     for (const w of workers) expect(renderedBy(w.output()).filter((id) => ids.includes(id)).length).toBeGreaterThan(0);
     expect(doubles.map((d) => d.finished.length).reduce((a, b) => a + b)).toBe(JOBS);
     expect(doubles.map((d) => d.peakQueue)).toEqual([DEPTH, DEPTH]);
+    // What sharing costs the GPUs: the pause between one prompt's end and the next one's start.
+    const gaps = doubles.flatMap((d) => d.executions.slice(1).map((e, i) => e.startedAt - d.executions[i]!.endedAt)).sort((x, y) => x - y);
+    console.log(`idle gap between prompts: p50 ${gaps[Math.floor(gaps.length / 2)]!.toFixed(1)} ms, max ${gaps.at(-1)!.toFixed(1)} ms over ${gaps.length} gaps`);
   });
 });
