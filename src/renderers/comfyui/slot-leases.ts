@@ -26,7 +26,9 @@ export interface SlotLedger {
   close(): Promise<void>;
 }
 
-const NOW = `local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+// Redis' clock for every worker; before Redis 7 a script must replicate its effects to write after TIME.
+const NOW = `if redis.replicate_commands then redis.replicate_commands() end
+local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
 // Clears expired leases; a change bumps the version and is announced.
 const SWEEP = `
 local function changed(key, versionKey, channel, backend)
