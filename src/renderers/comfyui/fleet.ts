@@ -99,11 +99,11 @@ export class FleetBackend {
   }
 
   /**
-   * Takes a newer shared count (an older announcement is ignored); a fresh read is always taken,
-   * so counts recover after Redis lost its data. True when the count changed.
+   * Takes a newer shared count (a report of a change already known is ignored); a fresh read is
+   * always taken, so counts recover after Redis lost its data. True when the count changed.
    */
   learn(count: SlotCount, fresh = false): boolean {
-    if (!fresh && this.shared && count.version < this.shared.version) return false;
+    if (!fresh && this.shared && count.version <= this.shared.version) return false;
     const changed = this.shared?.held !== count.held;
     this.shared = count;
     return changed;
@@ -372,6 +372,8 @@ export class Fleet {
     const token = backend.leases.get(run);
     if (token === undefined || !this.#ledger) return true;
     backend.leases.delete(run);
+    // Counted free at once, so this release can start the next prompt (Redis still has the last word).
+    if (backend.shared) backend.shared = { ...backend.shared, held: Math.max(0, backend.shared.held - 1) };
     // Unreachable Redis: the lease runs out on its own.
     this.#ledger.release(backend.url, token).then(
       (count) => {
