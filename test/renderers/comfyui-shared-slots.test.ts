@@ -139,6 +139,22 @@ describe('ComfyUI places shared across workers', () => {
     expect(b.peakQueue).toBeLessThanOrEqual(2);
   });
 
+  it('a live worker takes its leases again when Redis lost them', async () => {
+    const d = await comfy();
+    d.hold(true);
+    const r = worker([d.url], 600);
+    const renders = [r.render(request(), context()), r.render(request(), context())];
+    await until(() => d.promptCount === 2);
+    await expect.poll(() => leasesOn(d)).toBe(2);
+    await redis.del(`${prefix}fleet:slots:${new URL(d.url).href}`);
+    expect(await leasesOn(d)).toBe(0);
+    // renewed every third of the lease
+    await expect.poll(() => leasesOn(d), { timeout: 1_000, interval: 20 }).toBe(2);
+    d.hold(false);
+    await Promise.all(renders);
+    await expect.poll(() => leasesOn(d), { timeout: 1_000 }).toBe(0);
+  });
+
   it("a killed worker's places come back when their leases run out", { timeout: 20_000 }, async () => {
     const d = await comfy();
     d.renderMs = 50;

@@ -63,14 +63,19 @@ if redis.call('ZREM', KEYS[1], ARGV[1]) > 0 then changed(KEYS[1], KEYS[2], ARGV[
 sweep(KEYS[1], KEYS[2], ARGV[2], ARGV[3], now)
 return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0') }`;
 
-/** KEYS: leases, version. ARGV: lease ms, channel, backend, tokens… → tokens no longer held */
+/**
+ * KEYS: leases, version. ARGV: lease ms, channel, backend, tokens… → how many had been lost.
+ * A lost lease (a stalled worker, Redis restarted without its data) is taken again even above the
+ * cap: its prompt is on the backend, so the count must say so.
+ */
 const RENEW = `${NOW} ${SWEEP}
 sweep(KEYS[1], KEYS[2], ARGV[2], ARGV[3], now)
 local lease = tonumber(ARGV[1])
 local lost = 0
 for i = 4, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) else lost = lost + 1 end
+  if redis.call('ZADD', KEYS[1], now + lease, ARGV[i]) > 0 then lost = lost + 1 end
 end
+if lost > 0 then changed(KEYS[1], KEYS[2], ARGV[2], ARGV[3]) end
 redis.call('PEXPIRE', KEYS[1], lease * 2)
 return lost`;
 
