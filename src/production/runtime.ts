@@ -5,6 +5,7 @@ import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import { StoreOutage } from '../db/outage.js';
 import { Housekeeping } from '../lifecycle/housekeeping.js';
+import { RedisSlotLedger } from '../renderers/comfyui/slot-leases.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
@@ -46,15 +47,17 @@ export interface ProductionOptions {
  * the truth in both.
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
-  const renderer = options.renderer ?? createRenderer(config);
+  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
+  const leaseMs = config.jobLeaseSeconds * 1000;
+  // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs.
+  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ ...redis, leaseMs }) : undefined;
+  const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
   const assets = new AssetStorage(openObjectStore(config));
   const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
-  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
   const events = redis ? new RedisJobEvents(redis) : new JobEvents();
   const bullQueue = redis ? new BullMQQueue(store, redis) : null;
   const localQueue = redis ? null : new LocalQueue(store);
   const queue: JobQueue = bullQueue ?? localQueue!;
-  const leaseMs = config.jobLeaseSeconds * 1000;
   const ownOutage = options.outage ? null : new StoreOutage(store, log);
   const outage = options.outage ?? ownOutage!;
   const policy = { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null };

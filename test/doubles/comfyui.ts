@@ -82,6 +82,8 @@ export interface ComfyUIDouble {
   renderMs: number;
   /** every execution that ran to its end, in order */
   readonly executions: Execution[];
+  /** the most prompts it has held at once, pending + running (whoever sent them) */
+  readonly peakQueue: number;
   /** GET /view answers whose connection closed before the whole file was sent */
   readonly viewsCutShort: number;
   /** every POST /prompt body received, in order (including rejected ones) */
@@ -315,6 +317,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
   let httpStatus: number | undefined;
   let closed = false;
   let cutShort = 0;
+  let peakQueue = 0;
 
   const server = createServer((req, res) => {
     if (frozen) return; // never answer
@@ -508,6 +511,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
   }
 
   function queueUpdated(): void {
+    peakQueue = Math.max(peakQueue, pending.length + (running ? 1 : 0));
     send(undefined, 'status', { status: queueInfo() });
     pump();
   }
@@ -658,6 +662,9 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     viewDelayMs: 0,
     renderMs: 0,
     executions,
+    get peakQueue() {
+      return peakQueue;
+    },
     get viewsCutShort() {
       return cutShort;
     },

@@ -2,12 +2,15 @@ import { randomUUID } from 'node:crypto';
 import type WebSocket from 'ws';
 import { RendererError, type BackendStats, type FleetStats, type JobType } from '../renderer.js';
 import { ComfyUIClient, MESSAGES, type ClientOptions } from './client.js';
+import type { SlotCount, SlotLedger } from './slot-leases.js';
 
 /**
  * The ComfyUI fleet of one Celforge process: which backend runs which prompt. Every healthy backend
  * is kept `depth` prompts deep (default: one running, one waiting), so its GPU never waits for
  * Celforge between prompts; a prompt that has not started moves to a backend that frees up first
  * (work stealing); a job goes only to a backend whose /object_info has its nodes and checkpoint.
+ * With a shared ledger (scale-out), every place on a backend is also a lease in Redis, so the depth
+ * holds across all workers, not only within this process.
  */
 
 export const DEFAULT_DEPTH = 2;
@@ -44,6 +47,11 @@ const GAP_CAP_MS = 5_000;
 const CAPABILITY_EVERY = 20;
 /** A dropped queue watch is reopened after this long. */
 const WATCH_RETRY_MS = 1_000;
+/**
+ * Shared place counts are re-read this often: the safety net behind the change announcements, and
+ * how the places of a crashed worker come back once their leases expire.
+ */
+const SHARED_POLL_MS = 500;
 
 export class FleetBackend {
   ok: boolean | undefined = undefined;
@@ -57,6 +65,10 @@ export class FleetBackend {
    * prompts other Celforge workers keep there count against `depth` too. Undefined while unknown.
    */
   remoteQueue: number | undefined;
+  /** places held on this backend by all workers, as the shared ledger last reported (scale-out) */
+  shared: SlotCount | undefined;
+  /** this process's lease token per run holding a place here (scale-out) */
+  readonly leases = new Map<FleetRun, string>();
   #watch: WebSocket | undefined;
   #watchTimer: NodeJS.Timeout | undefined;
   #closed = false;
@@ -72,6 +84,8 @@ export class FleetBackend {
 
   constructor(
     readonly id: string,
+    /** names the backend to every worker (the ledger's key) */
+    readonly url: string,
     readonly client: ComfyUIClient,
     readonly depth: number,
   ) {}
@@ -81,7 +95,18 @@ export class FleetBackend {
   }
 
   get free(): number {
-    return this.healthy ? Math.max(0, this.depth - Math.max(this.slots.size, this.remoteQueue ?? 0)) : 0;
+    return this.healthy ? Math.max(0, this.depth - Math.max(this.slots.size, this.remoteQueue ?? 0, this.shared?.held ?? 0)) : 0;
+  }
+
+  /**
+   * Takes a newer shared count (a report of a change already known is ignored); a fresh read is
+   * always taken, so counts recover after Redis lost its data. True when the count changed.
+   */
+  learn(count: SlotCount, fresh = false): boolean {
+    if (!fresh && this.shared && count.version <= this.shared.version) return false;
+    const changed = this.shared?.held !== count.held;
+    this.shared = count;
+    return changed;
   }
 
   /** Follows ComfyUI's queue size through a WebSocket of its own; `changed` is told of every change. */
@@ -188,6 +213,9 @@ export class FleetBackend {
 
 interface Waiter {
   run: FleetRun;
+  signal: AbortSignal;
+  /** arrival order, kept when a waiter goes back after a refused reservation */
+  seq: number;
   resolve: (backend: FleetBackend) => void;
   reject: (err: unknown) => void;
 }
@@ -197,6 +225,8 @@ export interface FleetOptions {
   /** per URL; one value applies to all; default 2 */
   depths?: number[];
   client: ClientOptions;
+  /** places shared with other workers (scale-out); without one, this process's accounting is the whole truth */
+  ledger?: SlotLedger;
 }
 
 export class Fleet {
@@ -207,12 +237,26 @@ export class Fleet {
   readonly #listeners: (() => void)[] = [];
   #probing: Promise<void> | undefined;
   #turn = 0;
+  #seq = 0;
+  readonly #ledger: SlotLedger | undefined;
+  #sharedTimer: NodeJS.Timeout | undefined;
 
   constructor(options: FleetOptions) {
     this.backends = options.urls.map((url, index) => {
       const depth = options.depths?.[options.depths.length === 1 ? 0 : index] ?? DEFAULT_DEPTH;
-      return new FleetBackend(String(index), new ComfyUIClient(url, options.client), depth);
+      // Every worker names a backend alike, however its URL was written.
+      return new FleetBackend(String(index), new URL(url).href, new ComfyUIClient(url, options.client), depth);
     });
+    this.#ledger = options.ledger;
+    if (this.#ledger) {
+      this.#ledger.onChange((url, count) => {
+        const backend = this.backends.find((b) => b.url === url);
+        if (backend?.learn(count)) this.#changed();
+      });
+      this.#sharedTimer = setInterval(() => void this.#readShared(), SHARED_POLL_MS);
+      this.#sharedTimer.unref();
+      void this.#readShared();
+    }
   }
 
   /** Jobs the fleet can take now without one waiting: free slots of healthy backends, less runs already waiting. */
@@ -238,6 +282,8 @@ export class Fleet {
     return new Promise<FleetBackend>((resolve, reject) => {
       const waiter: Waiter = {
         run,
+        signal,
+        seq: this.#seq++,
         resolve: (backend) => {
           signal.removeEventListener('abort', onAbort);
           resolve(backend);
@@ -282,8 +328,80 @@ export class Fleet {
       this.#drop(waiter);
       backend.slots.add(waiter.run);
       this.#placedAt.set(waiter.run, Date.now());
-      waiter.resolve(backend);
+      if (this.#ledger) void this.#reserve(waiter, backend, this.#ledger);
+      else waiter.resolve(backend);
     }
+  }
+
+  /**
+   * Scale-out: the place chosen here must also be free across all workers. Refused (another worker
+   * took it first) or Redis unreachable, the run goes back to its turn among the waiting ones and
+   * the backend counts as full until the ledger says otherwise.
+   */
+  async #reserve(waiter: Waiter, backend: FleetBackend, ledger: SlotLedger): Promise<void> {
+    const token = randomUUID();
+    let ok = false;
+    try {
+      const result = await ledger.reserve(backend.url, token, this.#cap(backend, waiter.run));
+      backend.learn(result);
+      ok = result.ok;
+    } catch {
+      backend.shared = { held: backend.depth + 1, version: backend.shared?.version ?? 0 };
+    }
+    if (ok && !waiter.signal.aborted) {
+      backend.leases.set(waiter.run, token);
+      return waiter.resolve(backend);
+    }
+    backend.slots.delete(waiter.run);
+    if (ok) void ledger.release(backend.url, token).catch(() => undefined);
+    if (!waiter.signal.aborted) {
+      const at = this.#waiting.findIndex((w) => w.seq > waiter.seq);
+      this.#waiting.splice(at < 0 ? this.#waiting.length : at, 0, waiter);
+    }
+    this.#changed();
+  }
+
+  /** places a run may fill on a backend: its depth, one more for an urgent run */
+  #cap(backend: FleetBackend, run: FleetRun): number {
+    return backend.depth + (run.urgent ? 1 : 0);
+  }
+
+  /** Frees the run's place on the backend, and its lease; false if it held none. */
+  #vacate(run: FleetRun, backend: FleetBackend): boolean {
+    if (!backend.slots.delete(run)) return false;
+    const token = backend.leases.get(run);
+    if (token === undefined || !this.#ledger) return true;
+    backend.leases.delete(run);
+    // Counted free at once, so this release can start the next prompt (Redis still has the last word).
+    if (backend.shared) backend.shared = { ...backend.shared, held: Math.max(0, backend.shared.held - 1) };
+    // Unreachable Redis: the lease runs out on its own.
+    this.#ledger.release(backend.url, token).then(
+      (count) => {
+        if (backend.learn(count)) this.#changed();
+      },
+      () => undefined,
+    );
+    return true;
+  }
+
+  /** Re-reads the shared counts of every backend. */
+  async #readShared(): Promise<void> {
+    if (!this.#ledger) return;
+    try {
+      const counts = await this.#ledger.count(this.backends.map((b) => b.url));
+      let changed = false;
+      counts.forEach((count, i) => {
+        if (this.backends[i]!.learn(count, true)) changed = true;
+      });
+      if (changed) this.#changed();
+    } catch {
+      // Redis unreachable: nothing new is placed on the strength of an old count (see #reserve).
+    }
+  }
+
+  #changed(): void {
+    this.#dispatch();
+    this.#notify();
   }
 
   #bestFree(requirement: Requirement): FleetBackend | undefined {
@@ -311,7 +429,7 @@ export class Fleet {
     let best: FleetBackend | undefined;
     let bestKey: number[] = [];
     for (const b of this.backends) {
-      if (!b.healthy || b.can(requirement) === false || b.slots.size > b.depth || [...b.slots].some((run) => run.urgent)) continue;
+      if (!b.healthy || b.can(requirement) === false || b.slots.size > b.depth || (b.shared?.held ?? 0) > b.depth || [...b.slots].some((run) => run.urgent)) continue;
       const key = [b.free > 0 && b.slots.size === 0 ? 0 : this.#busyFor(b, fallback, now), b.slots.size];
       if (!best || compareTuples(key, bestKey) < 0) {
         best = b;
@@ -333,7 +451,7 @@ export class Fleet {
 
   /** The run's prompt finished executing (or the run ended): its slot goes to the next one. */
   release(run: FleetRun, backend: FleetBackend): void {
-    if (!backend.slots.delete(run)) return;
+    if (!this.#vacate(run, backend)) return;
     this.#dispatch();
     if (backend.free > 0 && this.#waiting.length === 0) void this.#steal(backend);
     this.#notify();
@@ -370,6 +488,16 @@ export class Fleet {
     if (!victim) return;
     target.slots.add(victim); // held while the move is tried
     this.#placedAt.set(victim, Date.now());
+    if (this.#ledger) {
+      const token = randomUUID();
+      const reserved = await this.#ledger.reserve(target.url, token, this.#cap(target, victim)).catch(() => undefined);
+      if (reserved) target.learn(reserved);
+      if (!reserved?.ok) {
+        target.slots.delete(victim);
+        return this.#changed();
+      }
+      target.leases.set(victim, token);
+    }
     let moved = false;
     try {
       moved = await victim.moveTo(target);
@@ -377,9 +505,8 @@ export class Fleet {
       moved = false;
     }
     if (!moved) {
-      target.slots.delete(victim);
-      this.#dispatch();
-      this.#notify();
+      this.#vacate(victim, target);
+      this.#changed();
     }
   }
 
@@ -407,7 +534,7 @@ export class Fleet {
 
   /** Called by a run whose prompt moved: its old slot is freed (the new one was held by #steal). */
   moved(run: FleetRun, from: FleetBackend): void {
-    from.slots.delete(run);
+    this.#vacate(run, from);
     this.#dispatch();
     this.#notify();
   }
@@ -443,8 +570,10 @@ export class Fleet {
     }
   }
 
-  close(): void {
+  async close(): Promise<void> {
+    clearInterval(this.#sharedTimer);
     for (const backend of this.backends) backend.close();
+    await this.#ledger?.close();
   }
 
   /** ETA of the n-th job (0-based) still to be placed, from measured render times and free slots. */

@@ -13,6 +13,7 @@ import {
 } from '../renderer.js';
 import { ComfyUIClient, MESSAGES, type HistoryEntry, type OutputFile } from './client.js';
 import { Fleet, type FleetBackend, type FleetRun, type Requirement } from './fleet.js';
+import type { SlotLedger } from './slot-leases.js';
 import { buildWorkflow, ROLES, type Workflow } from './workflow.js';
 
 export interface ComfyUIRendererOptions {
@@ -34,6 +35,8 @@ export interface ComfyUIRendererOptions {
   maxOutputBytes?: number;
   /** prompts each backend is kept deep, per URL (one value: all); default 2 */
   depths?: number[];
+  /** places shared with other workers (scale-out), so the depths hold across processes */
+  ledger?: SlotLedger;
 }
 
 const DEFAULTS = {
@@ -720,6 +723,7 @@ export class ComfyUIRenderer implements Renderer {
     this.fleet = new Fleet({
       urls: options.urls,
       depths: options.depths,
+      ledger: options.ledger,
       client: {
         timeoutMs: requestTimeoutMs,
         downloadTimeoutMs: options.downloadTimeoutMs ?? DEFAULTS.downloadTimeoutMs,
@@ -774,12 +778,12 @@ export class ComfyUIRenderer implements Renderer {
     return { name: this.name, ok: backends.some((b) => b.ok), backends };
   }
 
-  /** Stops the probe timer and any render still running (interrupting it on ComfyUI). */
+  /** Stops the probe timer and any render still running (interrupting it on ComfyUI), then gives its places back. */
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    this.fleet.close();
     for (const run of this.runs.keys()) run.stop('closed');
     await Promise.all(this.runs.values());
+    await this.fleet.close();
   }
 }
