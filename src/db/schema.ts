@@ -76,11 +76,18 @@ export interface ApiKeysTable {
   revoked_at: string | null;
 }
 
+/** Every state a job is in, in the order it moves through them (the one list; routes and metrics derive theirs). */
+export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+export type JobStatus = (typeof JOB_STATUSES)[number];
+/** What a job makes. */
+export const JOB_TYPES = ['image', 'video'] as const;
+export type JobType = (typeof JOB_TYPES)[number];
+
 export interface JobsTable {
   id: string;
   user_id: string;
-  type: 'image' | 'video';
-  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+  type: JobType;
+  status: JobStatus;
   prompt: string;
   negative_prompt: string;
   /** JSON: width, height, seed, steps, frames, fps, style */

@@ -3,12 +3,12 @@ import type { UrlSigner } from '../assets/signed-urls.js';
 import type { Auditor } from '../audit/events.js';
 import type { Store } from '../db/database.js';
 import { conflict } from '../http/problem.js';
-import { decodeCursor, encodeCursor } from '../production/cursor.js';
+import { decodeCursor, encodeCursor } from '../http/pagination.js';
 import { parseParams } from '../production/params.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
-import { assetsOf, type JobType } from '../production/store.js';
+import { assetsOf } from '../assets/store.js';
 import { assetView, type JobView } from '../production/views.js';
-import { listPublished, setVisibility, type Visibility } from './store.js';
+import { listPublished, setVisibility, type JobType, type Visibility } from '../production/store.js';
 
 /** Publishing results and showing them: public to everyone, members-only to signed-in users. */
 export class GalleryService {

@@ -1,7 +1,8 @@
 import { Redis } from 'ioredis';
 import type { Store } from '../db/database.js';
 import { sessionsRevokedSince, usersChangedSince } from './store.js';
-import type { AccessClaims, Role } from './tokens.js';
+import type { Role } from '../access/principal.js';
+import type { AccessClaims } from './tokens.js';
 
 /** A change that must end access tokens before they expire. `at` is epoch milliseconds. */
 export type RevocationEvent =

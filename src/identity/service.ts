@@ -11,7 +11,8 @@ import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwo
 import type { RevocationPublisher } from './revocations.js';
 import * as db from './store.js';
 import type { LoginThrottle, ThrottleKey } from './throttle.js';
-import { issueAccessToken, type AccessTokenVerifier, type Role } from './tokens.js';
+import type { Role } from '../access/principal.js';
+import { issueAccessToken, type AccessTokenVerifier } from './tokens.js';
 import {
   checkTotp,
   hashRecoveryCode,

@@ -1,16 +1,6 @@
 import type { Kysely } from 'kysely';
 import type { Database } from '../db/schema.js';
 
-/** Bytes of results a user keeps (originals; thumbnails are small and not counted). */
-export async function storedBytes(db: Kysely<Database>, userId: string): Promise<number> {
-  const row = await db
-    .selectFrom('assets')
-    .select((eb) => eb.fn.sum<number | string>('byte_size').as('bytes'))
-    .where('user_id', '=', userId)
-    .executeTakeFirst();
-  return Number(row?.bytes ?? 0);
-}
-
 export async function findStorageOverride(db: Kysely<Database>, userId: string): Promise<number | null> {
   const row = await db.selectFrom('user_quotas').select('storage_bytes').where('user_id', '=', userId).executeTakeFirst();
   return row?.storage_bytes === null || row?.storage_bytes === undefined ? null : Number(row.storage_bytes);
@@ -54,13 +44,6 @@ export async function expiredEndedJobs(db: Kysely<Database>, before: string, lim
     .limit(limit)
     .execute();
   return rows.map((row) => row.id);
-}
-
-/** Of these storage keys, the ones an asset row still names. */
-export async function knownStorageKeys(db: Kysely<Database>, jobIds: string[]): Promise<Set<string>> {
-  if (jobIds.length === 0) return new Set();
-  const rows = await db.selectFrom('assets').select('storage_key').where('job_id', 'in', jobIds).execute();
-  return new Set(rows.map((row) => row.storage_key));
 }
 
 /**

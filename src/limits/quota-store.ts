@@ -19,22 +19,3 @@ export async function saveUserQuota(db: Kysely<Database>, row: UserQuotasTable):
     )
     .execute();
 }
-
-export async function userExists(db: Kysely<Database>, userId: string): Promise<boolean> {
-  const row = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
-  return row !== undefined;
-}
-
-/** Jobs of a user that hold a slot (queued or running), and jobs created since `since`. */
-export async function countUserJobs(db: Kysely<Database>, userId: string, since: string): Promise<{ active: number; today: number }> {
-  const row = await db
-    .selectFrom('jobs')
-    .select((eb) => [
-      eb.fn.sum<number>(eb.case().when('status', 'in', ['queued', 'running']).then(1).else(0).end()).as('active'),
-      eb.fn.sum<number>(eb.case().when('created_at', '>=', since).then(1).else(0).end()).as('today'),
-    ])
-    .where('user_id', '=', userId)
-    .where((eb) => eb.or([eb('status', 'in', ['queued', 'running']), eb('created_at', '>=', since)]))
-    .executeTakeFirst();
-  return { active: Number(row?.active ?? 0), today: Number(row?.today ?? 0) };
-}

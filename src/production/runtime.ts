@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
+import { UrlSigner } from '../assets/signed-urls.js';
+import { loadUrlSigningKey } from '../config/local-secrets.js';
 import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import { StoreOutage } from '../db/outage.js';
-import { Housekeeping } from '../lifecycle/housekeeping.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
@@ -38,6 +38,17 @@ export interface ProductionOptions {
   renderer?: Renderer;
   /** where store outages are logged once (the app's); by default one of its own */
   outage?: StoreOutage;
+  /** the asset storage and URL signer to use (the assets capability's); by default ones of its own, closed on stop */
+  storage?: { assets: AssetStorage; signer: UrlSigner };
+  /** the periodic clean-up a worker runs over the storage it writes (lifecycle's housekeeping) */
+  housekeeping?: (storage: AssetStorage) => Sweeper;
+}
+
+/** A periodic clean-up: one pass now, then on a timer until stopped. */
+export interface Sweeper {
+  sweep(): Promise<unknown>;
+  start(): void;
+  stop(): Promise<void>;
 }
 
 /**
@@ -47,8 +58,8 @@ export interface ProductionOptions {
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
   const renderer = options.renderer ?? createRenderer(config);
-  const assets = new AssetStorage(openObjectStore(config));
-  const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
+  const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
+  const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
   const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
   const events = redis ? new RedisJobEvents(redis) : new JobEvents();
   const bullQueue = redis ? new BullMQQueue(store, redis) : null;
@@ -96,7 +107,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     host = null;
     await closing?.close();
   };
-  let housekeeping: Housekeeping | null = null;
+  let housekeeping: Sweeper | null = null;
 
   return {
     queue,
@@ -108,9 +119,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     async start() {
       if (!worker) return;
       // Workers are the ones writing assets, so they sweep what killed writers left, orphans and expired jobs.
-      housekeeping = new Housekeeping({ store, storage: assets, settings: config.assets, log });
-      await housekeeping.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
-      housekeeping.start();
+      housekeeping = options.housekeeping?.(assets) ?? null;
+      await housekeeping?.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
+      housekeeping?.start();
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
@@ -122,7 +133,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();
       ownOutage?.close();
-      await assets.close();
+      if (!options.storage) await assets.close();
     },
   };
 }

@@ -7,15 +7,15 @@ import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { HttpProblem, badRequest, conflict, notFound } from '../http/problem.js';
 import type { Renderer, RendererHealth } from '../renderers/renderer.js';
-import { decodeCursor, encodeCursor, UUID } from './cursor.js';
+import { decodeCursor, encodeCursor, UUID } from '../http/pagination.js';
 import type { JobEvents } from './events.js';
 import { IDEMPOTENCY_KEY, normalise, type GenerateBody } from './params.js';
 import type { JobQueue } from './queue.js';
+import { assetsOf } from '../assets/store.js';
+import { countUsers } from '../identity/store.js';
 import {
-  assetsOf,
   cancelJob,
   countByStateAndType,
-  countUsers,
   findJob,
   findJobByKey,
   insertJob,

@@ -1,7 +1,8 @@
 import { Type, type Static } from 'typebox';
 import type { UrlSigner } from '../assets/signed-urls.js';
 import { parseParams } from './params.js';
-import type { AssetRow, JobRow } from './store.js';
+import type { AssetRow } from '../assets/store.js';
+import type { JobRow } from './store.js';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 

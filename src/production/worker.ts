@@ -20,9 +20,9 @@ import {
   recoverExpired,
   releaseJob,
   renewLease,
-  type AssetRow,
   type JobRow,
 } from './store.js';
+import type { AssetRow } from '../assets/store.js';
 
 export interface WorkerOptions {
   store: Store;

@@ -1,7 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_LIMITS } from '../../src/config/config.js';
-import type { Store } from '../../src/db/database.js';
-import { Metrics } from '../../src/limits/metrics.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { limitTestRoutes } from './routes.js';
@@ -195,7 +194,7 @@ describeEachDialect('metrics without a metrics token', (dialect) => {
 
 describe('request latency histogram', () => {
   it('counts each request in its bucket, cumulative in the text, with its sum and count', async () => {
-    const metrics = new Metrics({} as Store);
+    const metrics = new Metrics();
     for (const seconds of [0.0005, 0.001, 0.003, 20]) metrics.observeRequest('GET', '/api/anime/jobs/:id', 200, seconds);
     metrics.observeRequest('POST', '/api/anime/generate', 429, 0.002);
     const text = await metrics.registry.getSingleMetricAsString('celforge_http_request_duration_seconds');

@@ -3,7 +3,7 @@ import { Type } from 'typebox';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { notFound } from '../../http/problem.js';
-import { userExists } from '../../limits/quota-store.js';
+import { userExists } from '../../identity/store.js';
 import { decayedUsage, DEFAULT_POLICY, findShare, saveShare, type ShareSetting } from './fair-share.js';
 
 const Setting = Type.Object(

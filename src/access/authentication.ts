@@ -1,8 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { ApiKeyScope, AuthMode, Principal, RouteAccess } from '../access/principal.js';
-import type { Role } from '../identity/tokens.js';
-import { HttpProblem } from './problem.js';
+import type { ApiKeyScope, AuthMode, Principal, Role, RouteAccess } from './principal.js';
+import { HttpProblem } from '../http/problem.js';
 
 /** Rate-limit classes a route belongs to (the limits plugin reads them). */
 export type RateClass = 'signin' | 'generation' | 'read' | 'write' | 'admin';
