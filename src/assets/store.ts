@@ -39,3 +39,17 @@ export async function knownStorageKeys(db: Kysely<Database>, jobIds: string[]): 
   const rows = await db.selectFrom('assets').select('storage_key').where('job_id', 'in', jobIds).execute();
   return new Set(rows.map((row) => row.storage_key));
 }
+
+/** The storage keys of these jobs' results, or of all a user's results. */
+export async function storageKeysOf(db: Kysely<Database>, of: { jobIds: string[] } | { userId: string }): Promise<string[]> {
+  if ('jobIds' in of && of.jobIds.length === 0) return [];
+  const query = db.selectFrom('assets').select('storage_key');
+  const rows = await ('jobIds' in of ? query.where('job_id', 'in', of.jobIds) : query.where('user_id', '=', of.userId)).execute();
+  return rows.map((row) => row.storage_key);
+}
+
+export async function deleteAssetRows(db: Kysely<Database>, of: { jobIds: string[] } | { userId: string }): Promise<void> {
+  if ('jobIds' in of && of.jobIds.length === 0) return;
+  const query = db.deleteFrom('assets');
+  await ('jobIds' in of ? query.where('job_id', 'in', of.jobIds) : query.where('user_id', '=', of.userId)).execute();
+}

@@ -80,7 +80,7 @@ export function normaliseEmail(email: string): string {
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const iso = (ms = Date.now()) => new Date(ms).toISOString();
 
-/** Users, passwords, sessions, refresh tokens, second factors: the rules of §5 and §6. */
+/** Users, passwords, sessions, refresh tokens, second factors: the rules of signing in and staying signed in. */
 export class IdentityService {
   constructor(private readonly deps: IdentityDeps) {}
 

@@ -197,3 +197,21 @@ export async function spendRefreshToken(db: Kysely<Database>, tokenHash: string,
 export async function touchSession(db: Kysely<Database>, id: string, now: string): Promise<void> {
   await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
 }
+
+/**
+ * What deleting an account leaves of the user: sessions (refresh tokens go with them) and recovery
+ * codes are deleted; the user row stays as a disabled tombstone without email or password, so the
+ * audit trail's actor ids still name someone and every instance (also one started later) refuses
+ * the user's tokens.
+ */
+export async function tombstoneUser(db: Kysely<Database>, userId: string, now: string): Promise<void> {
+  const sessions = db.selectFrom('sessions').select('id').where('user_id', '=', userId);
+  await db.deleteFrom('refresh_tokens').where('session_id', 'in', sessions).execute();
+  await db.deleteFrom('sessions').where('user_id', '=', userId).execute();
+  await db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+  await db
+    .updateTable('users')
+    .set({ email: `deleted-${userId}@deleted.invalid`, password_hash: '!', disabled: 1, totp_secret: null, totp_enabled: 0, totp_last_step: null, updated_at: now })
+    .where('id', '=', userId)
+    .execute();
+}

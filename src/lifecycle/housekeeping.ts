@@ -4,7 +4,8 @@ import { ownerOfKey, STALE_TEMP_MS, type AssetStorage } from '../assets/storage.
 import type { Store } from '../db/database.js';
 import { removeObjects } from './service.js';
 import { knownStorageKeys } from '../assets/store.js';
-import { deleteJobRows, expiredEndedJobs } from './store.js';
+import { expiredEndedJobs } from '../production/store.js';
+import { deleteJobRows } from './store.js';
 
 export interface SweepReport {
   /** temporary files and unfinished uploads of killed writers */

@@ -11,7 +11,8 @@ import { findUserById } from '../identity/store.js';
 import { UUID } from '../http/pagination.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
 import { storedBytes } from '../assets/store.js';
-import { deleteAccountRows, deleteJobRows, findStorageOverride, saveStorageOverride } from './store.js';
+import { findStorageOverride, saveStorageOverride } from '../limits/quota-store.js';
+import { deleteAccountRows, deleteJobRows } from './store.js';
 
 export interface StorageView {
   used_bytes: number;

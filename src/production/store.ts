@@ -321,3 +321,27 @@ export function listPublished(db: Kysely<Database>, filter: GalleryFilter) {
   }
   return query.orderBy('published_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
 }
+
+// ---------------------------------------------------------------------------------------------
+// deletion (lifecycle composes it with the assets and share links of the same jobs)
+
+export async function jobIdsOf(db: Kysely<Database>, userId: string): Promise<string[]> {
+  return (await db.selectFrom('jobs').select('id').where('user_id', '=', userId).execute()).map((row) => row.id);
+}
+
+/** Failed and canceled jobs that finished before `before`, oldest first. */
+export async function expiredEndedJobs(db: Kysely<Database>, before: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', 'in', ['failed', 'canceled'] satisfies JobStatus[])
+    .where('finished_at', '<', before)
+    .orderBy('finished_at')
+    .limit(limit)
+    .execute();
+  return rows.map((row) => row.id);
+}
+
+export async function deleteJobs(db: Kysely<Database>, jobIds: string[]): Promise<void> {
+  if (jobIds.length > 0) await db.deleteFrom('jobs').where('id', 'in', jobIds).execute();
+}
