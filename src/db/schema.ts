@@ -1,3 +1,5 @@
+import { Type, type Static } from 'typebox';
+
 /** Times are ISO-8601 UTC text in both dialects; flags are 0/1 integers. */
 export interface Database {
   users: UsersTable;
@@ -76,12 +78,19 @@ export interface ApiKeysTable {
   revoked_at: string | null;
 }
 
-/** Every state a job is in, in the order it moves through them (the one list; routes and metrics derive theirs). */
-export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
-export type JobStatus = (typeof JOB_STATUSES)[number];
+/** Every state a job is in, in the order it moves through them: the one list (route schemas, types, metrics). */
+export const JobStatusSchema = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('canceled'),
+]);
+export type JobStatus = Static<typeof JobStatusSchema>;
+export const JOB_STATUSES: readonly JobStatus[] = JobStatusSchema.anyOf.map((literal) => literal.const);
 /** What a job makes. */
-export const JOB_TYPES = ['image', 'video'] as const;
-export type JobType = (typeof JOB_TYPES)[number];
+export const JobTypeSchema = Type.Union([Type.Literal('image'), Type.Literal('video')]);
+export type JobType = Static<typeof JobTypeSchema>;
 
 export interface JobsTable {
   id: string;

@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { contextOf } from '../production/routes.js';
+import { JobTypeSchema } from '../db/schema.js';
 import { AssetView, JobView } from '../production/views.js';
 import type { GalleryService } from './service.js';
 
@@ -11,13 +12,13 @@ const Query = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    type: Type.Optional(Type.Union([Type.Literal('image'), Type.Literal('video')])),
+    type: Type.Optional(JobTypeSchema),
   },
   { additionalProperties: false },
 );
 const Item = Type.Object({
   job_id: Type.String(),
-  type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
+  type: JobTypeSchema,
   prompt: Type.String(),
   width: Type.Integer(),
   height: Type.Integer(),

@@ -3,24 +3,17 @@ import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
 import { GenerateBody } from './params.js';
+import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
 import type { ProductionService, RequestContext } from './service.js';
 import { JobPage, JobView } from './views.js';
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
-const Status = Type.Union([
-  Type.Literal('queued'),
-  Type.Literal('running'),
-  Type.Literal('succeeded'),
-  Type.Literal('failed'),
-  Type.Literal('canceled'),
-]);
-const Kind = Type.Union([Type.Literal('image'), Type.Literal('video')]);
 const ListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    status: Type.Optional(Status),
-    type: Type.Optional(Kind),
+    status: Type.Optional(JobStatusSchema),
+    type: Type.Optional(JobTypeSchema),
   },
   { additionalProperties: false },
 );

@@ -2,22 +2,19 @@ import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely'
 import type { Store } from '../db/database.js';
 import { insertAssets, type AssetRow } from '../assets/store.js';
 import type { Database, JobsTable, JobStatus, JobType } from '../db/schema.js';
+import type { Cursor } from '../http/pagination.js';
 
 export type JobRow = Selectable<JobsTable>;
 export type { JobStatus, JobType } from '../db/schema.js';
 
 export const ACTIVE: JobStatus[] = ['queued', 'running'];
 
-export interface PageKey {
-  at: string;
-  id: string;
-}
 
 export interface JobFilter {
   userId: string;
   status?: JobStatus;
   type?: JobType;
-  after?: PageKey;
+  after?: Cursor;
   limit: number;
 }
 
@@ -301,7 +298,7 @@ export async function setVisibility(db: Kysely<Database>, id: string, visibility
 export interface GalleryFilter {
   visibilities: Visibility[];
   type?: JobRow['type'];
-  after?: { at: string; id: string };
+  after?: Cursor;
   limit: number;
 }
 

@@ -1,6 +1,7 @@
 import { Type, type Static } from 'typebox';
 import type { UrlSigner } from '../assets/signed-urls.js';
 import { parseParams } from './params.js';
+import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
 import type { AssetRow } from '../assets/store.js';
 import type { JobRow } from './store.js';
 
@@ -18,14 +19,8 @@ export const AssetView = Type.Object({
 
 export const JobView = Type.Object({
   job_id: Type.String(),
-  type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
-  status: Type.Union([
-    Type.Literal('queued'),
-    Type.Literal('running'),
-    Type.Literal('succeeded'),
-    Type.Literal('failed'),
-    Type.Literal('canceled'),
-  ]),
+  type: JobTypeSchema,
+  status: JobStatusSchema,
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   prompt: Type.String(),
   negative_prompt: Type.String(),
