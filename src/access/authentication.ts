@@ -76,6 +76,15 @@ export function unauthorized(detail: string, error: 'invalid_token' | 'invalid_r
 }
 
 /**
+ * The caller of a route that needs a credential: the authentication hook set it before any
+ * handler runs, so this only narrows (and answers 401 should a route be mounted without the hook).
+ */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw unauthorized('Sign in to use this.', 'invalid_request');
+  return request.principal;
+}
+
+/**
  * Reads `Authorization: <scheme> <token>` (scheme case-insensitive, RFC 7235) or `X-API-Key`.
  * Anything but exactly one scheme and one token, or both headers at once, is refused.
  */

@@ -4,6 +4,7 @@ import { contextOf } from '../production/routes.js';
 import { JobTypeSchema } from '../db/schema.js';
 import { AssetView, JobView } from '../production/views.js';
 import type { GalleryService } from './service.js';
+import { principalOf } from '../access/authentication.js';
 
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Visibility = Type.Union([Type.Literal('public'), Type.Literal('members')]);
@@ -36,13 +37,13 @@ export const galleryRoutes: FastifyPluginAsyncTypebox<{ service: GalleryService 
       config: { rateClass: 'write', critical: true, scope: 'gallery:publish' },
       schema: { tags: ['gallery'], params: Params, body: PublishBody, response: { 200: JobView } },
     },
-    async (request) => service.publish(request.principal!, request.params.id, request.body.visibility, contextOf(request)),
+    async (request) => service.publish(principalOf(request), request.params.id, request.body.visibility, contextOf(request)),
   );
 
   app.delete(
     '/jobs/:id/publish',
     { config: { rateClass: 'write', critical: true, scope: 'gallery:publish' }, schema: { tags: ['gallery'], params: Params, response: { 200: JobView } } },
-    async (request) => service.publish(request.principal!, request.params.id, null, contextOf(request)),
+    async (request) => service.publish(principalOf(request), request.params.id, null, contextOf(request)),
   );
 
   app.get(

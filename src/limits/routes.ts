@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import type { QuotaService } from './quotas.js';
+import { principalOf } from '../access/authentication.js';
 
 const Limits = Type.Object({ active_jobs: Type.Integer(), jobs_per_day: Type.Integer() });
 const Override = Type.Object(
@@ -38,6 +39,6 @@ export async function quotaRoutes(app: FastifyInstance, options: { quotas: Quota
       schema: { tags: ['admin'], params: UserParams, body: Override, response: { 200: QuotaAnswer } },
     },
     async (request) =>
-      quotas.setOverride(request.params.id, request.body, { actorId: request.principal!.userId, ip: request.ip, requestId: request.id }),
+      quotas.setOverride(request.params.id, request.body, { actorId: principalOf(request).userId, ip: request.ip, requestId: request.id }),
   );
 }

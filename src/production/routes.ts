@@ -6,6 +6,7 @@ import { GenerateBody } from './params.js';
 import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
 import type { ProductionService, RequestContext } from './service.js';
 import { JobPage, JobView } from './views.js';
+import { principalOf } from '../access/authentication.js';
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const ListQuery = Type.Object(
@@ -83,7 +84,7 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
     },
     async (request, reply) => {
       const key = request.headers['idempotency-key'];
-      const { job, replayed } = await service.generate(request.principal!, request.body, typeof key === 'string' ? key : undefined, contextOf(request));
+      const { job, replayed } = await service.generate(principalOf(request), request.body, typeof key === 'string' ? key : undefined, contextOf(request));
       reply.header('location', `/api/anime/jobs/${job.job_id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(replayed ? 200 : 202).send(job);
@@ -93,28 +94,28 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
   app.get(
     '/jobs',
     { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], querystring: ListQuery, response: { 200: JobPage } } },
-    async (request) => service.list(request.principal!, request.query),
+    async (request) => service.list(principalOf(request), request.query),
   );
 
   for (const url of ['/jobs/:id', '/generation/:id/status']) {
     app.get(
       url,
       { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
-      async (request) => service.get(request.principal!, request.params.id),
+      async (request) => service.get(principalOf(request), request.params.id),
     );
   }
 
   app.post(
     '/jobs/:id/cancel',
     { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
-    async (request) => service.cancel(request.principal!, request.params.id, contextOf(request)),
+    async (request) => service.cancel(principalOf(request), request.params.id, contextOf(request)),
   );
 
   app.get(
     '/jobs/:id/events',
     { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams } },
     async (request, reply) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const job = await service.ownJob(principal, request.params.id);
       // Listen first, then read the state, so no change falls between the two.
       const pending: JobEvent[] = [];
