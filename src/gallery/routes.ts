@@ -1,6 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
 import { JobTypeSchema } from '../db/schema.js';
 import { AssetView, JobView } from '../production/views.js';
 import type { GalleryService } from './service.js';

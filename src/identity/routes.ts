@@ -3,6 +3,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
+import { paginate } from '../http/pagination.js';
+import { contextOf } from '../http/request-context.js';
 import { HttpProblem, notFound } from '../http/problem.js';
 import { publicJwks, type SigningKeySet } from './keys.js';
 import type { RevocationView } from './revocations.js';
@@ -56,10 +58,8 @@ const UserView = Type.Object({
 
 const Revoked = Type.Object({ revoked: Type.Integer() });
 
-export function context(request: FastifyRequest): RequestContext {
-  const agent = request.headers['user-agent'];
-  return { ip: request.ip, requestId: String(request.id), userAgent: typeof agent === 'string' ? agent : undefined };
-}
+/** Where the request came from (what sessions and the audit trail record). */
+export const context = contextOf;
 
 const userView = (u: UserRow) => ({
   id: u.id,
@@ -322,8 +322,9 @@ const adminRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityService }> = as
     async (request) => {
       const query = request.query;
       const limit = query.limit ?? 50;
-      const users = await identity.listUsers({ after: query.after, limit });
-      return { items: users.map(userView), next: users.length === limit ? users[users.length - 1]!.email : null };
+      const users = await identity.listUsers({ after: query.after, limit: limit + 1 });
+      const { page, next } = paginate(users, limit, (last) => last.email);
+      return { items: page.map(userView), next };
     },
   );
 

@@ -12,6 +12,7 @@ import type { RevocationPublisher } from './revocations.js';
 import * as db from './store.js';
 import type { LoginThrottle, ThrottleKey } from './throttle.js';
 import type { Role } from '../access/principal.js';
+import type { RequestContext } from '../http/request-context.js';
 import { issueAccessToken, type AccessTokenVerifier } from './tokens.js';
 import {
   checkTotp,
@@ -34,11 +35,7 @@ const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/;
 const CODE = /^[0-9]{6}$/;
 
 /** Where a request came from, for the audit trail and throttling. */
-export interface RequestContext {
-  ip: string;
-  requestId: string;
-  userAgent?: string;
-}
+export type { RequestContext } from '../http/request-context.js';
 
 export interface TokenPair {
   access_token: string;

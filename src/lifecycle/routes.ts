@@ -3,7 +3,7 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from 'typebox';
 import { addRouteHook } from '../http/route-hooks.js';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
 import type { LifecycleService } from './service.js';
 import { principalOf } from '../access/authentication.js';
 

@@ -4,7 +4,8 @@ import { Type } from 'typebox';
 import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
 import { GenerateBody } from './params.js';
 import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
-import type { ProductionService, RequestContext } from './service.js';
+import { contextOf } from '../http/request-context.js';
+import type { ProductionService } from './service.js';
 import { JobPage, JobView } from './views.js';
 import { principalOf } from '../access/authentication.js';
 
@@ -53,9 +54,7 @@ const Stats = Type.Object({
   gpu_seconds_by_user: Type.Array(Type.Object({ user_id: Type.String(), gpu_seconds: Type.Number() })),
 });
 
-export function contextOf(request: FastifyRequest): RequestContext {
-  return { ip: request.ip, requestId: String(request.id) };
-}
+export { contextOf } from '../http/request-context.js';
 
 const HEARTBEAT_MS = 15_000;
 /** what a stream's last event asks the client to wait before reconnecting when the server goes away */

@@ -8,6 +8,7 @@ import type { Database } from '../db/schema.js';
 import { HttpProblem, badRequest, conflict, notFound } from '../http/problem.js';
 import type { Renderer, RendererHealth } from '../renderers/renderer.js';
 import { decodeCursor, encodeCursor, paginate, UUID } from '../http/pagination.js';
+import type { RequestContext } from '../http/request-context.js';
 import type { JobEvents } from './events.js';
 import { IDEMPOTENCY_KEY, normalise, type GenerateBody } from './params.js';
 import type { JobQueue } from './queue.js';
@@ -29,10 +30,7 @@ import { gpuSecondsByUser, queuedAhead } from './fleet/fair-share.js';
 import { jobView, type JobPage, type JobView } from './views.js';
 
 /** Where a request came from, for the audit trail. */
-export interface RequestContext {
-  ip: string;
-  requestId: string;
-}
+export type { RequestContext } from '../http/request-context.js';
 
 export interface ListQuery {
   limit?: number;

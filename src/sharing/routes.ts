@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { deliverAsset, type DeliveryOptions } from '../assets/routes.js';
 import { notFound } from '../http/problem.js';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
 import { MAX_SHARE_SECONDS, MIN_SHARE_SECONDS, type ShareService } from './service.js';
 import { principalOf } from '../access/authentication.js';
 
