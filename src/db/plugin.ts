@@ -30,7 +30,7 @@ export const storePlugin = fp(
     const { config } = options;
     const store = options.store ?? openStore(config);
     await migrate(store);
-    const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix) : null;
+    const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix, app.log) : null;
     const outage = new StoreOutage(store, app.log);
     app.decorate('config', config);
     app.decorate('store', store);

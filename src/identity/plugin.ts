@@ -110,6 +110,7 @@ export const identity = fp(
       dummyHash: await hashPassword(randomBytes(16).toString('hex')),
       tokenCache: remote ? undefined : verifier,
       apiKeys,
+      signinFailed: (reason) => app.metrics.signinFailed(reason),
     });
     // User changes this instance learns of from elsewhere (the store resync after `celforge user …`,
     // the feed) reach the key cache too.

@@ -1,5 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Store } from '../db/database.js';
+import { reportErrors } from '../db/redis.js';
 import { sessionsRevokedSince, usersChangedSince } from './store.js';
 import type { Role } from '../access/principal.js';
 import type { AccessClaims } from './tokens.js';
@@ -153,7 +154,8 @@ export async function redisPublisher(options: {
   const { view, shared, store, onError } = options;
   const channel = `${options.prefix}revocations`;
   const subscriber = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null, connectTimeout: 2000 });
-  subscriber.on('error', () => {});
+  // once per outage, not once per reconnect attempt
+  reportErrors(subscriber, { warn: (details) => onError((details as { err?: unknown }).err) }, 'revocations (subscribe)');
   view.setReady(false);
   const resync = async () => {
     try {

@@ -59,6 +59,8 @@ export interface IdentityDeps {
   tokenCache?: Pick<AccessTokenVerifier, 'remember'>;
   /** drops the user's cached API-key rows on every instance, and resolves once they have */
   apiKeys?: { evictUserKeys(userId: string): Promise<void> };
+  /** counts a refused sign-in (celforge_signin_failures_total); a second-factor prompt is not one */
+  signinFailed?: (reason: 'credentials' | 'disabled' | 'otp' | 'throttled') => void;
 }
 
 const invalidCredentials = () =>
@@ -214,6 +216,7 @@ export class IdentityService {
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
       this.audit({ action: 'auth.login', outcome: 'denied', target: email, detail: { reason: 'throttled' } }, ctx);
+      this.deps.signinFailed?.('throttled');
       throw new HttpProblem(429, 'login-throttled', 'Too many sign-in attempts; wait before trying again.', {
         headers: { 'retry-after': String(gate.retryAfterSeconds) },
         extensions: { retry_after: gate.retryAfterSeconds },
@@ -228,6 +231,7 @@ export class IdentityService {
         { action: 'auth.login', outcome: 'failure', actorId: user?.id ?? null, target: email, detail: { reason: !user ? 'unknown' : !passwordOk ? 'password' : 'disabled' } },
         ctx,
       );
+      this.deps.signinFailed?.(user && passwordOk ? 'disabled' : 'credentials');
       throw invalidCredentials();
     }
     let mfa = false;
@@ -240,6 +244,7 @@ export class IdentityService {
       }
       if (!(await this.checkSecondFactor(user, input.otp))) {
         this.audit({ action: 'auth.login', outcome: 'failure', actorId: user.id, target: email, detail: { reason: 'otp' } }, ctx);
+        this.deps.signinFailed?.('otp');
         throw invalidCredentials();
       }
       mfa = true;

@@ -60,7 +60,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const renderer = options.renderer ?? createRenderer(config);
   const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
   const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
-  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
+  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix, log } : null;
   const events = redis ? new RedisJobEvents(redis) : new JobEvents();
   const bullQueue = redis ? new BullMQQueue(store, redis) : null;
   const localQueue = redis ? null : new LocalQueue(store);
