@@ -9,7 +9,7 @@ import type { ProductionService } from './service.js';
 import { JobPage, JobView } from './views.js';
 import { principalOf } from '../access/authentication.js';
 
-const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
+const JobIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const ListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
@@ -99,20 +99,20 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
   for (const url of ['/jobs/:id', '/generation/:id/status']) {
     app.get(
       url,
-      { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+      { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobIdParams, response: { 200: JobView } } },
       async (request) => service.get(principalOf(request), request.params.id),
     );
   }
 
   app.post(
     '/jobs/:id/cancel',
-    { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
+    { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobIdParams, response: { 200: JobView } } },
     async (request) => service.cancel(principalOf(request), request.params.id, contextOf(request)),
   );
 
   app.get(
     '/jobs/:id/events',
-    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams } },
+    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobIdParams } },
     async (request, reply) => {
       const principal = principalOf(request);
       const job = await service.ownJob(principal, request.params.id);
