@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Store } from '../db/database.js';
 import { reportErrors } from '../db/redis.js';
@@ -179,7 +180,7 @@ export async function redisPublisher(options: {
   });
   // A Redis that is down at start does not block start-up: the view stays unavailable (503) until it is back.
   void subscriber.connect().catch(onError);
-  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await sleep(50);
   view.resyncEvery(store, 30_000, onError);
   return {
     async publish(event) {
