@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { pino } from 'pino';
 import type { FastifyInstance } from 'fastify';
 import { checkExpected, checkpointKey, parseExpectedHead, readCheckpoints, type ExpectedRow } from './audit/anchor.js';
-import { loadUrlSigningKey } from './assets/signed-urls.js';
+import { loadUrlSigningKey } from './config/local-secrets.js';
 import { exportTrail, pruneTrail, verifyTrail } from './audit/service.js';
 import { ConfigError, parseDuration, type Config } from './config/config.js';
 import { completeSecrets, resolveConfig } from './config/secrets.js';
@@ -71,7 +71,8 @@ async function worker(args: string[], config: Config): Promise<number> {
   await migrate(store);
   const log = pino({ level: config.logLevel === 'silent' ? 'silent' : config.logLevel });
   const { createProduction } = await import('./production/runtime.js');
-  const production = await createProduction(config, store, log, { worker: true });
+  const { housekeepingFor } = await import('./lifecycle/housekeeping.js');
+  const production = await createProduction(config, store, log, { worker: true, housekeeping: housekeepingFor(store, config.assets, log) });
   await production.start();
   const stop = async (signal: string) => {
     log.info({ signal }, 'worker shutting down: no new jobs, running ones go back to the queue');

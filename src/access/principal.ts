@@ -1,4 +1,5 @@
-import type { Role } from '../identity/tokens.js';
+/** What a user may do beyond their own work: the policy vocabulary every capability shares. */
+export type Role = 'admin' | 'user';
 
 /** Who is calling, once authenticated. */
 export interface Principal {

@@ -11,7 +11,7 @@ import {
   verifyRequestSignature,
   type ReplayGuard,
   type SignatureFailure,
-} from '../identity/signatures.js';
+} from './http-signatures.js';
 
 /** Remembers used signatures in Redis, shared by every instance: one atomic `SET NX EX`. */
 export class RedisReplayGuard implements ReplayGuard {

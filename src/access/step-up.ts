@@ -5,7 +5,7 @@ import type { Principal } from './principal.js';
 
 /**
  * Admin routes (`config.role: 'admin'`) called with a session token need a second factor verified in
- * that session in the last 15 minutes (§6). API keys are governed by scopes and signatures instead.
+ * that session in the last 15 minutes. API keys are governed by scopes and signatures instead.
  * Runs after authentication and rate limits, on admin routes only.
  */
 export const stepUp = fp(async (app: FastifyInstance, options: { assertSteppedUp: (principal: Principal) => Promise<void> }) => {

@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
-import type { AssetRow } from '../production/store.js';
+import type { AssetRow } from './store.js';
 import { openableAsset } from './service.js';
 import type { UrlSigner } from './signed-urls.js';
 import { ObjectMissingError } from './backends/object-store.js';

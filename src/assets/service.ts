@@ -1,8 +1,8 @@
 import type { Principal } from '../access/principal.js';
 import type { Store } from '../db/database.js';
 import { notFound } from '../http/problem.js';
-import { UUID } from '../production/cursor.js';
-import { findAsset, type AssetRow } from '../production/store.js';
+import { UUID } from '../http/pagination.js';
+import { findAsset, type AssetRow } from './store.js';
 import type { UrlSigner } from './signed-urls.js';
 
 export interface AssetAccess {

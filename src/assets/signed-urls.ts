@@ -1,31 +1,8 @@
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
-import { ConfigError } from '../config/config.js';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 
 /** A signed URL lives 15 minutes, give or take the 5-minute step that keeps URLs stable for caches. */
 const LIFETIME_SECONDS = 15 * 60;
 const STEP_SECONDS = 5 * 60;
-
-/**
- * The key for signed asset URLs: `CELFORGE_URL_SIGNING_KEY` (base64, at least 32 bytes), else a
- * key made once in the data dir with mode 0600.
- */
-export function loadUrlSigningKey(options: { dataDir: string; urlSigningKey?: string }): Buffer {
-  if (options.urlSigningKey) {
-    const key = Buffer.from(options.urlSigningKey, 'base64');
-    if (key.length < 32) throw new ConfigError('CELFORGE_URL_SIGNING_KEY: must be at least 32 bytes, base64');
-    return key;
-  }
-  const file = path.join(options.dataDir, 'secrets', 'url-signing.key');
-  if (!existsSync(file)) {
-    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
-    const temp = `${file}.${process.pid}.tmp`;
-    writeFileSync(temp, randomBytes(32).toString('base64'), { mode: 0o600 });
-    renameSync(temp, file);
-  }
-  return Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
-}
 
 const CANONICAL_SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
 

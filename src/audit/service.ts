@@ -1,5 +1,6 @@
 import type { Transaction } from 'kysely';
 import type { Store } from '../db/database.js';
+import { paginate } from '../http/pagination.js';
 import type { Database } from '../db/schema.js';
 import { ChainVerifier, chainRows, type AuditRow, type ChainHead, type PendingRow } from './chain.js';
 import type { AuditEvent, Auditor } from './events.js';
@@ -258,8 +259,8 @@ export interface AuditPage {
 
 export async function listTrail(store: Store, filter: AuditFilter, cursor: number | undefined, limit: number): Promise<AuditPage> {
   const rows = await listRows(store.db, filter, cursor, limit + 1);
-  const items = rows.slice(0, limit).map(publicRow);
-  return { items, next_cursor: rows.length > limit ? items.at(-1)!.seq : null };
+  const { page, next } = paginate(rows, limit, (last) => Number(last.seq));
+  return { items: page.map(publicRow), next_cursor: next };
 }
 
 export interface PruneResult {

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
-import { parseAssetSettings, type AssetSettings } from '../assets/settings.js';
+import { parseAssetSettings, type AssetSettings } from './assets.js';
 import { parseSsoProviders, type SsoProviderSettings } from './sso.js';
 
 /** A bad setting: start-up stops with this one line. */

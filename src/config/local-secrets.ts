@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, renameSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { ConfigError } from './config.js';
 
 /** Where the embedded mode keeps the secrets it makes for itself (mode 0700, files 0600). */
 export function secretsDir(dataDir: string): string {
@@ -56,4 +57,24 @@ function readIfPresent(file: string): string | undefined {
 /** 32 random bytes as base64: the form of the encryption and URL-signing keys. */
 export function randomKey(): string {
   return randomBytes(32).toString('base64');
+}
+
+/**
+ * The key for signed asset URLs: `CELFORGE_URL_SIGNING_KEY` (base64, at least 32 bytes), else a
+ * key made once in the data dir with mode 0600.
+ */
+export function loadUrlSigningKey(options: { dataDir: string; urlSigningKey?: string }): Buffer {
+  if (options.urlSigningKey) {
+    const key = Buffer.from(options.urlSigningKey, 'base64');
+    if (key.length < 32) throw new ConfigError('CELFORGE_URL_SIGNING_KEY: must be at least 32 bytes, base64');
+    return key;
+  }
+  const file = path.join(options.dataDir, 'secrets', 'url-signing.key');
+  if (!existsSync(file)) {
+    mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+    const temp = `${file}.${process.pid}.tmp`;
+    writeFileSync(temp, randomBytes(32).toString('base64'), { mode: 0o600 });
+    renameSync(temp, file);
+  }
+  return Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
 }

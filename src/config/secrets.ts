@@ -1,4 +1,4 @@
-import { parseMasterKey } from '../identity/encryption.js';
+import { parseMasterKey } from './master-key.js';
 import { ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { localSecret, randomKey } from './local-secrets.js';
 import { ssoVaultKeys } from './sso.js';

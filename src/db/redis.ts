@@ -1,10 +1,33 @@
 import { Redis } from 'ioredis';
 
+/** Where a connection's errors go: a logger's `warn` (pino's shape). */
+export interface RedisLog {
+  warn(details: object, message: string): void;
+}
+
+/**
+ * Logs a connection's errors once per outage, naming what the connection is for: ioredis emits
+ * 'error' on every failed reconnect, and an unheard 'error' would crash the process. The next
+ * outage (after 'ready') is logged again.
+ */
+export function reportErrors(redis: Redis, log: RedisLog | undefined, role: string): Redis {
+  let reported = false;
+  redis.on('error', (err: Error) => {
+    if (reported) return;
+    reported = true;
+    log?.warn({ err, redis: role }, 'redis connection failing; retrying');
+  });
+  redis.on('ready', () => {
+    reported = false;
+  });
+  return redis;
+}
+
 /**
  * A Redis connection for limits, revocations and replay guards. Commands fail fast while Redis is
  * down (no offline queue), so callers can decide to fail closed instead of hanging.
  */
-export function openRedis(url: string, keyPrefix: string): Redis {
+export function openRedis(url: string, keyPrefix: string, log?: RedisLog): Redis {
   const redis = new Redis(url, {
     keyPrefix,
     enableOfflineQueue: false,
@@ -13,7 +36,6 @@ export function openRedis(url: string, keyPrefix: string): Redis {
     commandTimeout: 2000,
     lazyConnect: false,
   });
-  // Connection errors surface through failing commands; the event itself must not crash the process.
-  redis.on('error', () => {});
-  return redis;
+  // Connection errors also surface through failing commands, which their callers handle.
+  return reportErrors(redis, log, 'shared');
 }

@@ -1,4 +1,5 @@
 import type { ColumnType } from 'kysely';
+import { Type, type Static } from 'typebox';
 
 /** Times are ISO-8601 UTC text in both dialects; flags are 0/1 integers. */
 export interface Database {
@@ -85,11 +86,25 @@ export interface ApiKeysTable {
   revoked_at: string | null;
 }
 
+/** Every state a job is in, in the order it moves through them: the one list (route schemas, types, metrics). */
+export const JobStatusSchema = Type.Union([
+  Type.Literal('queued'),
+  Type.Literal('running'),
+  Type.Literal('succeeded'),
+  Type.Literal('failed'),
+  Type.Literal('canceled'),
+]);
+export type JobStatus = Static<typeof JobStatusSchema>;
+export const JOB_STATUSES: readonly JobStatus[] = JobStatusSchema.anyOf.map((literal) => literal.const);
+/** What a job makes. */
+export const JobTypeSchema = Type.Union([Type.Literal('image'), Type.Literal('video')]);
+export type JobType = Static<typeof JobTypeSchema>;
+
 export interface JobsTable {
   id: string;
   user_id: string;
-  type: 'image' | 'video';
-  status: 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
+  type: JobType;
+  status: JobStatus;
   prompt: string;
   negative_prompt: string;
   /** JSON: width, height, seed, steps, frames, fps, style */

@@ -1,8 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
+import { JobTypeSchema } from '../db/schema.js';
 import { AssetView, JobView } from '../production/views.js';
 import type { GalleryService } from './service.js';
+import { principalOf } from '../access/authentication.js';
 
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Visibility = Type.Union([Type.Literal('public'), Type.Literal('members')]);
@@ -11,13 +13,13 @@ const Query = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    type: Type.Optional(Type.Union([Type.Literal('image'), Type.Literal('video')])),
+    type: Type.Optional(JobTypeSchema),
   },
   { additionalProperties: false },
 );
 const Item = Type.Object({
   job_id: Type.String(),
-  type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
+  type: JobTypeSchema,
   prompt: Type.String(),
   width: Type.Integer(),
   height: Type.Integer(),
@@ -35,13 +37,13 @@ export const galleryRoutes: FastifyPluginAsyncTypebox<{ service: GalleryService 
       config: { rateClass: 'write', critical: true, scope: 'gallery:publish' },
       schema: { tags: ['gallery'], params: Params, body: PublishBody, response: { 200: JobView } },
     },
-    async (request) => service.publish(request.principal!, request.params.id, request.body.visibility, contextOf(request)),
+    async (request) => service.publish(principalOf(request), request.params.id, request.body.visibility, contextOf(request)),
   );
 
   app.delete(
     '/jobs/:id/publish',
     { config: { rateClass: 'write', critical: true, scope: 'gallery:publish' }, schema: { tags: ['gallery'], params: Params, response: { 200: JobView } } },
-    async (request) => service.publish(request.principal!, request.params.id, null, contextOf(request)),
+    async (request) => service.publish(principalOf(request), request.params.id, null, contextOf(request)),
   );
 
   app.get(

@@ -3,12 +3,12 @@ import type { UrlSigner } from '../assets/signed-urls.js';
 import type { Auditor } from '../audit/events.js';
 import type { Store } from '../db/database.js';
 import { conflict } from '../http/problem.js';
-import { decodeCursor, encodeCursor } from '../production/cursor.js';
+import { decodeCursor, encodeCursor, paginate } from '../http/pagination.js';
 import { parseParams } from '../production/params.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
-import { assetsOf, type JobType } from '../production/store.js';
+import { assetsOf } from '../assets/store.js';
 import { assetView, type JobView } from '../production/views.js';
-import { listPublished, setVisibility, type Visibility } from './store.js';
+import { listPublished, setVisibility, type JobType, type Visibility } from '../production/store.js';
 
 /** Publishing results and showing them: public to everyone, members-only to signed-in users. */
 export class GalleryService {
@@ -41,9 +41,8 @@ export class GalleryService {
       after: decodeCursor(query.cursor),
       limit: limit + 1,
     });
-    const page = rows.slice(0, limit);
+    const { page, next } = paginate(rows, limit, (last) => encodeCursor({ at: last.published_at!, id: last.id }));
     const assets = await assetsOf(this.deps.store.db, page.map((row) => row.id));
-    const last = page.at(-1);
     return {
       items: page.map((row) => {
         const params = parseParams(row.params);
@@ -58,7 +57,7 @@ export class GalleryService {
           assets: assets.filter((a) => a.job_id === row.id).map((a) => assetView(a, this.deps.signer)),
         };
       }),
-      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.published_at!, id: last.id }) : null,
+      next_cursor: next,
     };
   }
 }

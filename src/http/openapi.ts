@@ -1,15 +1,14 @@
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyContextConfig, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import type { RouteAccess } from '../access/principal.js';
 
 /**
  * Each operation shows who may call it, from the same `config` the authentication hook enforces:
  * `security` (none for public routes; API keys only where a scope is declared) and
  * `x-celforge-api-key-scope` (the scope, or null: not for API keys).
  */
-function withAccess<T extends object | undefined>(schema: T, access: RouteAccess): T {
+function withAccess<T extends object | undefined>(schema: T, access: FastifyContextConfig): T {
   if (schema && 'hide' in schema && schema.hide) return schema;
   const auth = access.auth ?? 'required';
   const security: Record<string, string[]>[] = auth === 'public' ? [] : access.scope ? [{ bearer: [] }, { apiKey: [] }] : [{ bearer: [] }];

@@ -1,6 +1,5 @@
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
-import type { AuditEvent } from '../audit/events.js';
 import { problemType, titleFor, type Problem } from './problem.js';
 import { SECURITY_HEADERS } from './security.js';
 
@@ -10,7 +9,16 @@ import { SECURITY_HEADERS } from './security.js';
  * encoding) — answer an RFC 9457 problem like every other error, never echo the input, and are a
  * row of the audit trail like every other request.
  */
-type Record = (event: AuditEvent) => void;
+export interface RefusedRequest {
+  action: 'http.request';
+  outcome: 'failure';
+  target: string;
+  ip: string | null;
+  requestId: string | null;
+  detail: { [fact: string]: unknown };
+}
+/** Where a refused request is recorded (the audit trail's `record`). */
+type Record = (event: RefusedRequest) => void;
 
 const PROBLEM_JSON = 'application/problem+json; charset=utf-8';
 

@@ -3,6 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fastifyStatic from '@fastify/static';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
 
 /** Where `npm run build` puts the studio (the same two levels up from src/http and dist/http). */
 export const STUDIO_DIST = resolve(dirname(fileURLToPath(import.meta.url)), '../../web/dist');
@@ -94,3 +95,9 @@ export function studio(root: string = STUDIO_DIST): Studio {
     },
   };
 }
+
+/** Serves the studio's files; register after every API route (its fallback goes to the `http` plugin). */
+export const studioPlugin = fp(async (app: FastifyInstance, options: { site: Studio }) => options.site.register(app), {
+  name: 'studio',
+  dependencies: ['http'],
+});

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { Principal } from '../access/principal.js';
-import { unauthorized, type Authenticator } from '../http/auth.js';
+import { unauthorized, type Authenticator } from '../access/authentication.js';
 import { HttpProblem } from '../http/problem.js';
 import type { RevocationView } from './revocations.js';
 import { KeysUnavailableError, TokenError, type AccessClaims, type AccessTokenVerifier } from './tokens.js';

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { parseCookie, stringifySetCookie } from 'cookie';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Principal } from '../access/principal.js';
@@ -46,7 +47,7 @@ const forbidden = (detail: string) => new HttpProblem(403, 'forbidden', detail);
  * Origin is exactly the public URL, so no other site can make the browser use the cookie. The
  * body-based `/login` and `/refresh` stay as they are for API clients.
  */
-export async function browserSessionRoutes(app: FastifyInstance, options: BrowserSessionOptions) {
+export const browserSessionRoutes: FastifyPluginAsyncTypebox<BrowserSessionOptions> = async (app, options) => {
   const { identity } = options;
   const origin = new URL(options.publicUrl).origin;
   const secure = origin.startsWith('https:');
@@ -83,7 +84,7 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
         response: { 200: BrowserTokens },
       },
     },
-    async (request, reply) => answer(reply, await identity.login(request.body as { email: string; password: string; otp?: string }, context(request))),
+    async (request, reply) => answer(reply, await identity.login(request.body, context(request))),
   );
 
   if (options.passkeys) {
@@ -118,7 +119,7 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
     async (request, reply) => {
       const token = cookieToken(request);
       // No cookie is the ordinary state of a visitor, not a failed credential: the studio asks on every load.
-      if (!token) return reply.code(204).send();
+      if (!token) return reply.code(204).send(null);
       try {
         return answer(reply, await identity.refresh(token, context(request)));
       } catch (error) {
@@ -144,7 +145,7 @@ export async function browserSessionRoutes(app: FastifyInstance, options: Browse
         await identity.logout(principal, context(request));
       }
       setRefreshCookie(reply, '', 0);
-      return reply.code(204).send();
+      return reply.code(204).send(null);
     },
   );
-}
+};

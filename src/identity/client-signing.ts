@@ -19,7 +19,7 @@
  * query as sent); `body` exactly the bytes sent (none: the empty body's digest is signed).
  */
 import { apiKeyIdOf, SIGNING_SECRET_TEXT } from './api-keys/format.js';
-import { signRequest, type SignatureHeaders } from './signatures.js';
+import { signRequest, type SignatureHeaders } from '../access/http-signatures.js';
 
 /** The key's id: the `keyid` of its signatures. */
 export function apiKeyId(apiKey: string): string {

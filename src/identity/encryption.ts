@@ -7,6 +7,9 @@
  * to another row does not decrypt there.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { MASTER_KEY_BYTES as KEY_BYTES } from '../config/master-key.js';
+
+export { parseMasterKey } from '../config/master-key.js';
 
 export interface MasterKey {
   id: string;
@@ -42,7 +45,6 @@ export class DecryptionError extends Error {
 }
 
 const VERSION = 'v1';
-const KEY_BYTES = 32;
 const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const MAX_PLAINTEXT_BYTES = 64 * 1024;
@@ -51,31 +53,6 @@ const KEY_ID = /^[A-Za-z0-9_-]{1,32}$/;
 const B64URL = /^[A-Za-z0-9_-]*$/;
 // A domain label keeps these boxes from being confused with any other use of the same key.
 const AAD_LABEL = 'celforge/secret/v1';
-
-/**
- * Reads a 32-byte master key written as base64 or base64url (padding optional).
- * The error message never repeats the input.
- */
-export function parseMasterKey(text: string): Buffer {
-  const fail = (why: string): never => {
-    throw new Error(`master key must be base64 or base64url of exactly 32 bytes: ${why}`);
-  };
-  if (typeof text !== 'string') fail('not a string');
-  const s = text.trim();
-  if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(s)) fail('not base64/base64url text');
-  if (/[+/]/.test(s) && /[-_]/.test(s)) fail('mixes the base64 and base64url alphabets');
-  const unpadded = s.replace(/=+$/, '');
-  if (unpadded.length !== 43 || (s.length !== 43 && s.length !== 44)) {
-    fail(`decodes to ${Math.floor((unpadded.length * 3) / 4)} bytes`);
-  }
-  const key = Buffer.from(unpadded.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
-  // 43 characters carry 258 bits; the last 2 must be zero or the text is not a canonical encoding.
-  if (key.length !== KEY_BYTES || key.toString('base64url') !== unpadded.replace(/\+/g, '-').replace(/\//g, '_')) {
-    fail('not a canonical encoding');
-  }
-  if (key.every((b) => b === 0)) fail('all-zero key (placeholder?)');
-  return key;
-}
 
 export function createEncryptor(options: EncryptorOptions): Encryptor {
   const keys = keyTable(options);

@@ -1,4 +1,5 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isRevocationEvent, type RevocationView } from './revocations.js';
 import { KeysUnavailableError, type KeyLookup } from './tokens.js';
 
@@ -82,7 +83,7 @@ export class RevocationFeedFollower {
     const end = Date.now() + timeoutMs;
     while (Date.now() < end) {
       if (this.options.view.isReady()) return true;
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await sleep(50);
     }
     return this.options.view.isReady();
   }
@@ -110,7 +111,7 @@ export class RevocationFeedFollower {
       this.connected = false;
       this.updateReady();
       if (this.stopped) return;
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await sleep(delay);
       delay = Math.min(delay * 2, 5_000);
     }
   }

@@ -1,7 +1,10 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
 import type { Store } from '../db/database.js';
+import { reportErrors } from '../db/redis.js';
 import { sessionsRevokedSince, usersChangedSince } from './store.js';
-import type { AccessClaims, Role } from './tokens.js';
+import type { Role } from '../access/principal.js';
+import type { AccessClaims } from './tokens.js';
 
 /** A change that must end access tokens before they expire. `at` is epoch milliseconds. */
 export type RevocationEvent =
@@ -152,7 +155,8 @@ export async function redisPublisher(options: {
   const { view, shared, store, onError } = options;
   const channel = `${options.prefix}revocations`;
   const subscriber = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null, connectTimeout: 2000 });
-  subscriber.on('error', () => {});
+  // once per outage, not once per reconnect attempt
+  reportErrors(subscriber, { warn: (details) => onError((details as { err?: unknown }).err) }, 'revocations (subscribe)');
   view.setReady(false);
   const resync = async () => {
     try {
@@ -176,7 +180,7 @@ export async function redisPublisher(options: {
   });
   // A Redis that is down at start does not block start-up: the view stays unavailable (503) until it is back.
   void subscriber.connect().catch(onError);
-  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
+  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await sleep(50);
   view.resyncEvery(store, 30_000, onError);
   return {
     async publish(event) {

@@ -1,13 +1,17 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
+import { paginate } from '../http/pagination.js';
+import { contextOf } from '../http/request-context.js';
 import { HttpProblem, notFound } from '../http/problem.js';
 import { publicJwks, type SigningKeySet } from './keys.js';
 import type { RevocationView } from './revocations.js';
 import type { IdentityService, RequestContext } from './service.js';
 import { findUserById, type SessionRow, type UserRow } from './store.js';
 import type { AccessTokenVerifier } from './tokens.js';
+import { principalOf } from '../access/authentication.js';
 
 const RoleSchema = Type.Union([Type.Literal('admin'), Type.Literal('user')]);
 const Email = Type.String({ minLength: 3, maxLength: 254 });
@@ -54,10 +58,8 @@ const UserView = Type.Object({
 
 const Revoked = Type.Object({ revoked: Type.Integer() });
 
-export function context(request: FastifyRequest): RequestContext {
-  const agent = request.headers['user-agent'];
-  return { ip: request.ip, requestId: String(request.id), userAgent: typeof agent === 'string' ? agent : undefined };
-}
+/** Where the request came from (what sessions and the audit trail record). */
+export const context = contextOf;
 
 const userView = (u: UserRow) => ({
   id: u.id,
@@ -91,7 +93,7 @@ export interface IdentityRouteOptions {
 }
 
 /** `/api/auth`: HTTP and schemas only; the rules live in IdentityService. */
-export async function identityRoutes(app: FastifyInstance, options: IdentityRouteOptions) {
+export const identityRoutes: FastifyPluginAsyncTypebox<IdentityRouteOptions> = async (app, options) => {
   const { identity } = options;
   const signin = { auth: 'public', rateClass: 'signin' } as const;
 
@@ -105,7 +107,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
         response: { 200: TokenPair },
       },
     },
-    async (request) => identity.login(request.body as { email: string; password: string; otp?: string }, context(request)),
+    async (request) => identity.login(request.body, context(request)),
   );
 
   app.post(
@@ -118,16 +120,16 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
         response: { 200: TokenPair },
       },
     },
-    async (request) => identity.refresh((request.body as { refresh_token: string }).refresh_token, context(request)),
+    async (request) => identity.refresh(request.body.refresh_token, context(request)),
   );
 
   app.post('/logout', { config: { rateClass: 'write' }, schema: { tags: ['identity'], response: { 204: Type.Null() } } }, async (request, reply) => {
-    await identity.logout(request.principal!, context(request));
-    return reply.code(204).send();
+    await identity.logout(principalOf(request), context(request));
+    return reply.code(204).send(null);
   });
 
   app.get('/me', { config: { rateClass: 'read' }, schema: { tags: ['identity'], response: { 200: Me } } }, async (request) => {
-    const user = await findUserById(options.store.db, request.principal!.userId);
+    const user = await findUserById(options.store.db, principalOf(request).userId);
     if (!user) throw notFound();
     return { id: user.id, email: user.email, role: user.role, totp_enabled: user.totp_enabled === 1, created_at: user.created_at };
   });
@@ -143,8 +145,8 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
       },
     },
     async (request, reply) => {
-      await identity.changePassword(request.principal!, request.body as { current_password: string; new_password: string }, context(request));
-      return reply.code(204).send();
+      await identity.changePassword(principalOf(request), request.body, context(request));
+      return reply.code(204).send(null);
     },
   );
 
@@ -152,7 +154,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
     '/sessions',
     { config: { rateClass: 'read' }, schema: { tags: ['identity'], response: { 200: Type.Object({ items: Type.Array(Session) }) } } },
     async (request) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const sessions = await identity.listSessions(principal.userId);
       return { items: sessions.map((s) => sessionView(s, principal.sessionId)) };
     },
@@ -165,15 +167,15 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
       schema: { tags: ['identity'], params: Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }), response: { 204: Type.Null() } },
     },
     async (request, reply) => {
-      await identity.revokeOwnSession(request.principal!, (request.params as { id: string }).id, context(request));
-      return reply.code(204).send();
+      await identity.revokeOwnSession(principalOf(request), request.params.id, context(request));
+      return reply.code(204).send(null);
     },
   );
 
   app.delete(
     '/sessions',
     { config: { rateClass: 'write', critical: true }, schema: { tags: ['identity'], response: { 200: Revoked } } },
-    async (request) => ({ revoked: await identity.revokeOtherSessions(request.principal!, context(request)) }),
+    async (request) => ({ revoked: await identity.revokeOtherSessions(principalOf(request), context(request)) }),
   );
 
   app.post(
@@ -185,7 +187,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
         response: { 200: Type.Object({ secret: Type.String(), otpauth_uri: Type.String(), qr_svg: Type.String() }) },
       },
     },
-    async (request) => identity.totpSetup(request.principal!, context(request)),
+    async (request) => identity.totpSetup(principalOf(request), context(request)),
   );
 
   const CodeBody = Type.Object({ code: Code }, { additionalProperties: false });
@@ -200,15 +202,15 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
         response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) },
       },
     },
-    async (request) => ({ recovery_codes: await identity.totpEnable(request.principal!, request.body as { code: string; password: string }, context(request)) }),
+    async (request) => ({ recovery_codes: await identity.totpEnable(principalOf(request), request.body, context(request)) }),
   );
 
   app.post(
     '/totp/disable',
     { config: { rateClass: 'write', critical: true }, schema: { tags: ['identity'], body: CodeBody, response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await identity.totpDisable(request.principal!, (request.body as { code: string }).code, context(request));
-      return reply.code(204).send();
+      await identity.totpDisable(principalOf(request), request.body.code, context(request));
+      return reply.code(204).send(null);
     },
   );
 
@@ -218,7 +220,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
       config: { rateClass: 'read' },
       schema: { tags: ['identity'], response: { 200: Type.Object({ enabled: Type.Boolean(), recovery_codes_left: Type.Integer() }) } },
     },
-    async (request) => identity.totpStatus(request.principal!.userId),
+    async (request) => identity.totpStatus(principalOf(request).userId),
   );
 
   app.post(
@@ -228,7 +230,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
       schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ recovery_codes: Type.Array(Type.String()) }) } },
     },
     async (request) => ({
-      recovery_codes: await identity.regenerateRecoveryCodes(request.principal!, (request.body as { code: string }).code, context(request)),
+      recovery_codes: await identity.regenerateRecoveryCodes(principalOf(request), request.body.code, context(request)),
     }),
   );
 
@@ -238,7 +240,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
       config: { rateClass: 'signin' },
       schema: { tags: ['identity'], body: CodeBody, response: { 200: Type.Object({ mfa_at: Type.String(), valid_until: Type.String() }) } },
     },
-    async (request) => identity.stepUp(request.principal!, (request.body as { code: string }).code, context(request)),
+    async (request) => identity.stepUp(principalOf(request), request.body.code, context(request)),
   );
 
   await app.register(verifyRoute, { verifier: options.verifier });
@@ -250,7 +252,7 @@ export async function identityRoutes(app: FastifyInstance, options: IdentityRout
 
   revocationFeed(app, options);
   await app.register(adminRoutes, { identity });
-}
+};
 
 /**
  * `GET /verify`: token facts for other services. Mounted on the auth service and on API nodes of a
@@ -320,7 +322,7 @@ function revocationFeed(app: FastifyInstance, options: IdentityRouteOptions) {
   });
 }
 
-async function adminRoutes(app: FastifyInstance, options: { identity: IdentityService }) {
+const adminRoutes: FastifyPluginAsyncTypebox<{ identity: IdentityService }> = async (app, options) => {
   const { identity } = options;
   const admin = { role: 'admin', critical: true, rateClass: 'admin', scope: 'admin' } as const;
 
@@ -342,10 +344,11 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
       },
     },
     async (request) => {
-      const query = request.query as { after?: string; limit?: number; q?: string };
+      const query = request.query;
       const limit = query.limit ?? 50;
-      const users = await identity.listUsers({ after: query.after, limit, search: query.q });
-      return { items: users.map(userView), next: users.length === limit ? users[users.length - 1]!.email : null };
+      const users = await identity.listUsers({ after: query.after, limit: limit + 1, search: query.q });
+      const { page, next } = paginate(users, limit, (last) => last.email);
+      return { items: page.map(userView), next };
     },
   );
 
@@ -361,8 +364,7 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
       },
     },
     async (request, reply) => {
-      const body = request.body as { email: string; password?: string; role: 'admin' | 'user' };
-      const { user, generatedPassword } = await identity.adminCreateUser(body, { id: request.principal!.userId, ctx: context(request) });
+      const { user, generatedPassword } = await identity.adminCreateUser(request.body, { id: principalOf(request).userId, ctx: context(request) });
       return reply.code(201).send({ ...userView(user), ...(generatedPassword && { initial_password: generatedPassword }) });
     },
   );
@@ -379,8 +381,8 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
       },
     },
     async (request) => {
-      const user = await identity.updateUser((request.params as { id: string }).id, request.body as { role?: 'admin' | 'user'; disabled?: boolean }, {
-        id: request.principal!.userId,
+      const user = await identity.updateUser(request.params.id, request.body, {
+        id: principalOf(request).userId,
         ctx: context(request),
       });
       return userView(user);
@@ -391,8 +393,8 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
     '/users/:id/totp',
     { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await identity.adminResetTotp((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) });
-      return reply.code(204).send();
+      await identity.adminResetTotp(request.params.id, { id: principalOf(request).userId, ctx: context(request) });
+      return reply.code(204).send(null);
     },
   );
 
@@ -400,7 +402,7 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
     '/users/:id/sessions',
     { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: Type.Object({ items: Type.Array(Session) }) } } },
     async (request) => ({
-      items: (await identity.adminListSessions((request.params as { id: string }).id)).map((s) => sessionView(s, request.principal!.sessionId ?? null)),
+      items: (await identity.adminListSessions(request.params.id)).map((s) => sessionView(s, principalOf(request).sessionId ?? null)),
     }),
   );
 
@@ -408,9 +410,9 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
     '/users/:id/sessions/:sid',
     { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid, sid: Uuid }), response: { 204: Type.Null() } } },
     async (request, reply) => {
-      const { id, sid } = request.params as { id: string; sid: string };
-      await identity.adminRevokeSession(id, sid, { id: request.principal!.userId, ctx: context(request) });
-      return reply.code(204).send();
+      const { id, sid } = request.params;
+      await identity.adminRevokeSession(id, sid, { id: principalOf(request).userId, ctx: context(request) });
+      return reply.code(204).send(null);
     },
   );
 
@@ -418,8 +420,8 @@ async function adminRoutes(app: FastifyInstance, options: { identity: IdentitySe
     '/users/:id/sessions',
     { config: admin, schema: { tags: ['admin'], params: Type.Object({ id: Uuid }), response: { 200: Revoked } } },
     async (request) => ({
-      revoked: await identity.adminRevokeSessions((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) }),
+      revoked: await identity.adminRevokeSessions(request.params.id, { id: principalOf(request).userId, ctx: context(request) }),
     }),
   );
-}
+};
 

@@ -11,7 +11,9 @@ import { assertAcceptablePassword, hashPassword, verifyPassword } from './passwo
 import type { RevocationPublisher } from './revocations.js';
 import * as db from './store.js';
 import type { LoginThrottle, ThrottleKey } from './throttle.js';
-import { issueAccessToken, type AccessTokenVerifier, type Role } from './tokens.js';
+import type { Role } from '../access/principal.js';
+import type { RequestContext } from '../http/request-context.js';
+import { issueAccessToken, type AccessTokenVerifier } from './tokens.js';
 import {
   checkTotp,
   hashRecoveryCode,
@@ -39,11 +41,7 @@ const REFRESH_TOKEN = /^[A-Za-z0-9_-]{43}$/;
 const CODE = /^[0-9]{6}$/;
 
 /** Where a request came from, for the audit trail and throttling. */
-export interface RequestContext {
-  ip: string;
-  requestId: string;
-  userAgent?: string;
-}
+export type { RequestContext } from '../http/request-context.js';
 
 export interface TokenPair {
   access_token: string;
@@ -67,6 +65,8 @@ export interface IdentityDeps {
   tokenCache?: Pick<AccessTokenVerifier, 'remember'>;
   /** drops the user's cached API-key rows on every instance, and resolves once they have */
   apiKeys?: { evictUserKeys(userId: string): Promise<void> };
+  /** counts a refused sign-in (celforge_signin_failures_total); a second-factor prompt is not one */
+  signinFailed?: (reason: 'credentials' | 'disabled' | 'otp' | 'throttled') => void;
   /** passkeys, a second factor besides TOTP (src/identity/passkeys/) */
   passkeys?: SecondFactorPasskeys;
 }
@@ -93,7 +93,7 @@ export function normaliseEmail(email: string): string {
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const iso = (ms = Date.now()) => new Date(ms).toISOString();
 
-/** Users, passwords, sessions, refresh tokens, second factors: the rules of §5 and §6. */
+/** Users, passwords, sessions, refresh tokens, second factors: the rules of signing in and staying signed in. */
 export class IdentityService {
   constructor(private readonly deps: IdentityDeps) {}
 
@@ -255,6 +255,7 @@ export class IdentityService {
     const gate = await this.deps.throttle.attempt(keys);
     if (!gate.allowed) {
       this.audit({ action: 'auth.login', outcome: 'denied', target: email, detail: { reason: 'throttled' } }, ctx);
+      this.deps.signinFailed?.('throttled');
       throw new HttpProblem(429, 'login-throttled', 'Too many sign-in attempts; wait before trying again.', {
         headers: { 'retry-after': String(gate.retryAfterSeconds) },
         extensions: { retry_after: gate.retryAfterSeconds },
@@ -269,6 +270,7 @@ export class IdentityService {
         { action: 'auth.login', outcome: 'failure', actorId: user?.id ?? null, target: email, detail: { reason: !user ? 'unknown' : !passwordOk ? 'password' : 'disabled' } },
         ctx,
       );
+      this.deps.signinFailed?.(user && passwordOk ? 'disabled' : 'credentials');
       throw invalidCredentials();
     }
     let mfa = false;
@@ -289,6 +291,7 @@ export class IdentityService {
       }
       if (!(await this.checkSecondFactor(user, input.otp))) {
         this.audit({ action: 'auth.login', outcome: 'failure', actorId: user.id, target: email, detail: { reason: 'otp' } }, ctx);
+        this.deps.signinFailed?.('otp');
         throw invalidCredentials();
       }
       mfa = true;

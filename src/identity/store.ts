@@ -22,6 +22,11 @@ export function findUserByEmail(db: Kysely<Database>, email: string): Promise<Us
   return db.selectFrom('users').selectAll().where('email', '=', email).executeTakeFirst();
 }
 
+export async function userExists(db: Kysely<Database>, userId: string): Promise<boolean> {
+  const row = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
+  return row !== undefined;
+}
+
 export async function countUsers(db: Kysely<Database>): Promise<number> {
   const row = await db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
   return Number(row.n);
@@ -256,4 +261,27 @@ export async function spendRefreshToken(db: Kysely<Database>, tokenHash: string,
 
 export async function touchSession(db: Kysely<Database>, id: string, now: string): Promise<void> {
   await db.updateTable('sessions').set({ last_seen_at: now }).where('id', '=', id).execute();
+}
+
+/**
+ * What deleting an account leaves of the user: sessions (refresh tokens go with them), recovery
+ * codes, passkeys and single sign-on links are deleted; the user row stays as a disabled tombstone without email or password, so the
+ * audit trail's actor ids still name someone and every instance (also one started later) refuses
+ * the user's tokens.
+ */
+export async function tombstoneUser(db: Kysely<Database>, userId: string, now: string): Promise<void> {
+  const sessions = db.selectFrom('sessions').select('id').where('user_id', '=', userId);
+  await db.deleteFrom('sso_sessions').where('session_id', 'in', sessions).execute();
+  await db.deleteFrom('refresh_tokens').where('session_id', 'in', sessions).execute();
+  await db.deleteFrom('sessions').where('user_id', '=', userId).execute();
+  await db.deleteFrom('recovery_codes').where('user_id', '=', userId).execute();
+  await db.deleteFrom('passkeys').where('user_id', '=', userId).execute();
+  await db.deleteFrom('webauthn_challenges').where('user_id', '=', userId).execute();
+  await db.deleteFrom('sso_links').where('user_id', '=', userId).execute();
+  await db.deleteFrom('sso_attempts').where('user_id', '=', userId).execute();
+  await db
+    .updateTable('users')
+    .set({ email: `deleted-${userId}@deleted.invalid`, password_hash: '!', disabled: 1, totp_secret: null, totp_enabled: 0, totp_last_step: null, updated_at: now })
+    .where('id', '=', userId)
+    .execute();
 }

@@ -1,12 +1,11 @@
 import { randomUUID, type KeyObject } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify, type JWTHeaderParameters } from 'jose';
+import type { Role } from '../access/principal.js';
 import type { SigningKeySet } from './keys.js';
 
 export const TOKEN_ISSUER = 'urn:celforge:auth';
 export const TOKEN_AUDIENCE = 'urn:celforge:api';
 export const TOKEN_TYPE = 'at+jwt';
-
-export type Role = 'admin' | 'user';
 
 export interface AccessClaims {
   sub: string;

@@ -1,9 +1,11 @@
 import type { FastifyBaseLogger } from 'fastify';
-import type { AssetSettings } from '../assets/settings.js';
+import type { AssetSettings } from '../config/assets.js';
 import { ownerOfKey, STALE_TEMP_MS, type AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
 import { removeObjects } from './service.js';
-import { deleteJobRows, expiredEndedJobs, knownStorageKeys } from './store.js';
+import { knownStorageKeys } from '../assets/store.js';
+import { expiredEndedJobs } from '../production/store.js';
+import { deleteJobRows } from './store.js';
 
 export interface SweepReport {
   /** temporary files and unfinished uploads of killed writers */
@@ -89,4 +91,9 @@ export class Housekeeping {
     clearInterval(this.#timer);
     await this.#running;
   }
+}
+
+/** The clean-up a worker of this store runs over the storage it writes (createProduction's `housekeeping`). */
+export function housekeepingFor(store: Store, settings: AssetSettings, log: FastifyBaseLogger) {
+  return (storage: AssetStorage) => new Housekeeping({ store, storage, settings, log });
 }

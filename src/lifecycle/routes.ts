@@ -3,8 +3,9 @@ import type { FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { Type } from 'typebox';
 import { addRouteHook } from '../http/route-hooks.js';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
 import type { LifecycleService } from './service.js';
+import { principalOf } from '../access/authentication.js';
 
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const Storage = Type.Object({
@@ -38,7 +39,7 @@ export const storageQuota = fp(async (app: FastifyInstance, options: { service: 
  */
 export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleService }> = async (app, { service }) => {
   app.get('/storage', { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['storage'], response: { 200: Storage } } }, async (request) =>
-    service.storageOf(request.principal!.userId),
+    service.storageOf(principalOf(request).userId),
   );
 
   app.get(
@@ -50,14 +51,14 @@ export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleServ
   app.put(
     '/admin/users/:id/storage',
     { config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' }, schema: { tags: ['admin'], params: Params, body: StorageBody, response: { 200: Storage } } },
-    async (request) => service.setStorageOverride(request.principal!, request.params.id, request.body.storage_bytes, contextOf(request)),
+    async (request) => service.setStorageOverride(principalOf(request), request.params.id, request.body.storage_bytes, contextOf(request)),
   );
 
   app.delete(
     '/jobs/:id',
     { config: { rateClass: 'write', critical: true, scope: 'jobs:write' }, schema: { tags: ['production'], params: Params, response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await service.deleteJob(request.principal!, request.params.id, contextOf(request));
+      await service.deleteJob(principalOf(request), request.params.id, contextOf(request));
       return reply.code(204).send(null);
     },
   );
@@ -66,7 +67,7 @@ export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleServ
     '/account',
     { config: { rateClass: 'write', critical: true }, schema: { tags: ['storage'], body: DeleteAccountBody, response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await service.deleteOwnAccount(request.principal!, request.body.password, contextOf(request));
+      await service.deleteOwnAccount(principalOf(request), request.body.password, contextOf(request));
       return reply.code(204).send(null);
     },
   );
@@ -75,7 +76,7 @@ export const lifecycleRoutes: FastifyPluginAsyncTypebox<{ service: LifecycleServ
     '/admin/users/:id',
     { config: { role: 'admin', rateClass: 'admin', critical: true, scope: 'admin' }, schema: { tags: ['admin'], params: Params, response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await service.adminDeleteAccount(request.principal!, request.params.id, contextOf(request));
+      await service.adminDeleteAccount(principalOf(request), request.params.id, contextOf(request));
       return reply.code(204).send(null);
     },
   );

@@ -8,9 +8,11 @@ import type { ApiKeyService } from '../identity/api-keys/service.js';
 import { verifyPassword } from '../identity/passwords.js';
 import type { IdentityService } from '../identity/service.js';
 import { findUserById } from '../identity/store.js';
-import { UUID } from '../production/cursor.js';
+import { UUID } from '../http/pagination.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
-import { deleteAccountRows, deleteJobRows, findStorageOverride, saveStorageOverride, storedBytes } from './store.js';
+import { storedBytes } from '../assets/store.js';
+import { findStorageOverride, saveStorageOverride } from '../limits/quota-store.js';
+import { deleteAccountRows, deleteJobRows } from './store.js';
 
 export interface StorageView {
   used_bytes: number;

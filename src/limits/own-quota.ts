@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import type { LimitSettings } from '../config/config.js';
 import type { QuotaService } from './quotas.js';
+import { principalOf } from '../access/authentication.js';
 
 const Limits = Type.Object({ active_jobs: Type.Integer(), jobs_per_day: Type.Integer() });
 const OwnQuota = Type.Object({
@@ -29,7 +30,7 @@ export async function ownQuotaRoute(app: FastifyInstance, options: { quotas: Quo
     '/quota',
     { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], response: { 200: OwnQuota } } },
     async (request) => {
-      const view = await quotas.view(request.principal!.userId);
+      const view = await quotas.view(principalOf(request).userId);
       return { limits: view.effective, usage: view.usage, generation };
     },
   );

@@ -1,16 +1,31 @@
+/**
+ * Limits: rate limits per policy (memory, or Redis in scale-out) and per-user job quotas. Owns the
+ * `user_quotas` table; job counts come from production's store, users from identity's.
+ */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
+import type { CredentialLimit } from '../access/authentication.js';
 import type { Auditor } from '../audit/events.js';
 import type { RatePolicyName } from '../config/config.js';
-import type { CredentialLimit } from '../http/auth.js';
 import { HttpProblem } from '../http/problem.js';
 import { addRouteHook } from '../http/route-hooks.js';
-import type { Charge, RateLimiter } from './limiter.js';
-import type { Metrics } from './metrics.js';
-import type { QuotaService } from './quotas.js';
+import { RateLimiter, type Charge } from './limiter.js';
+import { ownQuotaRoute } from './own-quota.js';
+import { QuotaService } from './quotas.js';
+import { MemoryRateStore, RedisRateStore } from './rate-store.js';
+import { quotaRoutes } from './routes.js';
+
+export interface LimitServices {
+  /** rate limits per class (memory, or Redis when REDIS_URL is set) */
+  limiter: RateLimiter;
+  quotas: QuotaService;
+}
 
 declare module 'fastify' {
+  interface FastifyInstance {
+    limits: LimitServices;
+  }
   interface FastifyRequest {
     /** rate-limit charges made for this request so far (their headers go on the answer) */
     rateCharges: Charge[] | null;
@@ -20,7 +35,6 @@ declare module 'fastify' {
 export interface LimitsOptions {
   limiter: RateLimiter;
   quotas: QuotaService;
-  metrics: Metrics;
   audit: Auditor;
 }
 
@@ -106,8 +120,8 @@ export function credentialLimit(limiter: RateLimiter, audit: Auditor): Credentia
 }
 
 /**
- * Rate limits, job quotas and request metrics for every route, from its `config.rateClass` and
- * `config.jobQuota`. Register after `authentication`: its onRequest hook needs the principal.
+ * Rate limits and job quotas for every route, from its `config.rateClass` and
+ * `config.jobQuota`. Its onRequest hook needs the principal: the plugin depends on `access`.
  *
  * - `signin`: per client address before the body is read, then per account once it is parsed.
  * - `refresh`: per client address, whether or not a principal is known.
@@ -116,8 +130,8 @@ export function credentialLimit(limiter: RateLimiter, audit: Auditor): Credentia
  * - anonymous callers: the `anonymous` policy per address, whatever the route's class.
  * - signed-in callers: the route's class (`read` when it names none) per user.
  */
-export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) => {
-  const { limiter, quotas, metrics, audit } = options;
+const limitHooks = fp(async (app: FastifyInstance, options: LimitsOptions) => {
+  const { limiter, quotas, audit } = options;
   app.decorateRequest('rateCharges', null);
 
   const charge = (request: FastifyRequest, reply: FastifyReply, policy: RatePolicyName, subject: string, cost = 1) =>
@@ -168,9 +182,29 @@ export const limits = fp(async (app: FastifyInstance, options: LimitsOptions) =>
       });
     }
   });
-
-  app.addHook('onResponse', (request, reply, done) => {
-    metrics.observeRequest(request.method, request.routeOptions.url ?? 'unmatched', reply.statusCode, reply.elapsedTime / 1000);
-    done();
-  });
 });
+
+/** Builds the limiter and the quotas, charges refused credentials, and guards every route. */
+export const limits = fp(
+  async (app: FastifyInstance) => {
+    const { config, redis, audit, metrics } = app;
+    const rateStore = redis ? new RedisRateStore(redis) : new MemoryRateStore();
+    if (rateStore instanceof RedisRateStore) await rateStore.ready();
+    const limiter = new RateLimiter(config.limits, rateStore, app.log, {
+      rejected: (policy) => metrics.rateLimited(policy),
+      storeFailed: (policy) => metrics.rateStoreFailed(policy),
+    });
+    const quotas = new QuotaService(app.store, config.limits, audit);
+    app.decorate('limits', { limiter, quotas });
+    app.access.limitCredentials(credentialLimit(limiter, audit));
+    await app.register(limitHooks, { limiter, quotas, audit });
+  },
+  { name: 'limits', dependencies: ['store', 'audit', 'observability', 'access'] },
+);
+
+/** Admin quota overrides and the caller's own quota, under `/api/anime`. */
+export async function limitsApi(app: FastifyInstance) {
+  const { quotas } = app.limits;
+  await app.register(quotaRoutes, { prefix: '/api/anime', quotas });
+  await app.register(ownQuotaRoute, { prefix: '/api/anime', quotas, limits: app.config.limits });
+}

@@ -20,21 +20,20 @@ export async function saveUserQuota(db: Kysely<Database>, row: UserQuotasTable):
     .execute();
 }
 
-export async function userExists(db: Kysely<Database>, userId: string): Promise<boolean> {
-  const row = await db.selectFrom('users').select('id').where('id', '=', userId).executeTakeFirst();
-  return row !== undefined;
+export async function findStorageOverride(db: Kysely<Database>, userId: string): Promise<number | null> {
+  const row = await db.selectFrom('user_quotas').select('storage_bytes').where('user_id', '=', userId).executeTakeFirst();
+  return row?.storage_bytes === null || row?.storage_bytes === undefined ? null : Number(row.storage_bytes);
 }
 
-/** Jobs of a user that hold a slot (queued or running), and jobs created since `since`. */
-export async function countUserJobs(db: Kysely<Database>, userId: string, since: string): Promise<{ active: number; today: number }> {
-  const row = await db
-    .selectFrom('jobs')
-    .select((eb) => [
-      eb.fn.sum<number>(eb.case().when('status', 'in', ['queued', 'running']).then(1).else(0).end()).as('active'),
-      eb.fn.sum<number>(eb.case().when('created_at', '>=', since).then(1).else(0).end()).as('today'),
-    ])
-    .where('user_id', '=', userId)
-    .where((eb) => eb.or([eb('status', 'in', ['queued', 'running']), eb('created_at', '>=', since)]))
-    .executeTakeFirst();
-  return { active: Number(row?.active ?? 0), today: Number(row?.today ?? 0) };
+export async function saveStorageOverride(db: Kysely<Database>, userId: string, bytes: number | null, actorId: string, now: string): Promise<void> {
+  await db
+    .insertInto('user_quotas')
+    .values({ user_id: userId, active_jobs: null, jobs_per_day: null, storage_bytes: bytes, updated_at: now, updated_by: actorId })
+    .onConflict((oc) => oc.column('user_id').doUpdateSet({ storage_bytes: bytes, updated_at: now, updated_by: actorId }))
+    .execute();
+}
+
+/** Deletes a user's quota overrides (deleting the account). */
+export async function deleteUserQuota(db: Kysely<Database>, userId: string): Promise<void> {
+  await db.deleteFrom('user_quotas').where('user_id', '=', userId).execute();
 }

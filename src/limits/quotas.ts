@@ -4,7 +4,9 @@ import type { LimitSettings } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { HttpProblem, notFound } from '../http/problem.js';
-import { countUserJobs, findUserQuota, saveUserQuota, userExists } from './quota-store.js';
+import { userExists } from '../identity/store.js';
+import { countUserJobs } from '../production/store.js';
+import { findUserQuota, saveUserQuota } from './quota-store.js';
 
 export interface QuotaLimits {
   active_jobs: number;

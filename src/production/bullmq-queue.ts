@@ -3,6 +3,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../db/database.js';
 import type { StoreOutage } from '../db/outage.js';
+import { reportErrors, type RedisLog } from '../db/redis.js';
 import { JobEvents, type JobEvent } from './events.js';
 import type { JobQueue } from './queue.js';
 import { countQueued, queuedJobs, type JobRow } from './store.js';
@@ -41,6 +42,8 @@ export interface RedisSettings {
   url: string;
   /** e.g. `celforge:`; BullMQ keys and channels live under it */
   prefix: string;
+  /** where connection errors are logged (once per outage) */
+  log?: RedisLog;
 }
 
 function redisOptions(forWorker: boolean): RedisOptions {
@@ -48,10 +51,8 @@ function redisOptions(forWorker: boolean): RedisOptions {
   return forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 2, connectTimeout: 2000 };
 }
 
-function connect(url: string, forWorker: boolean): Redis {
-  const redis = new Redis(url, redisOptions(forWorker));
-  redis.on('error', () => {});
-  return redis;
+function connect(url: string, forWorker: boolean, log: RedisLog | undefined, role: string): Redis {
+  return reportErrors(new Redis(url, redisOptions(forWorker)), log, role);
 }
 
 /** Disconnects; resolves once the client can report nothing more and what it reported has been handled. */
@@ -74,9 +75,9 @@ async function ended(redis: Redis): Promise<void> {
 class BullConnection extends Redis {
   readonly #copies: Redis[] = [];
 
-  constructor(url: string, forWorker: boolean) {
+  constructor(url: string, forWorker: boolean, log: RedisLog | undefined) {
     super(url, redisOptions(forWorker));
-    this.on('error', () => {});
+    reportErrors(this, log, 'bullmq');
   }
 
   override duplicate(override?: Partial<RedisOptions>): Redis {
@@ -124,10 +125,11 @@ export class BullMQQueue implements JobQueue {
     private readonly store: Store,
     settings: RedisSettings,
   ) {
-    this.#connection = new BullConnection(settings.url, false);
+    this.#connection = new BullConnection(settings.url, false, settings.log);
     this.#queue = new Queue(QUEUE_NAME, { connection: this.#connection, prefix: bullPrefix(settings.prefix) });
+    // the connection's errors are logged by it; the queue repeats them
     this.#queue.on('error', () => {});
-    this.#publisher = connect(settings.url, false);
+    this.#publisher = connect(settings.url, false, settings.log, 'job cancels (publish)');
     this.#channel = `${settings.prefix}job-cancel`;
   }
 
@@ -189,9 +191,9 @@ export class RedisJobEvents extends JobEvents {
   constructor(settings: RedisSettings) {
     super();
     this.#channel = `${settings.prefix}job-events`;
-    this.#publisher = connect(settings.url, false);
-    this.#subscriber = connect(settings.url, true);
-    void this.#subscriber.subscribe(this.#channel).catch(() => {});
+    this.#publisher = connect(settings.url, false, settings.log, 'job events (publish)');
+    this.#subscriber = connect(settings.url, true, settings.log, 'job events (subscribe)');
+    void this.#subscriber.subscribe(this.#channel).catch((err: unknown) => settings.log?.warn({ err, channel: this.#channel }, 'could not subscribe to job events'));
     this.#subscriber.on('message', (_channel: string, message: string) => {
       try {
         const { origin, event } = JSON.parse(message) as { origin: string; event: JobEvent };
@@ -225,7 +227,7 @@ export class BullMQWorkerHost {
     queue: BullMQQueue,
     settings: RedisSettings & { concurrency: number; leaseMs: number; log: FastifyBaseLogger; outage?: StoreOutage },
   ) {
-    this.#connection = new BullConnection(settings.url, true);
+    this.#connection = new BullConnection(settings.url, true, settings.log);
     this.#worker = new Worker(QUEUE_NAME, async (job) => jobWorker.process(String((job.data as { jobId: string }).jobId)), {
       connection: this.#connection,
       prefix: bullPrefix(settings.prefix),
@@ -237,7 +239,7 @@ export class BullMQWorkerHost {
       settings: { backoffStrategy: claimBackoffMs },
     });
     this.#worker.on('error', (error) => settings.log.error({ err: error }, 'BullMQ worker error'));
-    this.#cancels = connect(settings.url, true);
+    this.#cancels = connect(settings.url, true, settings.log, 'job cancels (subscribe)');
     void this.#cancels.subscribe(`${settings.prefix}job-cancel`).catch(() => {});
     this.#cancels.on('message', (_channel: string, jobId: string) => jobWorker.interrupt(jobId));
     const reconcile = () =>

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { JobStatus } from './store.js';
+import type { JobStatus } from '../db/schema.js';
 
 export interface JobEvent {
   kind: 'progress' | 'status' | 'preview';

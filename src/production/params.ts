@@ -2,6 +2,7 @@ import { createHash, randomInt } from 'node:crypto';
 import { Type, type Static } from 'typebox';
 import { badRequest } from '../http/problem.js';
 import type { JobType } from './store.js';
+import { JobTypeSchema } from '../db/schema.js';
 
 export const PROMPT_MAX = 500;
 /** The preview renderer's ceiling for a whole video (width × height × frames). */
@@ -13,7 +14,7 @@ const Side = Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 8 });
 export const GenerateBody = Type.Object(
   {
     prompt: Type.String({ minLength: 1, maxLength: 2000 }),
-    type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
+    type: JobTypeSchema,
     negative_prompt: Type.Optional(Type.String({ maxLength: 2000 })),
     width: Type.Optional(Side),
     height: Type.Optional(Side),

@@ -3,24 +3,19 @@ import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
 import { GenerateBody } from './params.js';
-import type { ProductionService, RequestContext } from './service.js';
+import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
+import { contextOf } from '../http/request-context.js';
+import type { ProductionService } from './service.js';
 import { AdminJob, AdminJobPage, JobPage, JobView } from './views.js';
+import { principalOf } from '../access/authentication.js';
 
-const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
-const Status = Type.Union([
-  Type.Literal('queued'),
-  Type.Literal('running'),
-  Type.Literal('succeeded'),
-  Type.Literal('failed'),
-  Type.Literal('canceled'),
-]);
-const Kind = Type.Union([Type.Literal('image'), Type.Literal('video')]);
+const JobIdParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const ListQuery = Type.Object(
   {
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 100 })),
     cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
-    status: Type.Optional(Status),
-    type: Type.Optional(Kind),
+    status: Type.Optional(JobStatusSchema),
+    type: Type.Optional(JobTypeSchema),
   },
   { additionalProperties: false },
 );
@@ -69,9 +64,7 @@ const Stats = Type.Object({
   gpu_seconds_by_user: Type.Array(Type.Object({ user_id: Type.String(), gpu_seconds: Type.Number() })),
 });
 
-export function contextOf(request: FastifyRequest): RequestContext {
-  return { ip: request.ip, requestId: String(request.id) };
-}
+export { contextOf } from '../http/request-context.js';
 
 const HEARTBEAT_MS = 15_000;
 /** what a stream's last event asks the client to wait before reconnecting when the server goes away */
@@ -100,7 +93,7 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
     },
     async (request, reply) => {
       const key = request.headers['idempotency-key'];
-      const { job, replayed } = await service.generate(request.principal!, request.body, typeof key === 'string' ? key : undefined, contextOf(request));
+      const { job, replayed } = await service.generate(principalOf(request), request.body, typeof key === 'string' ? key : undefined, contextOf(request));
       reply.header('location', `/api/anime/jobs/${job.job_id}`);
       if (replayed) reply.header('idempotent-replayed', 'true');
       return reply.code(replayed ? 200 : 202).send(job);
@@ -110,28 +103,28 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
   app.get(
     '/jobs',
     { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], querystring: ListQuery, response: { 200: JobPage } } },
-    async (request) => service.list(request.principal!, request.query),
+    async (request) => service.list(principalOf(request), request.query),
   );
 
   for (const url of ['/jobs/:id', '/generation/:id/status']) {
     app.get(
       url,
-      { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
-      async (request) => service.get(request.principal!, request.params.id),
+      { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobIdParams, response: { 200: JobView } } },
+      async (request) => service.get(principalOf(request), request.params.id),
     );
   }
 
   app.post(
     '/jobs/:id/cancel',
-    { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobParams, response: { 200: JobView } } },
-    async (request) => service.cancel(request.principal!, request.params.id, contextOf(request)),
+    { config: { rateClass: 'write', scope: 'jobs:write' }, schema: { tags: ['production'], params: JobIdParams, response: { 200: JobView } } },
+    async (request) => service.cancel(principalOf(request), request.params.id, contextOf(request)),
   );
 
   app.get(
     '/jobs/:id/events',
-    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobParams } },
+    { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['production'], params: JobIdParams } },
     async (request, reply) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       const job = await service.ownJob(principal, request.params.id);
       // Listen first, then read the state, so no change falls between the two.
       const pending: JobEvent[] = [];
@@ -219,13 +212,13 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
 
   app.post(
     '/admin/jobs/:id/cancel',
-    { config: { ...admin, critical: true }, schema: { tags: ['admin'], params: JobParams, response: { 200: AdminJob } } },
-    async (request) => service.adminCancel(request.principal!, request.params.id, contextOf(request)),
+    { config: { ...admin, critical: true }, schema: { tags: ['admin'], params: JobIdParams, response: { 200: AdminJob } } },
+    async (request) => service.adminCancel(principalOf(request), request.params.id, contextOf(request)),
   );
 
   app.get(
     '/admin/stats',
-    { config: { role: 'admin', rateClass: 'admin', scope: 'admin' }, schema: { tags: ['admin'], response: { 200: Stats } } },
+    { config: admin, schema: { tags: ['admin'], response: { 200: Stats } } },
     async () => service.stats(),
   );
 };

@@ -1,10 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify';
-import { loadUrlSigningKey, UrlSigner } from '../assets/signed-urls.js';
+import { UrlSigner } from '../assets/signed-urls.js';
+import { loadUrlSigningKey } from '../config/local-secrets.js';
 import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
 import { StoreOutage } from '../db/outage.js';
-import { Housekeeping } from '../lifecycle/housekeeping.js';
 import { RedisSlotLedger } from '../renderers/comfyui/slot-leases.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
@@ -39,6 +39,17 @@ export interface ProductionOptions {
   renderer?: Renderer;
   /** where store outages are logged once (the app's); by default one of its own */
   outage?: StoreOutage;
+  /** the asset storage and URL signer to use (the assets capability's); by default ones of its own, closed on stop */
+  storage?: { assets: AssetStorage; signer: UrlSigner };
+  /** the periodic clean-up a worker runs over the storage it writes (lifecycle's housekeeping) */
+  housekeeping?: (storage: AssetStorage) => Sweeper;
+}
+
+/** A periodic clean-up: one pass now, then on a timer until stopped. */
+export interface Sweeper {
+  sweep(): Promise<unknown>;
+  start(): void;
+  stop(): Promise<void>;
 }
 
 /**
@@ -47,13 +58,13 @@ export interface ProductionOptions {
  * the truth in both.
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
-  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix } : null;
+  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix, log } : null;
   const leaseMs = config.jobLeaseSeconds * 1000;
   // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs.
-  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ ...redis, leaseMs }) : undefined;
+  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs }) : undefined;
   const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
-  const assets = new AssetStorage(openObjectStore(config));
-  const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
+  const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
+  const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
   const events = redis ? new RedisJobEvents(redis) : new JobEvents();
   const bullQueue = redis ? new BullMQQueue(store, redis) : null;
   const localQueue = redis ? null : new LocalQueue(store);
@@ -99,7 +110,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     host = null;
     await closing?.close();
   };
-  let housekeeping: Housekeeping | null = null;
+  let housekeeping: Sweeper | null = null;
 
   return {
     queue,
@@ -111,9 +122,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     async start() {
       if (!worker) return;
       // Workers are the ones writing assets, so they sweep what killed writers left, orphans and expired jobs.
-      housekeeping = new Housekeeping({ store, storage: assets, settings: config.assets, log });
-      await housekeeping.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
-      housekeeping.start();
+      housekeeping = options.housekeeping?.(assets) ?? null;
+      await housekeeping?.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
+      housekeeping?.start();
       await worker.start();
       if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
@@ -125,7 +136,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();
       ownOutage?.close();
-      await assets.close();
+      if (!options.storage) await assets.close();
     },
   };
 }

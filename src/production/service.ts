@@ -7,15 +7,16 @@ import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { HttpProblem, badRequest, conflict, notFound } from '../http/problem.js';
 import type { Renderer, RendererHealth } from '../renderers/renderer.js';
-import { decodeCursor, encodeCursor, UUID } from './cursor.js';
+import { decodeCursor, encodeCursor, paginate, UUID } from '../http/pagination.js';
+import type { RequestContext } from '../http/request-context.js';
 import type { JobEvents } from './events.js';
 import { IDEMPOTENCY_KEY, normalise, type GenerateBody } from './params.js';
 import type { JobQueue } from './queue.js';
+import { assetsOf } from '../assets/store.js';
+import { countUsers } from '../identity/store.js';
 import {
-  assetsOf,
   cancelJob,
   countByStateAndType,
-  countUsers,
   findJob,
   findJobByKey,
   insertJob,
@@ -31,10 +32,7 @@ import { activeUsers, jobSeries, oldestQueued, percentiles, rateRejections, SERI
 import { adminJobView, jobView, type AdminJob, type AdminJobPage, type JobPage, type JobView } from './views.js';
 
 /** Where a request came from, for the audit trail. */
-export interface RequestContext {
-  ip: string;
-  requestId: string;
-}
+export type { RequestContext } from '../http/request-context.js';
 
 export interface ListQuery {
   limit?: number;
@@ -146,12 +144,11 @@ export class ProductionService {
       after,
       limit: limit + 1,
     });
-    const page = rows.slice(0, limit);
+    const { page, next } = paginate(rows, limit, (last) => encodeCursor({ at: last.created_at, id: last.id }));
     const assets = await assetsOf(this.deps.store.db, page.map((job) => job.id));
-    const last = page.at(-1);
     return {
       items: page.map((job) => jobView(job, assets.filter((a) => a.job_id === job.id), this.deps.signer)),
-      next_cursor: rows.length > limit && last ? encodeCursor({ at: last.created_at, id: last.id }) : null,
+      next_cursor: next,
     };
   }
 

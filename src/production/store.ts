@@ -1,24 +1,20 @@
 import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
 import type { Store } from '../db/database.js';
-import type { AssetsTable, Database, JobsTable } from '../db/schema.js';
+import { insertAssets, type AssetRow } from '../assets/store.js';
+import type { Database, JobsTable, JobStatus, JobType } from '../db/schema.js';
+import type { Cursor } from '../http/pagination.js';
 
 export type JobRow = Selectable<JobsTable>;
-export type AssetRow = Selectable<AssetsTable>;
-export type JobStatus = JobRow['status'];
-export type JobType = JobRow['type'];
+export type { JobStatus, JobType } from '../db/schema.js';
 
 export const ACTIVE: JobStatus[] = ['queued', 'running'];
 
-export interface PageKey {
-  at: string;
-  id: string;
-}
 
 export interface JobFilter {
   userId: string;
   status?: JobStatus;
   type?: JobType;
-  after?: PageKey;
+  after?: Cursor;
   limit: number;
 }
 
@@ -70,7 +66,7 @@ export type OwnedJobRow = JobRow & { owner_email: string | null };
 /** A page of everyone's jobs with the owner's e-mail, newest first (admin console). */
 export function listAllJobs(
   db: Kysely<Database>,
-  filter: { id?: string; status?: JobStatus; type?: JobType; owner?: string; after?: PageKey; limit: number },
+  filter: { id?: string; status?: JobStatus; type?: JobType; owner?: string; after?: Cursor; limit: number },
 ): Promise<OwnedJobRow[]> {
   let query = db
     .selectFrom('jobs')
@@ -88,15 +84,6 @@ export function listAllJobs(
     );
   }
   return query.orderBy('jobs.created_at', 'desc').orderBy('jobs.id', 'desc').limit(filter.limit).execute();
-}
-
-export function assetsOf(db: Kysely<Database>, jobIds: string[]): Promise<AssetRow[]> {
-  if (jobIds.length === 0) return Promise.resolve([]);
-  return db.selectFrom('assets').selectAll().where('job_id', 'in', jobIds).orderBy('job_id').orderBy('position').execute();
-}
-
-export function findAsset(db: Kysely<Database>, id: string): Promise<AssetRow | undefined> {
-  return db.selectFrom('assets').selectAll().where('id', '=', id).executeTakeFirst();
 }
 
 /** Ends a queued or running job as canceled; false if it had already ended. */
@@ -240,13 +227,7 @@ export async function completeJob(
       heldBy(trx, id, workerId).set({ status: 'succeeded', progress: 100, error: null, finished_at: now, updated_at: now, locked_by: null, locked_until: null }),
     );
     if (!held) return false;
-    if (assets.length > 0) {
-      await trx
-        .insertInto('assets')
-        .values(assets)
-        .onConflict((oc) => oc.columns(['job_id', 'position']).doNothing())
-        .execute();
-    }
+    await insertAssets(trx, assets);
     return true;
   });
 }
@@ -284,17 +265,17 @@ export async function countQueued(db: Kysely<Database>): Promise<number> {
 // ---------------------------------------------------------------------------------------------
 // statistics
 
+export async function countByStatus(db: Kysely<Database>): Promise<Map<JobStatus, number>> {
+  const rows = await db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll<number>().as('count')]).groupBy('status').execute();
+  return new Map(rows.map((row) => [row.status, Number(row.count)]));
+}
+
 export function countByStateAndType(db: Kysely<Database>) {
   return db
     .selectFrom('jobs')
     .select(['status', 'type', (eb) => eb.fn.countAll<number>().as('n')])
     .groupBy(['status', 'type'])
     .execute();
-}
-
-export async function countUsers(db: Kysely<Database>): Promise<number> {
-  const row = await db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
-  return Number(row.n);
 }
 
 /** Start and end of jobs that succeeded since `since` (newest first, bounded). */
@@ -307,4 +288,82 @@ export function recentRuns(db: Kysely<Database>, since: string, limit: number) {
     .orderBy('finished_at', 'desc')
     .limit(limit)
     .execute();
+}
+
+/** Jobs of a user that hold a slot (queued or running), and jobs created since `since`. */
+export async function countUserJobs(db: Kysely<Database>, userId: string, since: string): Promise<{ active: number; today: number }> {
+  const row = await db
+    .selectFrom('jobs')
+    .select((eb) => [
+      eb.fn.sum<number>(eb.case().when('status', 'in', ACTIVE).then(1).else(0).end()).as('active'),
+      eb.fn.sum<number>(eb.case().when('created_at', '>=', since).then(1).else(0).end()).as('today'),
+    ])
+    .where('user_id', '=', userId)
+    .where((eb) => eb.or([eb('status', 'in', ACTIVE), eb('created_at', '>=', since)]))
+    .executeTakeFirst();
+  return { active: Number(row?.active ?? 0), today: Number(row?.today ?? 0) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// publication (the gallery's)
+
+export type Visibility = NonNullable<JobRow['visibility']>;
+
+/** Sets or clears a succeeded job's visibility; false when the job is not (or no longer) succeeded. */
+export async function setVisibility(db: Kysely<Database>, id: string, visibility: Visibility | null, now: string): Promise<boolean> {
+  const result = await db
+    .updateTable('jobs')
+    .set({ visibility, published_at: visibility ? now : null, updated_at: now })
+    .where('id', '=', id)
+    .where('status', '=', 'succeeded')
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows) === 1;
+}
+
+export interface GalleryFilter {
+  visibilities: Visibility[];
+  type?: JobRow['type'];
+  after?: Cursor;
+  limit: number;
+}
+
+/** Published jobs, newest publication first, by keyset. */
+export function listPublished(db: Kysely<Database>, filter: GalleryFilter) {
+  let query = db
+    .selectFrom('jobs')
+    .select(['id', 'type', 'prompt', 'params', 'visibility', 'published_at', 'created_at'])
+    .where('visibility', 'in', filter.visibilities)
+    .where('status', '=', 'succeeded');
+  if (filter.type) query = query.where('type', '=', filter.type);
+  const after = filter.after;
+  if (after) {
+    query = query.where((eb) =>
+      eb.or([eb('published_at', '<', after.at), eb.and([eb('published_at', '=', after.at), eb('id', '<', after.id)])]),
+    );
+  }
+  return query.orderBy('published_at', 'desc').orderBy('id', 'desc').limit(filter.limit).execute();
+}
+
+// ---------------------------------------------------------------------------------------------
+// deletion (lifecycle composes it with the assets and share links of the same jobs)
+
+export async function jobIdsOf(db: Kysely<Database>, userId: string): Promise<string[]> {
+  return (await db.selectFrom('jobs').select('id').where('user_id', '=', userId).execute()).map((row) => row.id);
+}
+
+/** Failed and canceled jobs that finished before `before`, oldest first. */
+export async function expiredEndedJobs(db: Kysely<Database>, before: string, limit: number): Promise<string[]> {
+  const rows = await db
+    .selectFrom('jobs')
+    .select('id')
+    .where('status', 'in', ['failed', 'canceled'] satisfies JobStatus[])
+    .where('finished_at', '<', before)
+    .orderBy('finished_at')
+    .limit(limit)
+    .execute();
+  return rows.map((row) => row.id);
+}
+
+export async function deleteJobs(db: Kysely<Database>, jobIds: string[]): Promise<void> {
+  if (jobIds.length > 0) await db.deleteFrom('jobs').where('id', 'in', jobIds).execute();
 }

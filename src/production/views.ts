@@ -1,7 +1,9 @@
 import { Type, type Static } from 'typebox';
 import type { UrlSigner } from '../assets/signed-urls.js';
 import { parseParams } from './params.js';
-import type { AssetRow, JobRow, OwnedJobRow } from './store.js';
+import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
+import type { AssetRow } from '../assets/store.js';
+import type { JobRow, OwnedJobRow } from './store.js';
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(schema: T) => Type.Union([schema, Type.Null()]);
 
@@ -17,14 +19,8 @@ export const AssetView = Type.Object({
 
 export const JobView = Type.Object({
   job_id: Type.String(),
-  type: Type.Union([Type.Literal('image'), Type.Literal('video')]),
-  status: Type.Union([
-    Type.Literal('queued'),
-    Type.Literal('running'),
-    Type.Literal('succeeded'),
-    Type.Literal('failed'),
-    Type.Literal('canceled'),
-  ]),
+  type: JobTypeSchema,
+  status: JobStatusSchema,
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   prompt: Type.String(),
   negative_prompt: Type.String(),

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import type { AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
@@ -20,9 +21,9 @@ import {
   recoverExpired,
   releaseJob,
   renewLease,
-  type AssetRow,
   type JobRow,
 } from './store.js';
+import type { AssetRow } from '../assets/store.js';
 
 export interface WorkerOptions {
   store: Store;
@@ -189,7 +190,7 @@ export class JobWorker implements LocalWorkerHandle {
 
   async #fillNow(): Promise<void> {
     this.wake();
-    while (this.#filling) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (this.#filling) await sleep(5);
   }
 
   /** Room for one more job: the renderer's free slots when it tells them, else `concurrency`. */

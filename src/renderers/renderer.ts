@@ -1,5 +1,7 @@
 /** What every renderer (preview, comfyui) offers the job pipeline. */
-export type JobType = 'image' | 'video';
+import type { JobType } from '../db/schema.js';
+
+export type { JobType };
 
 export interface RenderRequest {
   jobId: string;

@@ -2,8 +2,9 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { deliverAsset, type DeliveryOptions } from '../assets/routes.js';
 import { notFound } from '../http/problem.js';
-import { contextOf } from '../production/routes.js';
+import { contextOf } from '../http/request-context.js';
 import { MAX_SHARE_SECONDS, MIN_SHARE_SECONDS, type ShareService } from './service.js';
+import { principalOf } from '../access/authentication.js';
 
 const JobParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
 const TokenParams = Type.Object({ token: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
@@ -51,7 +52,7 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ service: ShareService; pub
       schema: { tags: ['sharing'], params: JobParams, body: CreateBody, response: { 201: CreatedShareLink } },
     },
     async (request, reply) => {
-      const link = await service.create(request.principal!, request.params.id, request.body.expires_in, contextOf(request));
+      const link = await service.create(principalOf(request), request.params.id, request.body.expires_in, contextOf(request));
       return reply.code(201).send({ ...link, url: `${options.publicUrl}/api/anime/shared/${link.token}` });
     },
   );
@@ -59,14 +60,14 @@ export const shareRoutes: FastifyPluginAsyncTypebox<{ service: ShareService; pub
   app.get(
     '/jobs/:id/shares',
     { config: { rateClass: 'read', scope: 'jobs:read' }, schema: { tags: ['sharing'], params: JobParams, response: { 200: Type.Object({ items: Type.Array(ShareLink) }) } } },
-    async (request) => ({ items: await service.list(request.principal!, request.params.id) }),
+    async (request) => ({ items: await service.list(principalOf(request), request.params.id) }),
   );
 
   app.delete(
     '/shares/:id',
     { config: { rateClass: 'write', critical: true, scope: 'gallery:publish' }, schema: { tags: ['sharing'], params: JobParams, response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await service.revoke(request.principal!, request.params.id, contextOf(request));
+      await service.revoke(principalOf(request), request.params.id, contextOf(request));
       return reply.code(204).send(null);
     },
   );

@@ -3,9 +3,10 @@ import type { Principal } from '../access/principal.js';
 import type { Auditor } from '../audit/events.js';
 import type { Store } from '../db/database.js';
 import { conflict, notFound } from '../http/problem.js';
-import { UUID } from '../production/cursor.js';
+import { UUID } from '../http/pagination.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
-import { assetsOf, findJob, type AssetRow, type JobRow } from '../production/store.js';
+import { assetsOf, type AssetRow } from '../assets/store.js';
+import { findJob, type JobRow } from '../production/store.js';
 import { countOpening, findLiveShareLink, insertShareLink, listShareLinks, revokeShareLink, type ShareLinkRow } from './store.js';
 
 /** `cfs_` and 32 random bytes, base64url: 256 bits, of which Celforge keeps only the SHA-256. */

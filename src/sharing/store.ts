@@ -36,3 +36,10 @@ export async function revokeShareLink(db: Kysely<Database>, id: string, userId: 
   await db.updateTable('share_links').set({ revoked_at: now }).where('id', '=', id).where('revoked_at', 'is', null).execute();
   return row;
 }
+
+/** Deletes the links of these jobs, or all a user's links (deleting jobs or the account). */
+export async function deleteShareLinks(db: Kysely<Database>, of: { jobIds: string[] } | { userId: string }): Promise<void> {
+  if ('jobIds' in of && of.jobIds.length === 0) return;
+  const query = db.deleteFrom('share_links');
+  await ('jobIds' in of ? query.where('job_id', 'in', of.jobIds) : query.where('user_id', '=', of.userId)).execute();
+}

@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { API_KEY_SCOPES, type ApiKeyScope } from '../../src/access/principal.js';
-import type { RouteAccessEntry } from '../../src/http/auth.js';
+import type { RouteAccessEntry } from '../../src/access/authentication.js';
 import { useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn } from '../support/users.js';

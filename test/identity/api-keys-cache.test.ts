@@ -28,7 +28,7 @@ describe('ApiKeyCache', () => {
   });
 
   it('expires entries after the TTL and keeps at most maxEntries, least recently used out first', () => {
-    let now = 0;
+    let now = 5_000;
     const cache = new ApiKeyCache(2, 1000, () => now);
     cache.set(row('a'), cache.epoch);
     cache.set(row('b'), cache.epoch);
@@ -36,7 +36,9 @@ describe('ApiKeyCache', () => {
     cache.set(row('c'), cache.epoch);
     expect(cache.get('b')).toBeUndefined();
     expect(cache.get('a')).toBeDefined();
-    now = 1000;
+    now = 5_999;
+    expect(cache.get('a')).toBeDefined();
+    now = 6_001;
     expect(cache.get('a')).toBeUndefined();
   });
 

@@ -1,6 +1,6 @@
 import { createHash, createHmac } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
-import { contentDigest, signRequest, type SignatureHeaders } from '../../src/identity/signatures.js';
+import { contentDigest, signRequest, type SignatureHeaders } from '../../src/access/http-signatures.js';
 import { apiKeyId, signedHeaders } from '../../src/identity/client-signing.js';
 import { describeEachDialect } from '../support/dialects.js';
 import { signIn, useTestApp } from '../support/app.js';

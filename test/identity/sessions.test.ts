@@ -11,7 +11,7 @@ describeEachDialect('identity: login, refresh, sessions, revocation', (dialect) 
   const me = (authorization: string) => t.app.inject({ method: 'GET', url: '/api/auth/me', headers: { authorization } });
   const refresh = (refresh_token: string) => t.app.inject({ method: 'POST', url: '/api/auth/refresh', payload: { refresh_token } });
 
-  it('logs in with a token pair whose access token is exactly the §6 shape', async () => {
+  it('logs in with a token pair whose access token is exactly the documented shape (EdDSA, at+jwt, kid of the current key)', async () => {
     const user = await registerAndLogin(t.app);
     const header = decodeProtectedHeader(user.token);
     expect(header).toMatchObject({ alg: 'EdDSA', typ: 'at+jwt' });

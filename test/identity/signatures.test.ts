@@ -10,7 +10,7 @@ import {
   type ReplayGuard,
   type SignatureHeaders,
   type VerifyOptions,
-} from '../../src/identity/signatures.js';
+} from '../../src/access/http-signatures.js';
 
 const NOW = 1_700_000_000;
 const SECRET = Buffer.alloc(32, 0x5a);

@@ -16,10 +16,7 @@ export async function limitTestRoutes(app: FastifyInstance, services: Services) 
       config: { auth: 'public', rateClass: 'signin' },
       schema: { body: Type.Object({ email: Type.String({ maxLength: 320 }), password: Type.String({ maxLength: 256 }) }, { additionalProperties: false }) },
     },
-    async (_request, reply) => {
-      services.metrics.signinFailed('credentials');
-      return reply.code(401).send({ ok: false });
-    },
+    async (_request, reply) => reply.code(401).send({ ok: false }),
   );
   app.post<{ Body: { prompt: string; type: 'image' | 'video' } }>(
     '/api/anime/_test/generate',

@@ -17,22 +17,7 @@ export const ROOMY_LIMITS_ENV: Record<string, string> = {
   CELFORGE_QUOTA_JOBS_PER_DAY: '100000',
 };
 
-/** Paths of this machine that must never appear in an answer. */
-export const PATH_LEAKS = [/\/tmp\//, /\/work\//, /\/srv\//, /\/home\//, /node_modules/, /celforge-test-/, /\.tmp\b/, /[A-Z]:\\/];
-
-export function expectNoPath(text: string): void {
-  for (const leak of PATH_LEAKS) expect(text).not.toMatch(leak);
-}
-
-export function expectProblem(response: { statusCode: number; headers: Record<string, unknown>; body: string }, status: number, type?: string): Json {
-  expect(response.statusCode).toBe(status);
-  expect(response.headers['content-type']).toMatch(/^application\/problem\+json/);
-  const body = JSON.parse(response.body) as Json;
-  expect(body.status).toBe(status);
-  if (type) expect(body.type).toBe(`urn:celforge:problem:${type}`);
-  expectNoPath(response.body);
-  return body;
-}
+export { expectNoPath, expectProblem, PATH_LEAKS } from '../support/problem.js';
 
 export async function generate(app: FastifyInstance, authorization: Record<string, string>, body: unknown, headers: Record<string, string> = {}) {
   return app.inject({ method: 'POST', url: '/api/anime/generate', headers: { ...authorization, ...headers }, payload: body as Json });

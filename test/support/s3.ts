@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import S3rver from 's3rver';
 import { afterAll } from 'vitest';
-import type { S3Settings } from '../../src/assets/backends/s3.js';
+import type { S3Settings } from '../../src/config/assets.js';
 import { testConfig, type Config } from '../../src/config/config.js';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { insertSession, insertUser } from '../../src/identity/store.js';
-import { issueAccessToken, type Role } from '../../src/identity/tokens.js';
+import type { Role } from '../../src/access/principal.js';
+import { issueAccessToken } from '../../src/identity/tokens.js';
 
 export interface SignedIn {
   userId: string;

@@ -14,18 +14,7 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
 import { ObjectMissingError, type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
-
-export interface S3Settings {
-  endpoint?: string;
-  bucket: string;
-  region: string;
-  accessKeyId?: string;
-  secretAccessKey?: string;
-  /** `http://host/bucket/key` instead of `http://bucket.host/key` (MinIO, Ceph, most self-hosted stores) */
-  forcePathStyle: boolean;
-  /** prepended to every key, so one bucket can hold several deployments */
-  prefix: string;
-}
+import type { S3Settings } from '../../config/assets.js';
 
 /** Parts of a multipart upload: at most two are held in memory per upload. */
 const PART_BYTES = 8 * 1024 * 1024;

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify';
 import type { Principal } from '../../access/principal.js';
 import type { Auditor } from '../../audit/events.js';
-import { unauthorized, type Authenticator } from '../../http/auth.js';
+import { unauthorized, type Authenticator } from '../../access/authentication.js';
 import { ApiKeyRefused, type ApiKeyService } from './service.js';
 
 /** `Authorization: ApiKey <key>` and `X-API-Key: <key>`: one answer for every refused key. */

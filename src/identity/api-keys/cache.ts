@@ -1,8 +1,8 @@
+import { LRUCache } from 'lru-cache';
 import type { ApiKeyState } from './store.js';
 
 interface Entry {
   state: ApiKeyState;
-  loadedAt: number;
   /** the decrypted signing secret, once a signed request needed it */
   secret?: Buffer;
 }
@@ -13,38 +13,26 @@ interface Entry {
  * cached after it, so a revoke racing with a read cannot leave a stale row behind.
  */
 export class ApiKeyCache {
-  readonly #entries = new Map<string, Entry>();
+  readonly #entries: LRUCache<string, Entry>;
   #epoch = 0;
 
-  constructor(
-    private readonly maxEntries = 1000,
-    private readonly ttlMs = 30_000,
-    private readonly clock: () => number = Date.now,
-  ) {}
+  constructor(maxEntries = 1000, ttlMs = 30_000, clock: () => number = Date.now) {
+    // ttlResolution 0: every check reads the clock (a cached time would let a row outlive a test clock's jump)
+    this.#entries = new LRUCache<string, Entry>({ max: maxEntries, ttl: ttlMs, ttlResolution: 0, perf: { now: clock } });
+  }
 
   get epoch(): number {
     return this.#epoch;
   }
 
   get(id: string): Entry | undefined {
-    const entry = this.#entries.get(id);
-    if (!entry) return undefined;
-    this.#entries.delete(id);
-    if (this.clock() - entry.loadedAt >= this.ttlMs) return undefined;
-    this.#entries.set(id, entry); // most recently used last
-    return entry;
+    return this.#entries.get(id);
   }
 
   /** Caches a row read while the epoch was `epochAtRead`; ignored if anything was evicted since. */
   set(state: ApiKeyState, epochAtRead: number): void {
     if (epochAtRead !== this.#epoch) return;
-    this.#entries.delete(state.id);
-    this.#entries.set(state.id, { state, loadedAt: this.clock() });
-    while (this.#entries.size > this.maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#entries.delete(oldest);
-    }
+    this.#entries.set(state.id, { state });
   }
 
   evict(id: string): void {
@@ -54,7 +42,8 @@ export class ApiKeyCache {
 
   evictUser(userId: string): void {
     this.#epoch++;
-    for (const [id, entry] of this.#entries) if (entry.state.user_id === userId) this.#entries.delete(id);
+    const ids = [...this.#entries.entries()].filter(([, entry]) => entry.state.user_id === userId).map(([id]) => id);
+    for (const id of ids) this.#entries.delete(id);
   }
 
   clear(): void {

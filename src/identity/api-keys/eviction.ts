@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { reportErrors } from '../../db/redis.js';
 
 export type Eviction = { kind: 'key'; id: string } | { kind: 'user'; id: string };
 
@@ -39,7 +40,7 @@ export class EvictionBus {
     }
     const subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
     this.#subscriber = subscriber;
-    subscriber.on('error', () => {});
+    reportErrors(subscriber, log, 'api-key eviction (subscribe)');
     subscriber.on('close', () => {
       this.#live = false;
     });
@@ -49,7 +50,7 @@ export class EvictionBus {
           this.apply('all');
           this.#live = true;
         },
-        () => {},
+        (err: unknown) => log.warn({ err, channel }, 'api-key eviction: could not subscribe; cached keys are not trusted until it can'),
       );
     });
     subscriber.on('message', (from: string, text: string) => {
@@ -58,7 +59,7 @@ export class EvictionBus {
       const message = parse(text);
       if (!message) return;
       this.apply(message.eviction);
-      redis.publish(this.#ackChannel, message.nonce).catch(() => {});
+      redis.publish(this.#ackChannel, message.nonce).catch((err: unknown) => log.warn({ err }, 'api-key eviction: could not acknowledge; the evicting instance waits out its timeout'));
     });
   }
 

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from 'typebox';
 import { API_KEY_SCOPES, type ApiKeyService } from './service.js';
+import { principalOf } from '../../access/authentication.js';
 
 const Scope = Type.Union(API_KEY_SCOPES.map((scope) => Type.Literal(scope)));
 const IsoTime = Type.String({ minLength: 20, maxLength: 35, pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$' });
@@ -54,7 +55,7 @@ export async function apiKeyRoutes(app: FastifyInstance, options: { keys: ApiKey
       schema: { tags: ['identity'], body: NewKey, response: { 201: CreatedKey } },
     },
     async (request, reply) => {
-      const created = await keys.create(request.principal!, request.body, { ip: request.ip, requestId: request.id });
+      const created = await keys.create(principalOf(request), request.body, { ip: request.ip, requestId: request.id });
       reply.code(201).header('cache-control', 'no-store');
       return created;
     },
@@ -63,14 +64,14 @@ export async function apiKeyRoutes(app: FastifyInstance, options: { keys: ApiKey
   app.get(
     '/api-keys',
     { config: { rateClass: 'read' }, schema: { tags: ['identity'], response: { 200: Type.Object({ items: Type.Array(ListedKey) }) } } },
-    async (request) => ({ items: await keys.list(request.principal!.userId) }),
+    async (request) => ({ items: await keys.list(principalOf(request).userId) }),
   );
 
   app.delete<{ Params: Static<typeof KeyId> }>(
     '/api-keys/:id',
     { config: { rateClass: 'write', critical: true }, schema: { tags: ['identity'], params: KeyId } },
     async (request, reply) => {
-      await keys.revoke(request.principal!, request.params.id, { ip: request.ip, requestId: request.id });
+      await keys.revoke(principalOf(request), request.params.id, { ip: request.ip, requestId: request.id });
       return reply.code(204).send();
     },
   );

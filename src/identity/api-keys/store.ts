@@ -107,3 +107,7 @@ export async function revokeApiKey(db: Kysely<Database>, id: string, userId: str
 export function touchApiKey(db: Kysely<Database>, id: string, now: string): Promise<unknown> {
   return db.updateTable('api_keys').set({ last_used_at: now }).where('id', '=', id).execute();
 }
+
+export async function deleteUserApiKeys(db: Kysely<Database>, userId: string): Promise<void> {
+  await db.deleteFrom('api_keys').where('user_id', '=', userId).execute();
+}

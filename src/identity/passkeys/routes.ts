@@ -1,6 +1,7 @@
-import type { FastifyInstance } from 'fastify';
-import { Type } from 'typebox';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type, type Static } from 'typebox';
 import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
+import { principalOf } from '../../access/authentication.js';
 import { context } from '../routes.js';
 import { view, type PasskeyService } from './service.js';
 
@@ -60,16 +61,23 @@ export const AssertionBody = Type.Object({ attempt_id: AttemptId, response: Cred
 export type Assertion = { attempt_id: string; response: AuthenticationResponseJSON };
 
 /**
+ * The schema checks a credential's shape and sizes; its meaning (types of the authenticator's
+ * answer, signatures) is the WebAuthn library's to check, so the JSON is handed over as its type.
+ */
+const assertion = (body: Static<typeof AssertionBody>): Assertion => ({ attempt_id: body.attempt_id, response: credential<AuthenticationResponseJSON>(body.response) });
+const credential = <T extends RegistrationResponseJSON | AuthenticationResponseJSON>(json: Static<typeof CredentialJson>) => json as unknown as T;
+
+/**
  * `/api/auth/passkeys`: managing one's passkeys (account management: sessions only, never API
  * keys), passwordless sign-in (public, rate-limited as sign-in) and step-up.
  */
-export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: PasskeyService }) {
+export const passkeyRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeyService }> = async (app, options) => {
   const { passkeys } = options;
   const signin = { auth: 'public', rateClass: 'signin' } as const;
   const tags = ['identity'];
 
   app.get('/passkeys', { config: { rateClass: 'read' }, schema: { tags, response: { 200: Type.Object({ items: Type.Array(Passkey) }) } } }, async (request) => ({
-    items: (await passkeys.list(request.principal!.userId)).map(view),
+    items: (await passkeys.list(principalOf(request).userId)).map(view),
   }));
 
   app.post(
@@ -83,7 +91,7 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
         response: { 200: Options },
       },
     },
-    async (request) => passkeys.registrationOptions(request.principal!, (request.body as { password: string }).password, context(request)),
+    async (request) => passkeys.registrationOptions(principalOf(request), request.body.password, context(request)),
   );
 
   app.post(
@@ -98,8 +106,9 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
       },
     },
     async (request, reply) => {
-      const body = request.body as { attempt_id: string; name?: string; response: RegistrationResponseJSON };
-      return reply.code(201).send(await passkeys.register(request.principal!, body, context(request)));
+      const { attempt_id, name, response } = request.body;
+      const added = await passkeys.register(principalOf(request), { attempt_id, name, response: credential<RegistrationResponseJSON>(response) }, context(request));
+      return reply.code(201).send(added);
     },
   );
 
@@ -109,15 +118,15 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
       config: { rateClass: 'write' },
       schema: { tags, params: Type.Object({ id: Uuid }), body: Type.Object({ name: Name }, { additionalProperties: false }), response: { 200: Passkey } },
     },
-    async (request) => passkeys.rename(request.principal!, (request.params as { id: string }).id, (request.body as { name: string }).name, context(request)),
+    async (request) => passkeys.rename(principalOf(request), request.params.id, request.body.name, context(request)),
   );
 
   app.delete(
     '/passkeys/:id',
     { config: { rateClass: 'write', critical: true }, schema: { tags, params: Type.Object({ id: Uuid }), response: { 204: Type.Null() } } },
     async (request, reply) => {
-      await passkeys.remove(request.principal!, (request.params as { id: string }).id, context(request));
-      return reply.code(204).send();
+      await passkeys.remove(principalOf(request), request.params.id, context(request));
+      return reply.code(204).send(null);
     },
   );
 
@@ -128,7 +137,7 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
       schema: { tags: ['admin'], summary: "Remove all of a user's passkeys (a lost device)", params: Type.Object({ id: Uuid }), response: { 200: Type.Object({ removed: Type.Integer() }) } },
     },
     async (request) => ({
-      removed: await passkeys.adminRemoveAll((request.params as { id: string }).id, { id: request.principal!.userId, ctx: context(request) }),
+      removed: await passkeys.adminRemoveAll(request.params.id, { id: principalOf(request).userId, ctx: context(request) }),
     }),
   );
 
@@ -149,13 +158,13 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
         response: { 200: TokenPair },
       },
     },
-    async (request) => passkeys.signIn(request.body as Assertion, context(request)),
+    async (request) => passkeys.signIn(assertion(request.body), context(request)),
   );
 
   app.post(
     '/passkeys/step-up/options',
     { config: { rateClass: 'signin' }, schema: { tags, summary: 'Start a step-up with a passkey (user verification required)', response: { 200: Options } } },
-    async (request) => passkeys.stepUpOptions(request.principal!),
+    async (request) => passkeys.stepUpOptions(principalOf(request)),
   );
 
   app.post(
@@ -164,6 +173,6 @@ export async function passkeyRoutes(app: FastifyInstance, options: { passkeys: P
       config: { rateClass: 'signin' },
       schema: { tags, summary: 'Step up this session with a passkey', body: AssertionBody, response: { 200: Type.Object({ mfa_at: Type.String(), valid_until: Type.String() }) } },
     },
-    async (request) => passkeys.stepUp(request.principal!, request.body as Assertion, context(request)),
+    async (request) => passkeys.stepUp(principalOf(request), assertion(request.body), context(request)),
   );
-}
+};

@@ -1,7 +1,9 @@
 import { parseCookie, stringifySetCookie } from 'cookie';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../../db/database.js';
+import { principalOf } from '../../access/authentication.js';
 import { HttpProblem } from '../../http/problem.js';
 import { REFRESH_COOKIE, STUDIO_HEADER } from '../browser-session.js';
 import { context } from '../routes.js';
@@ -37,7 +39,7 @@ export interface SsoRouteOptions {
  * `callback`), links of the signed-in account, the provider's back-channel logout, and sign-out
  * that also ends the provider's session.
  */
-export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) {
+export const ssoRoutes: FastifyPluginAsyncTypebox<SsoRouteOptions> = async (app, options) => {
   const { sso, identity } = options;
   const origin = new URL(options.publicUrl).origin;
   const secure = origin.startsWith('https:');
@@ -64,7 +66,7 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
     '/sso/:provider/start',
     { config: signin, schema: { tags: ['identity'], summary: 'Sign in with a provider: redirects the browser to it', params: ProviderParams } },
     async (request, reply) => {
-      const started = await sso.start((request.params as { provider: string }).provider, 'signin', context(request));
+      const started = await sso.start(request.params.provider, 'signin', context(request));
       return reply.header('set-cookie', attemptCookie(started.binding, ATTEMPT_SECONDS)).header('cache-control', 'no-store').redirect(started.url, 303);
     },
   );
@@ -73,7 +75,7 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
     '/sso/:provider/callback',
     { config: signin, schema: { tags: ['identity'], summary: "The provider's answer: signs the browser in (refresh cookie) or links the account, then back to the studio", params: ProviderParams } },
     async (request, reply) => {
-      const provider = (request.params as { provider: string }).provider;
+      const provider = request.params.provider;
       const query = request.url.includes('?') ? request.url.slice(request.url.indexOf('?') + 1) : '';
       const clearAttempt = attemptCookie('', 0);
       reply.header('cache-control', 'no-store');
@@ -100,16 +102,16 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
       schema: { tags: ['identity'], summary: 'Link a provider to the signed-in account: the studio then navigates to `url`', params: ProviderParams, response: { 200: Type.Object({ url: Type.String() }) } },
     },
     async (request, reply) => {
-      const principal = request.principal!;
+      const principal = principalOf(request);
       if (!principal.sessionId) throw new HttpProblem(400, 'no-session', 'Link a provider from a signed-in session.');
-      const started = await sso.start((request.params as { provider: string }).provider, 'link', context(request), principal);
+      const started = await sso.start(request.params.provider, 'link', context(request), principal);
       reply.header('set-cookie', attemptCookie(started.binding, ATTEMPT_SECONDS)).header('cache-control', 'no-store');
       return { url: started.url };
     },
   );
 
   app.get('/sso/links', { config: { rateClass: 'read' }, schema: { tags: ['identity'], summary: "The providers linked to the caller's account", response: { 200: Type.Object({ items: Type.Array(Link) }) } } }, async (request) => ({
-    items: await sso.listLinks(request.principal!.userId),
+    items: await sso.listLinks(principalOf(request).userId),
   }));
 
   app.delete(
@@ -119,8 +121,8 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
       schema: { tags: ['identity'], summary: 'Unlink a provider', params: Type.Object({ id: Type.String({ minLength: 36, maxLength: 36, pattern: '^[0-9a-f-]{36}$' }) }), response: { 204: Type.Null() } },
     },
     async (request, reply) => {
-      await sso.unlink(request.principal!, (request.params as { id: string }).id, context(request));
-      return reply.code(204).send();
+      await sso.unlink(principalOf(request), request.params.id, context(request));
+      return reply.code(204).send(null);
     },
   );
 
@@ -164,10 +166,10 @@ export async function ssoRoutes(app: FastifyInstance, options: SsoRouteOptions) 
         response: { 200: Type.Null() },
       },
     },
-    async (request, reply: FastifyReply) => {
+    async (request, reply) => {
       reply.header('cache-control', 'no-store');
-      await sso.backchannelLogout((request.params as { provider: string }).provider, (request.body as { logout_token: string }).logout_token, context(request));
-      return reply.code(200).send();
+      await sso.backchannelLogout(request.params.provider, request.body.logout_token, context(request));
+      return reply.code(200).send(null);
     },
   );
-}
+};

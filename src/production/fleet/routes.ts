@@ -3,8 +3,9 @@ import { Type } from 'typebox';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { notFound } from '../../http/problem.js';
-import { userExists } from '../../limits/quota-store.js';
+import { userExists } from '../../identity/store.js';
 import { decayedUsage, DEFAULT_POLICY, findShare, saveShare, type ShareSetting } from './fair-share.js';
+import { principalOf } from '../../access/authentication.js';
 
 const Setting = Type.Object(
   {
@@ -51,11 +52,11 @@ export async function fleetShareRoutes(app: FastifyInstance, options: { store: S
     async (request) => {
       const userId = request.params.id;
       if (!(await userExists(store.db, userId))) throw notFound('No such user.');
-      await saveShare(store.db, userId, request.body, request.principal!.userId, new Date());
+      await saveShare(store.db, userId, request.body, principalOf(request).userId, new Date());
       audit.record({
         action: 'admin.user.share',
         outcome: 'success',
-        actorId: request.principal!.userId,
+        actorId: principalOf(request).userId,
         target: userId,
         ip: request.ip,
         requestId: String(request.id),

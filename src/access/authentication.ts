@@ -1,8 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import type { ApiKeyScope, AuthMode, Principal, RouteAccess } from '../access/principal.js';
-import type { Role } from '../identity/tokens.js';
-import { HttpProblem } from './problem.js';
+import type { ApiKeyScope, AuthMode, Principal, Role, RouteAccess } from './principal.js';
+import { HttpProblem } from '../http/problem.js';
 
 /** Rate-limit classes a route belongs to (the limits plugin reads them). */
 export type RateClass = 'signin' | 'refresh' | 'generation' | 'read' | 'write' | 'admin';
@@ -74,6 +73,15 @@ export function unauthorized(detail: string, error: 'invalid_token' | 'invalid_r
   return new HttpProblem(401, 'unauthorized', detail, {
     headers: { 'www-authenticate': `Bearer realm="celforge", error="${error}"` },
   });
+}
+
+/**
+ * The caller of a route that needs a credential: the authentication hook set it before any
+ * handler runs, so this only narrows (and answers 401 should a route be mounted without the hook).
+ */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw unauthorized('Sign in to use this.', 'invalid_request');
+  return request.principal;
 }
 
 /**

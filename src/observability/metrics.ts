@@ -1,5 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import type { Store } from '../db/database.js';
+import { Counter, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { RatePolicyName } from '../config/config.js';
 
 const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
@@ -52,11 +51,10 @@ class RequestLatency {
   }
 }
 
-const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
-
 /**
  * Prometheus metrics of one app (a registry of its own, so tests and the benchmark can build
- * several apps in one process). Job figures are read from the store at scrape time.
+ * several apps in one process). Capabilities add their own gauges to `registry` (jobs, the fleet),
+ * read at scrape time.
  */
 export class Metrics {
   readonly registry = new Registry();
@@ -66,7 +64,7 @@ export class Metrics {
   /** the keys are strings Fastify hands over unchanged, so lookups hash nothing new */
   private readonly requestSeries: SeriesByRoute = new Map();
 
-  constructor(store: Store) {
+  constructor() {
     const registers = [this.registry];
     collectDefaultMetrics({ register: this.registry, prefix: 'celforge_' });
     const series = this.requestSeries;
@@ -100,30 +98,6 @@ export class Metrics {
       help: 'Failed sign-in attempts, by reason',
       labelNames: ['reason'],
       registers,
-    });
-    new Gauge({
-      name: 'celforge_jobs',
-      help: 'Jobs in the store by state',
-      labelNames: ['state'],
-      registers,
-      async collect() {
-        const rows = await store.db.selectFrom('jobs').select(['status', (eb) => eb.fn.countAll<number>().as('count')]).groupBy('status').execute();
-        const counts = new Map(rows.map((row) => [row.status, Number(row.count)]));
-        for (const state of JOB_STATES) this.set({ state }, counts.get(state) ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'celforge_queue_depth',
-      help: 'Jobs waiting to run (queued)',
-      registers,
-      async collect() {
-        const row = await store.db
-          .selectFrom('jobs')
-          .select((eb) => eb.fn.countAll<number>().as('count'))
-          .where('status', '=', 'queued')
-          .executeTakeFirst();
-        this.set(Number(row?.count ?? 0));
-      },
     });
   }
 

@@ -1,5 +1,16 @@
-import { ConfigError, readVariable, type Env } from '../config/config.js';
-import type { S3Settings } from './backends/s3.js';
+import { ConfigError, readVariable, type Env } from './config.js';
+
+export interface S3Settings {
+  endpoint?: string;
+  bucket: string;
+  region: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  /** `http://host/bucket/key` instead of `http://bucket.host/key` (MinIO, Ceph, most self-hosted stores) */
+  forcePathStyle: boolean;
+  /** prepended to every key, so one bucket can hold several deployments */
+  prefix: string;
+}
 
 export interface AssetSettings {
   /** `disk`: files in the data dir; `s3`: an S3-compatible bucket (CELFORGE_S3_BUCKET set) */
