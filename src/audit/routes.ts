@@ -1,7 +1,6 @@
 import { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { principalOf } from '../access/authentication.js';
 import { Type, type Static } from 'typebox';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
@@ -172,7 +171,8 @@ export async function auditRoutes(app: FastifyInstance, options: { store: Store;
       audit.record({
         action: 'admin.audit.export',
         outcome: 'success',
-        actorId: principalOf(request).userId,
+        // admin routes: authentication has set the principal (audit sits below access, so no principalOf here)
+        actorId: request.principal?.userId,
         ip: request.ip,
         requestId: request.id,
         detail: { filter: { ...filter } },
@@ -214,7 +214,7 @@ export async function auditRoutes(app: FastifyInstance, options: { store: Store;
       audit.record({
         action: 'admin.audit.verify',
         outcome: result.ok ? 'success' : 'failure',
-        actorId: principalOf(request).userId,
+        actorId: request.principal?.userId,
         ip: request.ip,
         requestId: request.id,
         detail: { through_seq: verified.through_seq, rows: result.rows, ...(result.problem && { problem: result.problem }) },
