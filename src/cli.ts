@@ -9,6 +9,7 @@ import { completeSecrets, resolveConfig } from './config/secrets.js';
 import { VaultError } from './config/vault.js';
 import { migrate, openStore } from './db/database.js';
 import { HttpProblem } from './http/problem.js';
+import { HOOKS_MS, shutDown, stopOnSignal } from './http/shutdown.js';
 import { rotateSigningKeys } from './identity/keys.js';
 
 // The service itself is loaded only by the commands that run it, so `migrate`, `keys` and `audit` start fast.
@@ -51,14 +52,11 @@ async function serve(args: string[], config: Config): Promise<number> {
       process.stdout.write(`celforge: first start: admin ${admin.email} created from CELFORGE_ADMIN_EMAIL/_PASSWORD\n`);
     }
   }
-  const stop = async (signal: string) => {
-    const { shutDown } = await import('./http/shutdown.js');
-    await shutDown(app, { signal, graceMs: config.shutdownGraceSeconds * 1000 });
+  const graceMs = config.shutdownGraceSeconds * 1000;
+  stopOnSignal(app.log, graceMs + HOOKS_MS, async (signal) => {
+    await shutDown(app, { signal, graceMs });
     closeSecrets();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
   const address = await app.listen({ host: config.host, port: config.port });
   if (config.logLevel === 'silent') process.stdout.write(`celforge listening on ${address}\n`);
   return -1;
@@ -74,16 +72,12 @@ async function worker(args: string[], config: Config): Promise<number> {
   const { housekeepingFor } = await import('./lifecycle/housekeeping.js');
   const production = await createProduction(config, store, log, { worker: true, housekeeping: housekeepingFor(store, config.assets, log) });
   await production.start();
-  const stop = async (signal: string) => {
+  // a renderer that does not stop when asked must not keep the process alive past the grace period
+  stopOnSignal(log, config.shutdownGraceSeconds * 1000, async (signal) => {
     log.info({ signal }, 'worker shutting down: no new jobs, running ones go back to the queue');
-    // a renderer that does not stop when asked must not keep the process alive
-    setTimeout(() => process.exit(1), config.shutdownGraceSeconds * 1000).unref();
     await production.stop();
     await store.close();
-    process.exit(0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
+  });
   process.stdout.write(`celforge worker ${production.worker!.id} ready (${config.redisUrl ? 'bullmq' : 'store queue'}, concurrency ${config.workerConcurrency})\n`);
   return -1;
 }

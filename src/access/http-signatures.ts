@@ -6,6 +6,19 @@
  * components, these four parameters, age <= maxAgeSeconds, and each (keyid, nonce) only once.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import {
+  isInnerList,
+  ParseError,
+  parseDictionary,
+  SerializeError,
+  serializeDictionary,
+  serializeInnerList,
+  serializeString,
+  type BareItem,
+  type Dictionary,
+  type Item,
+  type Parameters,
+} from 'structured-headers';
 
 export type SignatureFailure =
   | 'missing'
@@ -109,18 +122,13 @@ export function signRequest(input: SignRequestInput): SignatureHeaders {
   if (!isTargetUri(input.url)) throw new TypeError('url must be an absolute http(s) URI in ASCII');
 
   const digest = contentDigest(input.body ?? '');
-  const params = serializeSignatureParams(COMPONENTS, [
-    ['created', created],
-    ['keyid', input.keyId],
-    ['alg', SIGNATURE_ALG],
-    ['nonce', nonce],
-  ]);
+  const params = serializeSignatureParams(COMPONENTS, { created, keyid: input.keyId, alg: SIGNATURE_ALG, nonce });
   const base = buildSignatureBase(COMPONENTS, { '@method': input.method, '@target-uri': input.url, 'content-digest': digest }, params);
   const mac = hmac(secret, base);
   return {
     'content-digest': digest,
     'signature-input': `${SIGNATURE_LABEL}=${params}`,
-    signature: `${SIGNATURE_LABEL}=:${mac.toString('base64')}:`,
+    signature: serializeDictionary({ [SIGNATURE_LABEL]: mac }),
   };
 }
 
@@ -135,12 +143,7 @@ export function signatureBase(input: {
   created: number;
   nonce: string;
 }): string {
-  const params = serializeSignatureParams(COMPONENTS, [
-    ['created', input.created],
-    ['keyid', input.keyId],
-    ['alg', SIGNATURE_ALG],
-    ['nonce', input.nonce],
-  ]);
+  const params = serializeSignatureParams(COMPONENTS, { created: input.created, keyid: input.keyId, alg: SIGNATURE_ALG, nonce: input.nonce });
   const values = { '@method': input.method, '@target-uri': input.url, 'content-digest': contentDigest(input.body ?? '') };
   return buildSignatureBase(COMPONENTS, values, params);
 }
@@ -224,52 +227,50 @@ type ParsedSignature =
 
 function parseSignatureFields(inputField: string, signatureField: string): ParsedSignature {
   if (inputField.length > MAX_FIELD_CHARS || signatureField.length > MAX_FIELD_CHARS) return fail('malformed');
-  const inputs = parseDictionary(inputField);
-  const signatures = parseDictionary(signatureField);
+  const inputs = parseStrictDictionary(inputField);
+  const signatures = parseStrictDictionary(signatureField);
   if (!inputs || !signatures || inputs.size !== 1 || signatures.size !== 1) return fail('malformed');
 
   const [label, input] = [...inputs][0]!;
   const sig = signatures.get(label);
-  if (!sig || sig.kind !== 'item' || sig.value.type !== 'bytes' || sig.params.length > 0) return fail('malformed');
-  if (input.kind !== 'inner') return fail('malformed');
+  if (!sig || isInnerList(sig) || !(sig[0] instanceof ArrayBuffer) || sig[1].size > 0) return fail('malformed');
+  if (!isInnerList(input)) return fail('malformed');
 
-  const components = readComponents(input.items);
+  const components = readComponents(input[0]);
   if (!Array.isArray(components)) return fail(components);
-  const params = readParams(input.params);
+  const params = readParams(input[1]);
   if (!('created' in params)) return fail(params.reason);
-  // Canonical re-serialisation of what we parsed: the same text an honest signer produced.
-  const paramsText = serializeSignatureParams(components, input.params.map(([k, v]) => [k, v.value]));
-  return { ok: true, components, params, paramsText, signature: sig.value.value };
+  // The canonical serialisation of what we parsed: the same text an honest signer produced.
+  const paramsText = serializeInnerList(input);
+  return { ok: true, components, params, paramsText, signature: Buffer.from(sig[0]) };
 }
 
-function readComponents(items: SfItem[]): ComponentId[] | SignatureFailure {
+function readComponents(items: Item[]): ComponentId[] | SignatureFailure {
   const seen: ComponentId[] = [];
-  for (const item of items) {
-    if (item.value.type !== 'string') return 'malformed';
-    const id = item.value.value;
-    if (item.params.length > 0 || !(COMPONENTS as readonly string[]).includes(id)) return 'components';
+  for (const [id, params] of items) {
+    if (typeof id !== 'string') return 'malformed';
+    if (params.size > 0 || !(COMPONENTS as readonly string[]).includes(id)) return 'components';
     if (seen.includes(id as ComponentId)) return 'malformed'; // RFC 9421 §2.5: never listed twice
     seen.push(id as ComponentId);
   }
   return seen.length === COMPONENTS.length ? seen : 'components';
 }
 
-function readParams(list: SfParams): SignatureParams | { reason: SignatureFailure } {
-  const found = new Map<string, SfBare>(list);
+function readParams(found: Parameters): SignatureParams | { reason: SignatureFailure } {
   if ([...found.keys()].some((name) => !(PARAM_NAMES as readonly string[]).includes(name))) return { reason: 'malformed' };
   const created = found.get('created');
   const keyid = found.get('keyid');
   const alg = found.get('alg');
   const nonce = found.get('nonce');
-  if (!created || !keyid || !alg || !nonce) return { reason: 'components' };
-  if (created.type !== 'integer' || created.value < 0) return { reason: 'malformed' };
+  if (created === undefined || keyid === undefined || alg === undefined || nonce === undefined) return { reason: 'components' };
+  if (typeof created !== 'number' || !Number.isSafeInteger(created) || created < 0) return { reason: 'malformed' };
   if (!isParamString(keyid) || !isParamString(alg) || !isParamString(nonce)) return { reason: 'malformed' };
-  if (alg.value !== SIGNATURE_ALG) return { reason: 'malformed' };
-  return { created: created.value, keyid: keyid.value, alg: alg.value, nonce: nonce.value };
+  if (alg !== SIGNATURE_ALG) return { reason: 'malformed' };
+  return { created, keyid, alg, nonce };
 }
 
-function isParamString(item: SfBare): item is { type: 'string'; value: string } {
-  return item.type === 'string' && item.value.length > 0 && item.value.length <= MAX_PARAM_CHARS;
+function isParamString(item: BareItem): item is string {
+  return typeof item === 'string' && item.length > 0 && item.length <= MAX_PARAM_CHARS;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,23 +290,10 @@ function buildSignatureBase(
   return lines.join('\n');
 }
 
-function serializeSignatureParams(
-  components: readonly ComponentId[],
-  params: ReadonlyArray<readonly [string, string | number | boolean | Buffer]>,
-): string {
-  const list = `(${components.map(serializeString).join(' ')})`;
-  return list + params.map(([name, value]) => `;${name}=${serializeBare(value)}`).join('');
-}
-
-function serializeBare(value: string | number | boolean | Buffer): string {
-  if (typeof value === 'string') return serializeString(value);
-  if (typeof value === 'number') return String(value);
-  if (typeof value === 'boolean') return value ? '?1' : '?0';
-  return `:${value.toString('base64')}:`;
-}
-
-function serializeString(value: string): string {
-  return `"${value.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+/** `("@method" "@target-uri" "content-digest");created=…;keyid="…";alg="hmac-sha256";nonce="…"` */
+function serializeSignatureParams(components: readonly ComponentId[], params: SignatureParams): string {
+  const items: Item[] = components.map((id) => [id, new Map()]);
+  return serializeInnerList([items, new Map(Object.entries(params))]);
 }
 
 function hmac(secret: Uint8Array, base: string): Buffer {
@@ -332,179 +320,25 @@ function isTargetUri(url: string): boolean {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Structured Field Values (RFC 8941), the subset these fields use, parsed strictly: a duplicate
-// key, a decimal, or a non-canonical byte sequence fails the whole field.
+// Structured Field Values (RFC 8941/9651), parsed strictly: a field must be exactly the canonical
+// serialisation of what it parses to, give or take optional whitespace. That refuses a duplicate
+// dictionary key or parameter (the parser would keep only the last), a decimal written as an
+// integer's neighbour, and a non-canonical byte sequence, instead of quietly normalising them.
 
-type SfBare =
-  | { type: 'string'; value: string }
-  | { type: 'token'; value: string }
-  | { type: 'integer'; value: number }
-  | { type: 'boolean'; value: boolean }
-  | { type: 'bytes'; value: Buffer };
-type SfParams = Array<[string, SfBare]>;
-interface SfItem {
-  value: SfBare;
-  params: SfParams;
-}
-type SfMember = ({ kind: 'item' } & SfItem) | { kind: 'inner'; items: SfItem[]; params: SfParams };
-
-class SfError extends Error {}
-
-class SfParser {
-  private pos = 0;
-  constructor(private readonly text: string) {}
-
-  get done(): boolean {
-    return this.pos >= this.text.length;
-  }
-
-  private peek(): string | undefined {
-    return this.text[this.pos];
-  }
-
-  private expect(char: string): void {
-    if (this.text[this.pos] !== char) throw new SfError();
-    this.pos++;
-  }
-
-  private skip(chars: string): void {
-    while (this.pos < this.text.length && chars.includes(this.text[this.pos]!)) this.pos++;
-  }
-
-  dictionary(): Map<string, SfMember> {
-    const members = new Map<string, SfMember>();
-    while (!this.done) {
-      const key = this.key();
-      if (members.has(key)) throw new SfError();
-      if (this.peek() === '=') {
-        this.pos++;
-        members.set(key, this.peek() === '(' ? this.innerList() : { kind: 'item', ...this.item() });
-      } else {
-        members.set(key, { kind: 'item', value: { type: 'boolean', value: true }, params: this.params() });
-      }
-      this.skip(' \t');
-      if (this.done) break;
-      this.expect(',');
-      this.skip(' \t');
-      if (this.done) throw new SfError(); // trailing comma
-    }
-    return members;
-  }
-
-  private innerList(): SfMember {
-    this.expect('(');
-    const items: SfItem[] = [];
-    for (;;) {
-      this.skip(' ');
-      if (this.peek() === ')') {
-        this.pos++;
-        return { kind: 'inner', items, params: this.params() };
-      }
-      items.push(this.item());
-      const next = this.peek();
-      if (next !== ' ' && next !== ')') throw new SfError();
-    }
-  }
-
-  private item(): SfItem {
-    return { value: this.bareItem(), params: this.params() };
-  }
-
-  private params(): SfParams {
-    const params: SfParams = [];
-    while (this.peek() === ';') {
-      this.pos++;
-      this.skip(' ');
-      const key = this.key();
-      if (params.some(([k]) => k === key)) throw new SfError();
-      let value: SfBare = { type: 'boolean', value: true };
-      if (this.peek() === '=') {
-        this.pos++;
-        value = this.bareItem();
-      }
-      params.push([key, value]);
-    }
-    return params;
-  }
-
-  private key(): string {
-    const match = /^[a-z*][a-z0-9_\-.*]*/.exec(this.text.slice(this.pos, this.pos + 256));
-    if (!match) throw new SfError();
-    this.pos += match[0].length;
-    return match[0];
-  }
-
-  private bareItem(): SfBare {
-    const c = this.peek();
-    if (c === '"') return this.string();
-    if (c === ':') return this.bytes();
-    if (c === '?') return this.boolean();
-    if (c !== undefined && /[-0-9]/.test(c)) return this.integer();
-    if (c !== undefined && /[A-Za-z*]/.test(c)) return this.token();
-    throw new SfError();
-  }
-
-  private string(): SfBare {
-    this.expect('"');
-    let out = '';
-    for (;;) {
-      const c = this.text[this.pos++];
-      if (c === undefined) throw new SfError();
-      if (c === '"') return { type: 'string', value: out };
-      if (c === '\\') {
-        const escaped = this.text[this.pos++];
-        if (escaped !== '"' && escaped !== '\\') throw new SfError();
-        out += escaped;
-      } else if (c < '\x20' || c > '\x7e') {
-        throw new SfError();
-      } else {
-        out += c;
-      }
-    }
-  }
-
-  private integer(): SfBare {
-    const match = /^-?[0-9]{1,15}/.exec(this.text.slice(this.pos, this.pos + 17));
-    if (!match) throw new SfError();
-    this.pos += match[0].length;
-    if (this.peek() !== undefined && /[0-9.]/.test(this.peek()!)) throw new SfError(); // too long, or a decimal
-    return { type: 'integer', value: Number(match[0]) };
-  }
-
-  private bytes(): SfBare {
-    this.expect(':');
-    const end = this.text.indexOf(':', this.pos);
-    if (end < 0) throw new SfError();
-    const b64 = this.text.slice(this.pos, end);
-    this.pos = end + 1;
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(b64)) throw new SfError();
-    const value = Buffer.from(b64, 'base64');
-    if (value.toString('base64') !== b64) throw new SfError();
-    return { type: 'bytes', value };
-  }
-
-  private boolean(): SfBare {
-    this.expect('?');
-    const c = this.text[this.pos++];
-    if (c !== '0' && c !== '1') throw new SfError();
-    return { type: 'boolean', value: c === '1' };
-  }
-
-  private token(): SfBare {
-    const match = /^[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*/.exec(this.text.slice(this.pos));
-    if (!match) throw new SfError();
-    this.pos += match[0].length;
-    return { type: 'token', value: match[0] };
-  }
-}
-
-function parseDictionary(text: string): Map<string, SfMember> | undefined {
+function parseStrictDictionary(text: string): Dictionary | undefined {
   try {
-    return new SfParser(text).dictionary();
+    const dictionary = parseDictionary(text);
+    return withoutWhitespace(serializeDictionary(dictionary)) === withoutWhitespace(text) ? dictionary : undefined;
   } catch (err) {
-    if (err instanceof SfError) return undefined;
+    if (err instanceof ParseError || err instanceof SerializeError) return undefined;
     throw err;
   }
+}
+
+// Whitespace inside a string survives the round trip, so removing it on both sides compares only
+// the structure.
+function withoutWhitespace(text: string): string {
+  return text.replace(/[ \t]/g, '');
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify';
+import { serializeItem } from 'structured-headers';
 import type { LimitSettings, RatePolicyName } from '../config/config.js';
 import { HttpProblem } from '../http/problem.js';
 import type { RateDecision, RateStore } from './rate-store.js';
@@ -30,6 +31,8 @@ export class RateLimiter {
   private readonly spent = new Map<string, number>();
   /** each policy's `RateLimit-Policy` item; they never change */
   private readonly policyItems: Record<RatePolicyName, string>;
+  /** each policy's name as a structured-field string, the start of its `RateLimit` item */
+  private readonly policyNames: Record<RatePolicyName, string>;
 
   constructor(
     private readonly settings: LimitSettings,
@@ -37,8 +40,12 @@ export class RateLimiter {
     private readonly log: FastifyBaseLogger,
     private readonly events: LimiterEvents,
   ) {
-    const items = Object.entries(settings.rates).map(([policy, { quota, windowSeconds }]) => [policy, `"${policy}";q=${quota};w=${windowSeconds}`]);
+    const items = Object.entries(settings.rates).map(([policy, { quota, windowSeconds }]) => [
+      policy,
+      serializeItem(policy, new Map([['q', quota], ['w', windowSeconds]])),
+    ]);
     this.policyItems = Object.fromEntries(items) as Record<RatePolicyName, string>;
+    this.policyNames = Object.fromEntries(Object.keys(settings.rates).map((policy) => [policy, serializeItem(policy)])) as Record<RatePolicyName, string>;
   }
 
   get costs(): LimitSettings['costs'] {
@@ -97,7 +104,8 @@ export class RateLimiter {
       if (!decision) continue;
       const separator = policies ? ', ' : '';
       policies += separator + this.policyItems[policy];
-      state += `${separator}"${policy}";r=${decision.remaining};t=${Math.max(0, Math.ceil(decision.resetMs / 1000))}`;
+      // integers need no serialiser; building the item per request would cost more than the rest of the header
+      state += `${separator}${this.policyNames[policy]};r=${decision.remaining};t=${Math.max(0, Math.ceil(decision.resetMs / 1000))}`;
     }
     return policies ? { 'ratelimit-policy': policies, ratelimit: state } : {};
   }

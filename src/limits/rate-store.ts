@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { Redis } from 'ioredis';
 
 /** The outcome of charging one key: whether it fit, what is left and when the window ends. */
@@ -105,17 +106,8 @@ export class RedisRateStore implements RateStore {
    */
   async ready(timeoutMs = 2000): Promise<void> {
     if (this.redis.status === 'ready') return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.redis.off('ready', done);
-        this.redis.off('error', done);
-        resolve();
-      };
-      const timer = setTimeout(done, timeoutMs);
-      this.redis.once('ready', done);
-      this.redis.once('error', done);
-    });
+    // an 'error' ends the wait too (events.once rejects on it): the first answer decides
+    await once(this.redis, 'ready', { signal: AbortSignal.timeout(timeoutMs) }).catch(() => undefined);
   }
 
   async consume(key: string, cost: number, quota: number, windowMs: number): Promise<RateDecision> {

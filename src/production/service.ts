@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as delay } from 'node:timers/promises';
 import type { Transaction } from 'kysely';
 import type { Principal } from '../access/principal.js';
 import type { UrlSigner } from '../assets/signed-urls.js';
@@ -266,18 +267,16 @@ export class ProductionService {
 
   async #rendererHealth(): Promise<RendererHealth> {
     const name = this.deps.renderer.name;
-    let timer: NodeJS.Timeout | undefined;
+    const answered = new AbortController();
     try {
       return await Promise.race([
         this.deps.renderer.health(),
-        new Promise<RendererHealth>((resolve) => {
-          timer = setTimeout(() => resolve({ name, ok: false }), HEALTH_TIMEOUT_MS);
-        }),
+        delay<RendererHealth>(HEALTH_TIMEOUT_MS, { name, ok: false }, { signal: answered.signal }),
       ]);
     } catch {
       return { name, ok: false };
     } finally {
-      clearTimeout(timer);
+      answered.abort();
     }
   }
 }

@@ -4,6 +4,7 @@
  * whole pipeline, gallery and web UI work on a fresh machine. Output is a pure function of the
  * request: the same request gives byte-identical output.
  */
+import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import sharp from 'sharp';
 import {
   RendererError,
@@ -195,30 +196,10 @@ function monotonicProgress(onProgress: (percent: number) => void): (percent: num
 }
 
 /** Waits `ms` (or one turn of the event loop), rejecting with the signal's reason on abort. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = (): void => {
-      cancel();
-      reject(signal.reason);
-    };
-    const done = (): void => {
-      signal.removeEventListener('abort', onAbort);
-      resolve();
-    };
-    let cancel: () => void;
-    if (ms > 0) {
-      const timer = setTimeout(done, ms);
-      cancel = () => clearTimeout(timer);
-    } else {
-      const immediate = setImmediate(done);
-      cancel = () => clearImmediate(immediate);
-    }
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
+async function pause(ms: number, signal: AbortSignal): Promise<void> {
+  signal.throwIfAborted();
+  const waited = ms > 0 ? sleep(ms, undefined, { signal }) : nextTurn(undefined, { signal });
+  await waited.catch(() => signal.throwIfAborted());
 }
 
 /**

@@ -7,6 +7,7 @@
  *   const client = createCelforgeClient({ baseUrl, fetch: signingFetch({ apiKey, signingSecret }) });
  *   await client.DELETE('/api/anime/jobs/{id}/publish', { params: { path: { id } } });
  */
+import { serializeDictionary, serializeInnerList, type InnerList } from 'structured-headers';
 
 export interface SigningOptions {
   /** the key from the answer that created it: `cfk_<24 hex id>_<secret part>` */
@@ -19,6 +20,7 @@ export interface SigningOptions {
   now?: () => number;
 }
 
+const COMPONENTS = ['@method', '@target-uri', 'content-digest'];
 const KEY = /^cfk_([0-9a-f]{24})_[A-Za-z0-9_-]{43}$/;
 const SECRET = /^[A-Za-z0-9_-]{43}$/;
 
@@ -50,14 +52,15 @@ export async function signatureHeaders(input: SignatureInput): Promise<Record<'c
   if (!SECRET.test(input.signingSecret)) throw new TypeError('not a Celforge signing secret (43 base64url characters)');
   const subtle = globalThis.crypto.subtle;
   const body = new Uint8Array(input.body ?? []);
-  const digest = `sha-256=:${base64(new Uint8Array(await subtle.digest('SHA-256', body)))}:`;
+  const digest = serializeDictionary({ 'sha-256': await subtle.digest('SHA-256', body) });
   const created = input.now?.() ?? Math.floor(Date.now() / 1000);
   const nonce = input.nonce ?? base64url(globalThis.crypto.getRandomValues(new Uint8Array(16)));
-  const params = `("@method" "@target-uri" "content-digest");created=${created};keyid="${keyId}";alg="hmac-sha256";nonce="${nonce}"`;
+  const covered: InnerList = [COMPONENTS.map((id) => [id, new Map()]), new Map<string, string | number>([['created', created], ['keyid', keyId], ['alg', 'hmac-sha256'], ['nonce', nonce]])];
+  const params = serializeInnerList(covered);
   const base = [`"@method": ${input.method.toUpperCase()}`, `"@target-uri": ${input.url}`, `"content-digest": ${digest}`, `"@signature-params": ${params}`].join('\n');
   const key = await subtle.importKey('raw', fromBase64url(input.signingSecret), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-  const mac = new Uint8Array(await subtle.sign('HMAC', key, new TextEncoder().encode(base)));
-  return { 'content-digest': digest, 'signature-input': `sig1=${params}`, signature: `sig1=:${base64(mac)}:` };
+  const mac = await subtle.sign('HMAC', key, new TextEncoder().encode(base));
+  return { 'content-digest': digest, 'signature-input': serializeDictionary({ sig1: covered }), signature: serializeDictionary({ sig1: mac }) };
 }
 
 function base64(bytes: Uint8Array): string {
