@@ -145,7 +145,7 @@ describe('event bus on a real Redis', () => {
 });
 
 async function clientId(redis: Redis, name: string): Promise<string> {
-  const list = (await redis.client('LIST', 'TYPE', 'pubsub')) as string;
+  const list = (await redis.call('CLIENT', 'LIST', 'TYPE', 'pubsub')) as string;
   const line = list.split('\n').find((entry) => entry.includes(` name=${name} `));
   if (!line) throw new Error(`no pub/sub connection named ${name}`);
   return /(?:^|\s)id=(\d+)/.exec(line)![1]!;
