@@ -52,6 +52,7 @@ export class EventBus {
   /** bumped on every (re)connect and loss, so work begun on an earlier connection does not count */
   #epoch = 0;
   #up = false;
+  #closed = false;
 
   /** A bus with a shared connection of its own (a process without the store plugin's). */
   static open(url: string, keyPrefix: string, log?: RedisLog): EventBus {
@@ -104,6 +105,7 @@ export class EventBus {
   }
 
   close(): void {
+    this.#closed = true;
     this.#epoch++;
     this.#up = false;
     this.#subscriptions.clear();
@@ -182,7 +184,8 @@ export class EventBus {
 
   /** Logs a failure once until it clears (a handler's, once per channel). */
   #report(failure: string, details: object, message: string): void {
-    if (this.#reported.has(failure)) return;
+    // what fails while closing (an unsubscribe cut short) is no news
+    if (this.#closed || this.#reported.has(failure)) return;
     this.#reported.add(failure);
     this.#log?.warn({ ...details, redis: 'event bus' }, message);
   }

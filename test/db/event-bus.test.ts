@@ -63,6 +63,17 @@ describe('event bus on a real Redis', () => {
     expect(first).toEqual(['hello']);
   });
 
+  it('closing with subscriptions still open logs nothing', async () => {
+    const log = recordingLog();
+    const bus = open({ log });
+    const unsubscribe = bus.subscribe(`${prefix}closing`, () => {});
+    await bus.ready();
+    unsubscribe();
+    bus.close();
+    await sleep(200);
+    expect(log.lines).toEqual([]);
+  });
+
   it('after its connection is killed it subscribes again, resyncs, and only then is live', async () => {
     const bus = open();
     const channel = `${prefix}revocations`;
