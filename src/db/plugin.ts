@@ -3,6 +3,7 @@ import fp from 'fastify-plugin';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config/config.js';
 import { migrate, openStore, type Store } from './database.js';
+import { EventBus } from './event-bus.js';
 import { StoreOutage } from './outage.js';
 import { openRedis } from './redis.js';
 
@@ -13,6 +14,8 @@ declare module 'fastify' {
     store: Store;
     /** set in scale-out mode (REDIS_URL) */
     redis: Redis | null;
+    /** Redis pub/sub between the processes of a deployment (with `redis`): one subscriber connection for all */
+    bus: EventBus | null;
     /** while the store is out, the outage is logged once instead of each retry */
     outage: StoreOutage;
   }
@@ -31,13 +34,16 @@ export const storePlugin = fp(
     const store = options.store ?? openStore(config);
     await migrate(store);
     const redis = config.redisUrl ? openRedis(config.redisUrl, config.redisPrefix, app.log) : null;
+    const bus = redis ? new EventBus({ url: config.redisUrl!, publisher: redis, log: app.log }) : null;
     const outage = new StoreOutage(store, app.log);
     app.decorate('config', config);
     app.decorate('store', store);
     app.decorate('redis', redis);
+    app.decorate('bus', bus);
     app.decorate('outage', outage);
     app.addHook('onClose', async () => {
       outage.close();
+      bus?.close();
       redis?.disconnect();
       if (!options.store) await store.close();
     });

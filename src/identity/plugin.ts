@@ -70,7 +70,7 @@ function masterEncryptor(config: Config): Encryptor {
 
 export const identity = fp(
   async (app: FastifyInstance, options: IdentityOptions) => {
-    const { config, store, redis, audit } = app;
+    const { config, store, redis, bus, audit } = app;
     const { remote } = options;
     let signingKeys = loadSigningKeys({ dataDir: config.dataDir, signingKey: config.secrets.signingKey });
     const keys = () => signingKeys;
@@ -90,7 +90,7 @@ export const identity = fp(
 
     // Late-bound: the identity service, made below, tells the key cache of user changes.
     const assertSteppedUp = (principal: Principal): Promise<void> => service.assertSteppedUp(principal);
-    const apiKeys = new ApiKeyService({ store, encryptor, audit, redis, channel: `${config.redisPrefix}apikeys`, log: app.log, assertSteppedUp });
+    const apiKeys = new ApiKeyService({ store, encryptor, audit, bus, channel: `${config.redisPrefix}apikeys`, log: app.log, assertSteppedUp });
 
     const onError = (error: unknown) => app.log.warn({ err: error }, 'revocation view');
     let publisher: RevocationPublisher;
@@ -100,8 +100,8 @@ export const identity = fp(
       follower = new RevocationFeedFollower({ authUrl: config.authUrl!, serviceToken: config.secrets.serviceToken!, view: revocations, onError });
       follower.start();
       await follower.waitUntilReady(3_000);
-    } else if (redis) {
-      publisher = await redisPublisher({ view: revocations, shared: redis, redisUrl: config.redisUrl!, prefix: config.redisPrefix, store, onError });
+    } else if (bus) {
+      publisher = await redisPublisher({ view: revocations, bus, prefix: config.redisPrefix, store, onError });
     } else {
       publisher = localPublisher(revocations);
       await revocations.loadFrom(store);

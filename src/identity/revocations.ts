@@ -1,7 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Redis } from 'ioredis';
 import type { Store } from '../db/database.js';
-import { reportErrors } from '../db/redis.js';
+import type { EventBus } from '../db/event-bus.js';
 import { sessionsRevokedSince, usersChangedSince } from './store.js';
 import type { Role } from '../access/principal.js';
 import type { AccessClaims } from './tokens.js';
@@ -139,62 +137,52 @@ export function isRevocationEvent(value: unknown): value is RevocationEvent {
 }
 
 /**
- * Redis pub/sub between API instances. The subscriber is a second connection (a subscribed
- * connection can do nothing else); channel names are not covered by ioredis' keyPrefix, so the
- * channel carries the prefix itself. Until the subscriber is connected and the view reloaded from
- * the store, the view is unavailable (fail closed).
+ * Redis pub/sub between API instances, on the process's event bus. Until the subscription is live
+ * and the view reloaded from the store (at start and after every reconnect), the view is
+ * unavailable (fail closed).
  */
 export async function redisPublisher(options: {
   view: RevocationView;
-  shared: Redis;
-  redisUrl: string;
+  bus: EventBus;
   prefix: string;
   store: Store;
   onError: (error: unknown) => void;
 }): Promise<RevocationPublisher> {
-  const { view, shared, store, onError } = options;
+  const { view, bus, store, onError } = options;
   const channel = `${options.prefix}revocations`;
-  const subscriber = new Redis(options.redisUrl, { lazyConnect: true, maxRetriesPerRequest: null, connectTimeout: 2000 });
-  // once per outage, not once per reconnect attempt
-  reportErrors(subscriber, { warn: (details) => onError((details as { err?: unknown }).err) }, 'revocations (subscribe)');
   view.setReady(false);
-  const resync = async () => {
-    try {
-      await subscriber.subscribe(channel);
-      await view.loadFrom(store);
-      view.setReady(subscriber.status === 'ready');
-    } catch (error) {
-      onError(error);
-    }
-  };
-  subscriber.on('ready', () => void resync());
-  subscriber.on('close', () => view.setReady(false));
-  subscriber.on('end', () => view.setReady(false));
-  subscriber.on('message', (_channel: string, message: string) => {
-    try {
-      const event: unknown = JSON.parse(message);
-      if (isRevocationEvent(event)) view.apply(event);
-    } catch {
-      // not ours: ignore
-    }
-  });
+  const unsubscribe = bus.subscribe(
+    channel,
+    (message) => {
+      try {
+        const event: unknown = JSON.parse(message);
+        if (isRevocationEvent(event)) view.apply(event);
+      } catch {
+        // not ours: ignore
+      }
+    },
+    { onResync: () => view.loadFrom(store), onLive: (live) => view.setReady(live) },
+  );
   // A Redis that is down at start does not block start-up: the view stays unavailable (503) until it is back.
-  void subscriber.connect().catch(onError);
-  for (let waited = 0; waited < 3_000 && !view.isReady(); waited += 50) await sleep(50);
+  await within(bus.ready(), 3_000);
   view.resyncEvery(store, 30_000, onError);
   return {
     async publish(event) {
       view.apply(event);
-      try {
-        await shared.publish(channel, JSON.stringify(event));
-      } catch (error) {
-        // The store already holds the change; the others heal at their next resync or reconnect.
-        onError(error);
-      }
+      // The store already holds the change; if Redis does not take it (the bus logs that), the
+      // others heal at their next resync or reconnect.
+      await bus.publish(channel, JSON.stringify(event)).catch(() => undefined);
     },
     async close() {
+      unsubscribe();
       view.close();
-      subscriber.disconnect();
     },
   };
+}
+
+/** Waits for `promise`, but no longer than `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }

@@ -2,6 +2,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis, type RedisOptions } from 'ioredis';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../db/database.js';
+import type { EventBus } from '../db/event-bus.js';
 import type { StoreOutage } from '../db/outage.js';
 import { reportErrors, type RedisLog } from '../db/redis.js';
 import { JobEvents, type JobEvent } from './events.js';
@@ -44,15 +45,13 @@ export interface RedisSettings {
   prefix: string;
   /** where connection errors are logged (once per outage) */
   log?: RedisLog;
+  /** the process's pub/sub: job events and cancels */
+  bus: EventBus;
 }
 
 function redisOptions(forWorker: boolean): RedisOptions {
   // BullMQ needs its own connections without a key prefix; workers must wait out Redis restarts.
   return forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 2, connectTimeout: 2000 };
-}
-
-function connect(url: string, forWorker: boolean, log: RedisLog | undefined, role: string): Redis {
-  return reportErrors(new Redis(url, redisOptions(forWorker)), log, role);
 }
 
 /** Disconnects; resolves once the client can report nothing more and what it reported has been handled. */
@@ -118,7 +117,7 @@ function delayOf(runAfter: string | null): number {
 export class BullMQQueue implements JobQueue {
   readonly #queue: Queue;
   readonly #connection: BullConnection;
-  readonly #publisher: Redis;
+  readonly #bus: EventBus;
   readonly #channel: string;
 
   constructor(
@@ -129,8 +128,8 @@ export class BullMQQueue implements JobQueue {
     this.#queue = new Queue(QUEUE_NAME, { connection: this.#connection, prefix: bullPrefix(settings.prefix) });
     // the connection's errors are logged by it; the queue repeats them
     this.#queue.on('error', () => {});
-    this.#publisher = connect(settings.url, false, settings.log, 'job cancels (publish)');
-    this.#channel = `${settings.prefix}job-cancel`;
+    this.#bus = settings.bus;
+    this.#channel = cancelChannel(settings.prefix);
   }
 
   /**
@@ -164,8 +163,9 @@ export class BullMQQueue implements JobQueue {
   }
 
   async cancel(jobId: string): Promise<void> {
-    // Workers stop a running render at once; a waiting announcement finds the row canceled and does nothing.
-    await this.#publisher.publish(this.#channel, jobId);
+    // Workers stop a running render at once; a waiting announcement finds the row canceled and does
+    // nothing. The row is canceled already: a cancel Redis did not take is logged by the bus.
+    await this.#bus.publish(this.#channel, jobId).catch(() => undefined);
   }
 
   depth(): Promise<number> {
@@ -177,24 +177,25 @@ export class BullMQQueue implements JobQueue {
     // next reconcile makes up for it.
     await this.#connection.endAll();
     await this.#queue.close();
-    this.#publisher.disconnect();
   }
+}
+
+function cancelChannel(prefix: string): string {
+  return `${prefix}job-cancel`;
 }
 
 /** Job events shared by every process through Redis pub/sub, so any API node can stream any job. */
 export class RedisJobEvents extends JobEvents {
-  readonly #publisher: Redis;
-  readonly #subscriber: Redis;
+  readonly #bus: EventBus;
   readonly #channel: string;
   readonly #origin = Math.random().toString(36).slice(2);
+  readonly #unsubscribe: () => void;
 
-  constructor(settings: RedisSettings) {
+  constructor(settings: { bus: EventBus; prefix: string }) {
     super();
+    this.#bus = settings.bus;
     this.#channel = `${settings.prefix}job-events`;
-    this.#publisher = connect(settings.url, false, settings.log, 'job events (publish)');
-    this.#subscriber = connect(settings.url, true, settings.log, 'job events (subscribe)');
-    void this.#subscriber.subscribe(this.#channel).catch((err: unknown) => settings.log?.warn({ err, channel: this.#channel }, 'could not subscribe to job events'));
-    this.#subscriber.on('message', (_channel: string, message: string) => {
+    this.#unsubscribe = settings.bus.subscribe(this.#channel, (message) => {
       try {
         const { origin, event } = JSON.parse(message) as { origin: string; event: JobEvent };
         if (origin !== this.#origin) super.publish(event);
@@ -206,12 +207,12 @@ export class RedisJobEvents extends JobEvents {
 
   override publish(event: JobEvent): void {
     super.publish(event);
-    this.#publisher.publish(this.#channel, JSON.stringify({ origin: this.#origin, event })).catch(() => {});
+    // an event Redis did not take is logged by the bus
+    this.#bus.publish(this.#channel, JSON.stringify({ origin: this.#origin, event })).catch(() => undefined);
   }
 
   close(): void {
-    this.#publisher.disconnect();
-    this.#subscriber.disconnect();
+    this.#unsubscribe();
   }
 }
 
@@ -219,7 +220,7 @@ export class RedisJobEvents extends JobEvents {
 export class BullMQWorkerHost {
   readonly #worker: Worker;
   readonly #connection: BullConnection;
-  readonly #cancels: Redis;
+  readonly #stopCancels: () => void;
   readonly #timer: NodeJS.Timeout;
 
   constructor(
@@ -239,9 +240,7 @@ export class BullMQWorkerHost {
       settings: { backoffStrategy: claimBackoffMs },
     });
     this.#worker.on('error', (error) => settings.log.error({ err: error }, 'BullMQ worker error'));
-    this.#cancels = connect(settings.url, true, settings.log, 'job cancels (subscribe)');
-    void this.#cancels.subscribe(`${settings.prefix}job-cancel`).catch(() => {});
-    this.#cancels.on('message', (_channel: string, jobId: string) => jobWorker.interrupt(jobId));
+    this.#stopCancels = settings.bus.subscribe(cancelChannel(settings.prefix), (jobId) => jobWorker.interrupt(jobId));
     const reconcile = () =>
       void queue.reconcile().then(
         (revived) => {
@@ -258,7 +257,7 @@ export class BullMQWorkerHost {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
-    this.#cancels.disconnect();
+    this.#stopCancels();
     // Ready connections close gracefully (jobs finishing here are still acknowledged); ones still
     // waiting for Redis are ended first, see BullConnection.
     if (!(await settled(this.#worker.waitUntilReady()))) {

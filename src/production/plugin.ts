@@ -44,6 +44,7 @@ export const production = fp(
       worker: options.worker,
       renderer: options.renderer,
       outage: app.outage,
+      bus: app.bus,
       storage: { assets: app.assets.storage, signer: app.assets.signer },
       housekeeping: options.housekeeping?.(store, config.assets, app.log),
     });

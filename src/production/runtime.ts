@@ -4,6 +4,7 @@ import { loadUrlSigningKey } from '../config/local-secrets.js';
 import { AssetStorage, openObjectStore } from '../assets/storage.js';
 import type { Config } from '../config/config.js';
 import type { Store } from '../db/database.js';
+import { EventBus } from '../db/event-bus.js';
 import { StoreOutage } from '../db/outage.js';
 import { RedisSlotLedger } from '../renderers/comfyui/slot-leases.js';
 import { createRenderer } from '../renderers/index.js';
@@ -39,6 +40,8 @@ export interface ProductionOptions {
   renderer?: Renderer;
   /** where store outages are logged once (the app's); by default one of its own */
   outage?: StoreOutage;
+  /** Redis pub/sub (the app's) when REDIS_URL is set; by default one of its own, closed on stop */
+  bus?: EventBus | null;
   /** the asset storage and URL signer to use (the assets capability's); by default ones of its own, closed on stop */
   storage?: { assets: AssetStorage; signer: UrlSigner };
   /** the periodic clean-up a worker runs over the storage it writes (lifecycle's housekeeping) */
@@ -58,10 +61,12 @@ export interface Sweeper {
  * the truth in both.
  */
 export async function createProduction(config: Config, store: Store, log: FastifyBaseLogger, options: ProductionOptions): Promise<ProductionServices> {
-  const redis = config.redisUrl ? { url: config.redisUrl, prefix: config.redisPrefix, log } : null;
+  const ownBus = config.redisUrl && !options.bus ? EventBus.open(config.redisUrl, config.redisPrefix, log) : null;
+  const bus = options.bus ?? ownBus;
+  const redis = config.redisUrl && bus ? { url: config.redisUrl, prefix: config.redisPrefix, log, bus } : null;
   const leaseMs = config.jobLeaseSeconds * 1000;
   // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs.
-  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs }) : undefined;
+  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
   const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
   const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
   const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
@@ -136,6 +141,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       if (events instanceof RedisJobEvents) events.close();
       await renderer.close?.();
       ownOutage?.close();
+      ownBus?.close();
       if (!options.storage) await assets.close();
     },
   };

@@ -4,6 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { migrate, openStore, type Store } from '../../src/db/database.js';
+import { EventBus } from '../../src/db/event-bus.js';
 import { BullMQQueue, BullMQWorkerHost } from '../../src/production/bullmq-queue.js';
 import type { JobWorker } from '../../src/production/worker.js';
 import { createTestStorage } from '../support/dialects.js';
@@ -42,7 +43,9 @@ describe('scale-out shutdown before Redis is ready', () => {
     // Refused first (every client has seen an error), then a server that accepts and never answers:
     // each client is connected but not ready when the service shuts down.
     const port = await freePort();
-    const settings = { url: `redis://127.0.0.1:${port}`, prefix: 'cf-test-teardown:' };
+    const url = `redis://127.0.0.1:${port}`;
+    const bus = EventBus.open(url, 'cf-test-teardown:');
+    const settings = { url, prefix: 'cf-test-teardown:', bus };
     const queue = new BullMQQueue(store, settings);
     const host = new BullMQWorkerHost(jobWorker, queue, { ...settings, concurrency: 1, leaseMs: 30_000, log: silent });
     await sleep(300);
@@ -50,10 +53,11 @@ describe('scale-out shutdown before Redis is ready', () => {
     const server: Server = createServer((socket) => sockets.push(socket.on('error', () => {}).resume()));
     await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
     try {
-      // queue, its publisher, the worker, its blocking copy, the cancel subscriber
+      // queue, the worker, its blocking copy, the bus's subscriber and shared connection
       await expect.poll(() => sockets.length, { timeout: 10_000 }).toBeGreaterThanOrEqual(5);
       await host.close();
       await queue.close();
+      bus.close();
       // and no client is left behind (BullMQ does not close connections it was given)
       await expect.poll(() => sockets.filter((socket) => !socket.closed).length, { timeout: 5000 }).toBe(0);
       await sleep(300);
@@ -71,13 +75,15 @@ describe('scale-out shutdown before Redis is ready', () => {
     process.on('unhandledRejection', record);
     try {
       for (let ms = 0; ms < 40; ms++) {
-        const settings = { url: REDIS_URL, prefix: 'cf-test-teardown:' };
+        const bus = EventBus.open(REDIS_URL, 'cf-test-teardown:');
+        const settings = { url: REDIS_URL, prefix: 'cf-test-teardown:', bus };
         const queue = new BullMQQueue(store, settings);
         const host = new BullMQWorkerHost(jobWorker, queue, { ...settings, concurrency: 1, leaseMs: 30_000, log: silent });
         await sleep(ms / 4);
         const started = Date.now();
         await host.close();
         await queue.close();
+        bus.close();
         expect(Date.now() - started).toBeLessThan(3000);
       }
       await sleep(300);

@@ -3,6 +3,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { migrate, openStore, type Store } from '../../src/db/database.js';
+import { EventBus } from '../../src/db/event-bus.js';
 import { BullMQQueue } from '../../src/production/bullmq-queue.js';
 import { createTestStorage, describePostgres, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
@@ -103,7 +104,8 @@ describePostgres('re-announcing queued jobs', () => {
         visibility: null, published_at: null, created_at: now, updated_at: now, started_at: null, finished_at: null,
       })
       .execute();
-    const queue = new BullMQQueue(store, { url: REDIS_URL, prefix });
+    const bus = EventBus.open(REDIS_URL, prefix);
+    const queue = new BullMQQueue(store, { url: REDIS_URL, prefix, bus });
     const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
     const bull = new Queue('jobs', { connection, prefix: prefix.replace(/:$/, '') });
     try {
@@ -127,6 +129,7 @@ describePostgres('re-announcing queued jobs', () => {
     } finally {
       await bull.close();
       await queue.close();
+      bus.close();
       connection.disconnect();
     }
   });

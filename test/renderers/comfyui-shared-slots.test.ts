@@ -3,6 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { EventBus } from '../../src/db/event-bus.js';
 import { ComfyUIRenderer } from '../../src/renderers/comfyui/renderer.js';
 import { RedisSlotLedger } from '../../src/renderers/comfyui/slot-leases.js';
 import type { RenderRequest } from '../../src/renderers/renderer.js';
@@ -21,9 +22,11 @@ const prefix = `cf-test-${randomBytes(6).toString('hex')}:`;
 const redis = new Redis(REDIS_URL);
 const doubles: ComfyUIDouble[] = [];
 const renderers: ComfyUIRenderer[] = [];
+const buses: EventBus[] = [];
 
 afterEach(async () => {
   await Promise.all(renderers.splice(0).map((r) => r.close()));
+  for (const bus of buses.splice(0)) bus.close();
   await Promise.all(doubles.splice(0).map((d) => d.close()));
 });
 afterAll(async () => {
@@ -37,9 +40,11 @@ async function comfy(): Promise<ComfyUIDouble> {
   return d;
 }
 
-/** A worker's fleet: its own ledger, so its own Redis connections. */
+/** A worker's fleet: its own ledger and event bus, so its own Redis connections. */
 function worker(urls: string[], leaseMs = 60_000): ComfyUIRenderer {
-  const ledger = new RedisSlotLedger({ url: REDIS_URL, prefix, leaseMs });
+  const bus = EventBus.open(REDIS_URL, prefix);
+  buses.push(bus);
+  const ledger = new RedisSlotLedger({ url: REDIS_URL, prefix, leaseMs, bus });
   const r = new ComfyUIRenderer({ urls, depths: [2], ledger, requestTimeoutMs: 1_000, jobTimeoutMs: 15_000, pollIntervalMs: 25, healthIntervalMs: 60_000 });
   renderers.push(r);
   return r;

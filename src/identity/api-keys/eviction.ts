@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Redis } from 'ioredis';
-import { reportErrors } from '../../db/redis.js';
+import type { EventBus } from '../../db/event-bus.js';
 
 export type Eviction = { kind: 'key'; id: string } | { kind: 'user'; id: string };
 
@@ -13,54 +12,37 @@ const ACK_WAIT_MS = 1000;
 /**
  * Tells every instance to drop cached key rows (scale-out mode).
  *
- * Each instance subscribes to `<channel>` and `<channel>:ack` on a second connection. An instance
- * that applies an eviction acknowledges it; `publish` returns once as many instances as Redis
- * delivered the message to have acknowledged (or after a second), so when a revoke answers, every
- * instance already refuses the key. While an instance's subscription is not live (starting, Redis
- * down, reconnecting) it must not trust its cache (`live` is false), and it clears the cache
- * whenever the subscription comes back, since evictions may have been missed meanwhile.
+ * Each instance subscribes to `<channel>` and `<channel>:ack` on its event bus. An instance that
+ * applies an eviction acknowledges it; `publish` returns once as many instances as Redis delivered
+ * the message to have acknowledged (or after a second), so when a revoke answers, every instance
+ * already refuses the key. While an instance's subscription is not live (starting, Redis down,
+ * reconnecting) it must not trust its cache (`live` is false), and it clears the cache whenever the
+ * subscription comes back, since evictions may have been missed meanwhile.
  */
 export class EvictionBus {
   #live = false;
-  readonly #subscriber: Redis | null;
+  readonly #unsubscribe: (() => void)[] = [];
   readonly #waiting = new Map<string, { needed: number; seen: number; done: () => void }>();
   readonly #ackChannel: string;
 
   constructor(
-    private readonly redis: Redis | null,
+    private readonly bus: EventBus | null,
     private readonly channel: string,
     private readonly apply: (eviction: Eviction | 'all') => void,
     private readonly log: Logger,
   ) {
     this.#ackChannel = `${channel}:ack`;
-    if (!redis) {
-      this.#subscriber = null;
+    if (!bus) {
       this.#live = true;
       return;
     }
-    const subscriber = redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined });
-    this.#subscriber = subscriber;
-    reportErrors(subscriber, log, 'api-key eviction (subscribe)');
-    subscriber.on('close', () => {
-      this.#live = false;
-    });
-    subscriber.on('ready', () => {
-      subscriber.subscribe(channel, this.#ackChannel).then(
-        () => {
-          this.apply('all');
-          this.#live = true;
-        },
-        (err: unknown) => log.warn({ err, channel }, 'api-key eviction: could not subscribe; cached keys are not trusted until it can'),
-      );
-    });
-    subscriber.on('message', (from: string, text: string) => {
-      if (from === this.#ackChannel) return this.#acknowledged(text);
-      if (from !== channel) return;
-      const message = parse(text);
-      if (!message) return;
-      this.apply(message.eviction);
-      redis.publish(this.#ackChannel, message.nonce).catch((err: unknown) => log.warn({ err }, 'api-key eviction: could not acknowledge; the evicting instance waits out its timeout'));
-    });
+    this.#unsubscribe.push(
+      bus.subscribe(this.#ackChannel, (nonce) => this.#acknowledged(nonce)),
+      bus.subscribe(channel, (text) => this.#evicted(text), {
+        onResync: () => this.apply('all'),
+        onLive: (live) => (this.#live = live),
+      }),
+    );
   }
 
   /** True when cached rows may be trusted: no Redis, or a live subscription. */
@@ -70,7 +52,7 @@ export class EvictionBus {
 
   /** Publishes an eviction (the caller has applied it locally) and waits for every instance to apply it. */
   async publish(eviction: Eviction): Promise<void> {
-    if (!this.redis) return;
+    if (!this.bus) return;
     const nonce = randomBytes(12).toString('base64url');
     let entry!: { needed: number; seen: number; done: () => void };
     const confirmed = new Promise<boolean>((resolve) => {
@@ -86,12 +68,11 @@ export class EvictionBus {
       waiting.set(nonce, entry);
     });
     try {
-      entry.needed = await this.redis.publish(this.channel, JSON.stringify({ ...eviction, nonce }));
+      entry.needed = await this.bus.publish(this.channel, JSON.stringify({ ...eviction, nonce }));
       if (entry.seen >= entry.needed) entry.done();
-    } catch (error) {
-      // Instances that share this Redis lose their subscription too and stop trusting their caches.
+    } catch {
+      // (logged by the bus) Instances that share this Redis lose their subscription too and stop trusting their caches.
       entry.done();
-      this.log.warn({ err: error }, 'api key eviction not published');
       return;
     }
     if (!(await confirmed)) this.log.warn({ eviction: eviction.kind }, 'api key eviction not confirmed by every instance within 1 s');
@@ -99,8 +80,17 @@ export class EvictionBus {
 
   close(): void {
     this.#live = false;
-    this.#subscriber?.disconnect();
+    for (const unsubscribe of this.#unsubscribe) unsubscribe();
     for (const entry of [...this.#waiting.values()]) entry.done();
+  }
+
+  #evicted(text: string): void {
+    const message = parse(text);
+    if (!message) return;
+    this.apply(message.eviction);
+    this.bus!.publish(this.#ackChannel, message.nonce).catch(() => {
+      // (logged by the bus) the evicting instance waits out its timeout
+    });
   }
 
   #acknowledged(nonce: string): void {

@@ -1,8 +1,8 @@
 import { hash, timingSafeEqual } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import type { ApiKeyScope, Principal } from '../../access/principal.js';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
+import type { EventBus } from '../../db/event-bus.js';
 import { HttpProblem, notFound } from '../../http/problem.js';
 import type { Encryptor } from '../encryption.js';
 import { ApiKeyCache } from './cache.js';
@@ -49,7 +49,8 @@ export interface ApiKeyServiceOptions {
   store: Store;
   encryptor: Encryptor;
   audit: Auditor;
-  redis: Redis | null;
+  /** scale-out: evictions reach every instance through it */
+  bus: EventBus | null;
   /** the eviction channel, `${redisPrefix}apikeys` */
   channel: string;
   log: Logger;
@@ -72,7 +73,7 @@ export class ApiKeyService {
   constructor(private readonly options: ApiKeyServiceOptions) {
     this.#clock = options.clock ?? (() => Date.now());
     this.#cache = new ApiKeyCache(1000, 30_000, this.#clock);
-    this.#bus = new EvictionBus(options.redis, options.channel, (eviction) => this.#apply(eviction), options.log);
+    this.#bus = new EvictionBus(options.bus, options.channel, (eviction) => this.#apply(eviction), options.log);
   }
 
   async create(principal: Principal, input: NewApiKeyInput, context: RequestContext = {}) {

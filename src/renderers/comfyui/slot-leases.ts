@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import type { EventBus } from '../../db/event-bus.js';
 import { openRedis } from '../../db/redis.js';
 
 /**
@@ -100,11 +101,13 @@ export interface RedisSlotLedgerOptions {
   prefix: string;
   /** how long a lease lasts without renewal: a crashed worker's places return after this */
   leaseMs: number;
+  /** the process's pub/sub, on which changes are heard */
+  bus: EventBus;
 }
 
 export class RedisSlotLedger implements SlotLedger {
   readonly #redis: Redis & LeaseCommands;
-  readonly #subscriber: Redis;
+  readonly #stopListening: () => void;
   readonly #channel: string;
   readonly #leaseMs: number;
   /** this process's live leases: backend → tokens */
@@ -122,12 +125,7 @@ export class RedisSlotLedger implements SlotLedger {
     redis.defineCommand('fleetRenew', { numberOfKeys: 2, lua: RENEW });
     redis.defineCommand('fleetCount', { numberOfKeys: 2, lua: COUNT });
     this.#redis = redis as Redis & LeaseCommands;
-    this.#subscriber = openRedis(options.url, options.prefix);
-    // (Re)subscribes whenever the connection is (re)established; commands before that would fail.
-    this.#subscriber.on('ready', () => void this.#subscriber.subscribe(this.#channel).catch(() => undefined));
-    this.#subscriber.on('message', (channel: string, message: string) => {
-      if (channel === this.#channel) this.#announce(message);
-    });
+    this.#stopListening = options.bus.subscribe(this.#channel, (message) => this.#announce(message));
     this.#renewTimer = setInterval(() => void this.#renew(), Math.max(50, Math.floor(options.leaseMs / 3)));
     this.#renewTimer.unref();
   }
@@ -162,7 +160,7 @@ export class RedisSlotLedger implements SlotLedger {
 
   async close(): Promise<void> {
     clearInterval(this.#renewTimer);
-    this.#subscriber.disconnect();
+    this.#stopListening();
     // Leases still held are left to expire: their prompts may still be on the backends.
     await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
