@@ -13,7 +13,7 @@ test('an admin steps up, creates a user, sets their quota, disables them, and fi
   // No second factor yet: the console says what is missing and where to set it up.
   await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Admin' }).click();
   await expect(page.getByRole('heading', { name: 'Two-factor authentication needed' })).toBeVisible();
-  await expect(page.getByRole('link', { name: 'Set up two-factor authentication' })).toHaveAttribute('href', '/account');
+  await expect(page.getByRole('link', { name: 'Set up two-factor authentication' })).toHaveAttribute('href', '/account#two-factor');
 
   // 2FA turned on elsewhere: this browser's session has not verified a code, so the API asks for step-up.
   const auth = { authorization: `Bearer ${await apiToken(request, server, server.steward)}` };

@@ -8,7 +8,8 @@ const test = studio.extend<object, { provider: OidcTestProvider }>({
   provider: [
     async ({}, use) => {
       const port = await freePort();
-      const url = `http://127.0.0.1:${port}`;
+      // the studio's public URL (e2e/fixtures.ts): localhost, so passkeys work there too
+      const url = `http://localhost:${port}`;
       const provider = await startOidcProvider({
         clients: [{ client_id: 'celforge', client_secret: SECRET, redirect_uris: [`${url}/api/auth/sso/corp/callback`], post_logout_redirect_uris: [`${url}/signin`] }],
         users: [

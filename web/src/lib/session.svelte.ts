@@ -1,5 +1,4 @@
 import { createCelforgeClient, type Problem } from '@celforge/client';
-import { location, navigate } from './router.svelte.ts';
 import type { Me } from './types.ts';
 
 /** The header the cookie-authenticated routes require (see src/identity/browser-session.ts). */
@@ -96,7 +95,6 @@ export async function authFetch(request: Request): Promise<Response> {
   const retry = request.clone();
   const sentWith = accessToken;
   const response = await fetch(withToken(request));
-  if (response.status === 403) void leadToEnrolment(response.clone());
   if (response.status !== 401 || sentWith === null) return response;
   // Another request may already have renewed the token while this one was out.
   const renewed = accessToken !== sentWith && accessToken !== null ? true : await refresh();
@@ -107,16 +105,6 @@ export async function authFetch(request: Request): Promise<Response> {
   const second = await fetch(withToken(retry));
   if (second.status === 401) ended();
   return second;
-}
-
-/**
- * Admin work answers `enrol-2fa` to an admin without a second factor: rather than a dead end, the
- * studio takes them to the account page's two-factor section, which says why they are there.
- */
-async function leadToEnrolment(response: Response) {
-  if (!response.headers.get('content-type')?.includes('json') || location.path === '/account') return;
-  const problem = (await response.json().catch(() => null)) as Problem | null;
-  if (problem?.type === 'urn:celforge:problem:enrol-2fa') navigate('/account#two-factor');
 }
 
 export const api = createCelforgeClient({ fetch: authFetch });
