@@ -66,7 +66,7 @@ test('signs in with the provider, lands signed in, and signs out of the provider
   await expectNoHorizontalScroll(page, 'account with a linked provider');
   await page.screenshot({ path: 'test-results/oidc-account.png', fullPage: true });
 
-  await page.locator('summary').click();
+  await page.locator('header details summary').click();
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page).toHaveURL(new RegExp(`^${provider.issuer}/session/end`));
 });
@@ -86,11 +86,11 @@ test('an existing account links the provider from its account page, then signs i
   // the provider still knows this browser from the refused attempt: no sign-in page this time
   await page.getByRole('button', { name: 'Link Corp ID' }).click();
   await expect(page).toHaveURL(/\/account\?linked=corp/);
-  await expect(page.getByRole('status')).toContainText('Corp ID is now linked');
+  await expect(page.locator('#sign-in-providers').getByRole('status')).toContainText('Corp ID is now linked');
   await expect(page.getByText('Corp ID — maker@celforge.test')).toBeVisible();
 
   // signed out of the password session, the provider now signs this account in
-  await page.locator('summary').click();
+  await page.locator('header details summary').click();
   await page.getByRole('button', { name: 'Sign out' }).click();
   await expect(page.getByRole('heading', { name: 'Sign in' })).toBeVisible();
   await page.getByRole('link', { name: 'Sign in with Corp ID' }).click();
