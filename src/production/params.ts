@@ -3,10 +3,11 @@ import { Type, type Static } from 'typebox';
 import { badRequest } from '../http/problem.js';
 import type { JobType } from './store.js';
 import { JobTypeSchema } from '../db/schema.js';
+import { VIDEO_PIXELS_MAX } from '../renderers/preview.js';
 
 export const PROMPT_MAX = 500;
 /** The preview renderer's ceiling for a whole video (width × height × frames). */
-export const VIDEO_PIXELS_MAX = 64 * 1024 * 1024;
+export { VIDEO_PIXELS_MAX };
 
 const Side = Type.Integer({ minimum: 64, maximum: 2048, multipleOf: 8 });
 

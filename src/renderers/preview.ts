@@ -27,7 +27,7 @@ const MAX_SIDE = 2048;
  * in total (e.g. 2048×2048×16, 1024×1024×64, 512×512×256 frames) is 192 MB raw: the most one
  * preview job may hold. Larger videos are refused rather than silently shrunk.
  */
-const MAX_VIDEO_PIXELS = 64 * 1024 * 1024;
+export const VIDEO_PIXELS_MAX = 64 * 1024 * 1024;
 const MAX_FPS = 120;
 /** more progress ticks than this add nothing but event noise */
 const MAX_TICKS = 150;
@@ -179,7 +179,7 @@ function validate(request: RenderRequest): void {
   if (!Number.isFinite(request.fps) || request.fps < 1 || request.fps > MAX_FPS) {
     invalid(`fps must be from 1 to ${MAX_FPS}`);
   }
-  if (request.width * request.height * request.frames > MAX_VIDEO_PIXELS) {
+  if (request.width * request.height * request.frames > VIDEO_PIXELS_MAX) {
     invalid('video too large for the preview renderer');
   }
 }
