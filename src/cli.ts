@@ -72,8 +72,12 @@ async function worker(args: string[], config: Config): Promise<number> {
   const { housekeepingFor } = await import('./lifecycle/housekeeping.js');
   const production = await createProduction(config, store, log, { worker: true, housekeeping: housekeepingFor(store, config.assets, log) });
   await production.start();
+  // The worker's timers do not hold the process (inside `serve` the server does): with the store's
+  // queue nothing else would, so this does until a signal.
+  const alive = setInterval(() => {}, 2 ** 30);
   // a renderer that does not stop when asked must not keep the process alive past the grace period
   stopOnSignal(log, config.shutdownGraceSeconds * 1000, async (signal) => {
+    clearInterval(alive);
     log.info({ signal }, 'worker shutting down: no new jobs, running ones go back to the queue');
     await production.stop();
     await store.close();

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from '../support/cli.js';
 import { createTestStorage, type TestStorage } from '../support/dialects.js';
-import { startServer } from '../support/server.js';
+import { startCelforge, startServer } from '../support/server.js';
 
 describe('celforge command line', () => {
   let storage: TestStorage;
@@ -39,6 +39,13 @@ describe('celforge command line', () => {
     } finally {
       expect(await server.stop('SIGTERM')).toBe(0);
     }
+  });
+
+  it('worker on the store queue (no REDIS_URL) keeps running until a signal, then stops cleanly', async () => {
+    const worker = await startCelforge(storage, { args: ['worker'], ready: /celforge worker \S+ ready \(store queue/ });
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(worker.process.exitCode).toBeNull();
+    expect(await worker.stop('SIGTERM')).toBe(0);
   });
 
   it('keys rotate keeps the previous key in the JWKS', async () => {
