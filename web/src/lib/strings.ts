@@ -74,7 +74,7 @@ export const strings = {
     openJob: 'Follow it',
     budget: 'Your limits',
     budgetUnits: (left: number | null, quota: number, seconds: number) =>
-      left === null ? `Generation budget: ${quota} units every ${duration(seconds)}` : `Generation budget: ${left} of ${quota} units left this ${duration(seconds)}`,
+      left === null ? `Generation budget: ${quota} units every ${rateWindow(seconds)}` : `Generation budget: ${left} of ${quota} units left this ${rateWindow(seconds)}`,
     costs: (image: number, video: number) => `An image costs ${image}, a video ${video}.`,
     active: (used: number, limit: number) => `Running or waiting: ${used} of ${limit}`,
     today: (used: number, limit: number) => `Today (UTC): ${used} of ${jobs(limit)}`,
@@ -533,7 +533,7 @@ export function duration(seconds: number): string {
   if (s < 60) return s === 1 ? '1 second' : `${s} seconds`;
   if (s < 3600) {
     const m = Math.ceil(s / 60);
-    return m === 1 ? 'minute' : `${m} minutes`;
+    return m === 1 ? '1 minute' : `${m} minutes`;
   }
   const h = Math.floor(s / 3600);
   const m = Math.ceil((s % 3600) / 60);
@@ -563,4 +563,9 @@ export function ago(iso: string, now = Date.now()): string {
 /** "1 job", "3 jobs". */
 function jobs(n: number): string {
   return n === 1 ? '1 job' : `${n} jobs`;
+}
+
+/** A rate window after "every" or "this": "minute", "hour", else its length. */
+function rateWindow(seconds: number): string {
+  return seconds === 60 ? 'minute' : seconds === 3600 ? 'hour' : duration(seconds);
 }
