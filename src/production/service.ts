@@ -155,22 +155,18 @@ export class ProductionService {
 
   async cancel(principal: Principal, id: string, context: RequestContext): Promise<JobView> {
     const job = await this.ownJob(principal, id);
-    const now = new Date().toISOString();
-    if (!(await cancelJob(this.deps.store.db, job.id, now))) {
+    await this.#end(job, principal, context, 'job.cancel', { was: job.status });
+    return this.get(principal, job.id);
+  }
+
+  /** Ends a queued or running job as canceled: the row, the queue, the live stream, the audit trail. */
+  async #end(job: JobRow, principal: Principal, context: RequestContext, action: string, detail: Record<string, unknown>): Promise<void> {
+    if (!(await cancelJob(this.deps.store.db, job.id, new Date().toISOString()))) {
       throw conflict(`The job has already ended (${(await findJob(this.deps.store.db, job.id))?.status ?? job.status}).`);
     }
     await this.deps.queue.cancel(job.id);
     this.deps.events.publish({ kind: 'status', jobId: job.id, status: 'canceled', progress: job.progress });
-    this.deps.audit.record({
-      action: 'job.cancel',
-      outcome: 'success',
-      actorId: principal.userId,
-      target: job.id,
-      ip: context.ip,
-      requestId: context.requestId,
-      detail: { was: job.status },
-    });
-    return this.get(principal, job.id);
+    this.deps.audit.record({ action, outcome: 'success', actorId: principal.userId, target: job.id, ip: context.ip, requestId: context.requestId, detail });
   }
 
   async #view(job: JobRow): Promise<JobView> {
@@ -246,21 +242,7 @@ export class ProductionService {
   async adminCancel(principal: Principal, id: string, context: RequestContext): Promise<AdminJob> {
     const job = UUID.test(id) ? await findJob(this.deps.store.db, id) : undefined;
     if (!job) throw notFound('No such job.');
-    const now = new Date().toISOString();
-    if (!(await cancelJob(this.deps.store.db, job.id, now))) {
-      throw conflict(`The job has already ended (${(await findJob(this.deps.store.db, job.id))?.status ?? job.status}).`);
-    }
-    await this.deps.queue.cancel(job.id);
-    this.deps.events.publish({ kind: 'status', jobId: job.id, status: 'canceled', progress: job.progress });
-    this.deps.audit.record({
-      action: 'admin.job.cancel',
-      outcome: 'success',
-      actorId: principal.userId,
-      target: job.id,
-      ip: context.ip,
-      requestId: context.requestId,
-      detail: { was: job.status, owner: job.user_id },
-    });
+    await this.#end(job, principal, context, 'admin.job.cancel', { was: job.status, owner: job.user_id });
     const [row] = await listAllJobs(this.deps.store.db, { id: job.id, limit: 1 });
     return adminJobView(row!, this.deps.renderer.name);
   }
