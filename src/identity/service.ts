@@ -414,7 +414,10 @@ export class IdentityService {
     let after = await successors();
     if (after.length === 1 && after[0]!.used_at === null) {
       const sessionEnd = Date.parse(row.session_expires_at);
-      const replacement = newRefreshToken(row.session_id, sessionEnd, now);
+      // Strictly after the successor it replaces: a retry that started before the rotation finished
+      // must still be found after it, in order, by refreshTokensSince.
+      const replacedAt = Math.max(Date.now(), Date.parse(after[0]!.created_at) + 1);
+      const replacement = newRefreshToken(row.session_id, sessionEnd, replacedAt);
       if (await db.replaceLiveRefreshToken(this.db, after[0]!.token_hash, replacement.row)) {
         await db.touchSession(this.db, row.session_id, iso(now));
         const pair = await this.withAccessToken({ id: row.user_id, email: row.email, role: row.role }, row.session_id, sessionEnd, replacement.token);

@@ -151,6 +151,21 @@ describeEachDialect('identity: a retried refresh after a lost answer', (dialect)
     expect(await audited('auth.refresh.retry', outside.sessionId)).toEqual([]);
   });
 
+  it('a retry whose clock reads a moment before the rotation (it started first) is still a retry, once', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const { cookie, sessionId } = await signIn();
+    const rotatedAt = Date.now();
+    expect((await refresh(cookie)).statusCode).toBe(200);
+    vi.setSystemTime(rotatedAt - 5);
+    const retried = await refresh(cookie);
+    expect(retried.statusCode).toBe(200);
+    expect((await session(sessionId)).revoked_at).toBeNull();
+    expect(await liveTokens(sessionId)).toEqual([{ token_hash: sha256(cookieOf(retried)) }]);
+    expectRefused(await refresh(cookie));
+    expect((await session(sessionId)).revoked_at).toBeNull();
+    expect((await refresh(cookieOf(retried))).statusCode).toBe(200);
+  });
+
   it('concurrent retries of one spent token in two processes: exactly one wins, the family keeps one live token', async () => {
     for (let round = 0; round < 3; round++) {
       const { cookie: first, sessionId } = await signIn();
