@@ -1,5 +1,5 @@
 import { readSettings } from './read-settings.js';
-import { AssetSettingsSchema } from './settings.js';
+import { AssetVariables } from './settings.js';
 import { ConfigError, type Env } from './variables.js';
 
 export interface S3Settings {
@@ -29,11 +29,11 @@ export interface AssetSettings {
 }
 
 /**
- * The asset settings of `AssetSettingsSchema`; S3 is used when `CELFORGE_S3_BUCKET` is set, and
+ * The asset settings of `AssetVariables`; S3 is used when `CELFORGE_S3_BUCKET` is set, and
  * its other settings only then.
  */
 export function parseAssetSettings(env: Env): AssetSettings {
-  const assets = readSettings(env, AssetSettingsSchema);
+  const assets = readSettings(env, AssetVariables);
   const { CELFORGE_S3_ACCESS_KEY_ID: accessKeyId, CELFORGE_S3_SECRET_ACCESS_KEY: secretAccessKey } = assets;
   if (assets.CELFORGE_S3_BUCKET && Boolean(accessKeyId) !== Boolean(secretAccessKey)) {
     throw new ConfigError('CELFORGE_S3_ACCESS_KEY_ID and CELFORGE_S3_SECRET_ACCESS_KEY go together (or neither: the AWS default chain)');

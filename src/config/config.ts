@@ -3,13 +3,13 @@ import path from 'node:path';
 import { parseAssetSettings, type AssetSettings } from './assets.js';
 import { parseInteger, parseDuration, readSettings } from './read-settings.js';
 import {
-  AccountSettings,
-  AuditSettings,
-  LimitSettingsSchema,
-  RenderingSettings,
-  ServerSettings,
-  StoreSettings,
-  VaultSettingsSchema,
+  AccountVariables,
+  AuditVariables,
+  LimitVariables,
+  RenderingVariables,
+  ServerVariables,
+  StoreVariables,
+  VaultVariables,
 } from './settings.js';
 import { parseSsoProviders, type SsoProviderSettings } from './sso.js';
 import { ConfigError, type Env } from './variables.js';
@@ -95,7 +95,7 @@ export interface LimitSettings {
   jobsPerDay: number;
 }
 
-const limitDefaults = readSettings({}, LimitSettingsSchema);
+const limitDefaults = readSettings({}, LimitVariables);
 
 export const DEFAULT_LIMITS: LimitSettings = {
   rates: {
@@ -135,7 +135,7 @@ export function parseRateLimits(text: string | undefined): Record<RatePolicyName
 }
 
 function parseLimits(env: Env): LimitSettings {
-  const limits = readSettings(env, LimitSettingsSchema);
+  const limits = readSettings(env, LimitVariables);
   return {
     rates: parseRateLimits(limits.CELFORGE_RATE_LIMITS),
     costs: { image: limits.CELFORGE_IMAGE_COST, video: limits.CELFORGE_VIDEO_COST },
@@ -167,7 +167,7 @@ export interface Secrets {
 }
 
 function parseVault(env: Env): VaultSettings | undefined {
-  const vault = readSettings(env, VaultSettingsSchema);
+  const vault = readSettings(env, VaultVariables);
   if (!vault.CELFORGE_VAULT_ADDR) return undefined;
   const { CELFORGE_VAULT_TOKEN: token, CELFORGE_VAULT_ROLE_ID: roleId, CELFORGE_VAULT_SECRET_ID: secretId } = vault;
   if (!token && !(roleId && secretId)) {
@@ -193,11 +193,11 @@ function parseVault(env: Env): VaultSettings | undefined {
  * synchronous and testable.
  */
 export function loadConfig(env: Env = process.env): Config {
-  const server = readSettings(env, ServerSettings);
-  const store = readSettings(env, StoreSettings);
-  const accounts = readSettings(env, AccountSettings);
-  const rendering = readSettings(env, RenderingSettings);
-  const audit = readSettings(env, AuditSettings);
+  const server = readSettings(env, ServerVariables);
+  const store = readSettings(env, StoreVariables);
+  const accounts = readSettings(env, AccountVariables);
+  const rendering = readSettings(env, RenderingVariables);
+  const audit = readSettings(env, AuditVariables);
   const comfyuiUrls = rendering.CELFORGE_COMFYUI_URLS;
   if (rendering.CELFORGE_RENDERER === 'comfyui' && comfyuiUrls.length === 0) {
     throw new ConfigError('CELFORGE_RENDERER=comfyui needs CELFORGE_COMFYUI_URLS');

@@ -33,7 +33,7 @@ const group = <T extends TProperties>(title: string, properties: T, variablePref
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
-export const ServerSettings = group(
+export const ServerVariables = group(
   'Server',
   {
     CELFORGE_HOST: text('where the API listens: an IP address or a host name', { default: '127.0.0.1', form: 'host' }),
@@ -57,7 +57,7 @@ export const ServerSettings = group(
   },
 );
 
-export const StoreSettings = group(
+export const StoreVariables = group(
   'Store',
   {
     DATABASE_URL: Type.Optional(url('the scale-out store', ['postgres:', 'postgresql:'], { defaultText: 'unset (SQLite)', vault: 'database_url' })),
@@ -66,7 +66,7 @@ export const StoreSettings = group(
   },
 );
 
-export const AccountSettings = group(
+export const AccountVariables = group(
   'Accounts and keys',
   {
     CELFORGE_ACCESS_TOKEN_TTL: duration('access token lifetime', 900),
@@ -87,7 +87,7 @@ export const AccountSettings = group(
   },
 );
 
-export const VaultSettingsSchema = group(
+export const VaultVariables = group(
   'Vault',
   {
     CELFORGE_VAULT_ADDR: Type.Optional(url('read secrets from this Vault (KV version 2); the Vault key of each secret is named beside it', HTTP, { defaultText: 'unset (no Vault)' })),
@@ -100,7 +100,7 @@ export const VaultSettingsSchema = group(
   },
 );
 
-export const RenderingSettings = group(
+export const RenderingVariables = group(
   'Rendering and jobs',
   {
     CELFORGE_RENDERER: choice('what renders jobs', ['preview', 'comfyui'], 'preview'),
@@ -122,7 +122,7 @@ export const RenderingSettings = group(
   },
 );
 
-export const LimitSettingsSchema = group(
+export const LimitVariables = group(
   'Limits',
   {
     CELFORGE_RATE_LIMITS: Type.Optional(
@@ -135,7 +135,7 @@ export const LimitSettingsSchema = group(
   },
 );
 
-export const AuditSettings = group(
+export const AuditVariables = group(
   'Audit',
   {
     CELFORGE_AUDIT_RETENTION_DAYS: whole('audit rows older than this many days are pruned (`0` keeps them forever)', 0, 36500, { default: 365 }),
@@ -143,7 +143,7 @@ export const AuditSettings = group(
   },
 );
 
-export const AssetSettingsSchema = group(
+export const AssetVariables = group(
   'Assets',
   {
     CELFORGE_S3_BUCKET: Type.Optional(
@@ -174,7 +174,7 @@ export const AssetSettingsSchema = group(
 
 const PROVIDER_ID = '^[a-z][a-z0-9]{0,31}$';
 
-export const SsoSettings = group(
+export const SsoVariables = group(
   'Single sign-on',
   {
     CELFORGE_OIDC_PROVIDERS: Type.Array(text('', { pattern: PROVIDER_ID, mismatch: 'is not a lower-case id like keycloak' }), {
@@ -186,7 +186,7 @@ export const SsoSettings = group(
 );
 
 /** The settings of one provider: `CELFORGE_OIDC_<ID>_ISSUER` and so on, `<ID>` being its id in upper case. */
-export const SsoProviderSettingsSchema = group(
+export const SsoProviderVariables = group(
   'Single sign-on provider',
   {
     ISSUER: text('the issuer URL (`https://`; `http://` only for localhost)', { form: 'issuer' }),
@@ -220,7 +220,7 @@ export interface SettingGroup extends TSchema {
 }
 
 /** The groups of the main configuration table, in README's order. */
-export const MAIN_GROUPS: SettingGroup[] = [ServerSettings, StoreSettings, AccountSettings, VaultSettingsSchema, RenderingSettings, LimitSettingsSchema, AuditSettings, AssetSettingsSchema];
+export const MAIN_GROUPS: SettingGroup[] = [ServerVariables, StoreVariables, AccountVariables, VaultVariables, RenderingVariables, LimitVariables, AuditVariables, AssetVariables];
 
 /** The groups of the single sign-on table. */
-export const SSO_GROUPS: SettingGroup[] = [SsoSettings, SsoProviderSettingsSchema];
+export const SSO_GROUPS: SettingGroup[] = [SsoVariables, SsoProviderVariables];

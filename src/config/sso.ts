@@ -1,5 +1,5 @@
 import { readSettings, variableName, vaultKeys } from './read-settings.js';
-import { SsoProviderSettingsSchema, SsoSettings } from './settings.js';
+import { SsoProviderVariables, SsoVariables } from './settings.js';
 import { ConfigError, type Env } from './variables.js';
 
 export type SsoRole = 'admin' | 'user';
@@ -32,9 +32,9 @@ export interface SsoProviderSettings {
 }
 
 /** The variable of one provider setting: CELFORGE_OIDC_KEYCLOAK_CLIENT_ID. */
-export const ssoVariable = (id: string, setting: string) => variableName(SsoProviderSettingsSchema, setting, id);
+export const ssoVariable = (id: string, setting: string) => variableName(SsoProviderVariables, setting, id);
 
-const providerIds = (env: Env) => readSettings(env, SsoSettings).CELFORGE_OIDC_PROVIDERS;
+const providerIds = (env: Env) => readSettings(env, SsoVariables).CELFORGE_OIDC_PROVIDERS;
 
 /** The providers' secrets Vault may hold: key (`oidc_<id>_client_secret`) → variable. */
 export function ssoVaultKeys(env: Env): Record<string, string> {
@@ -44,7 +44,7 @@ export function ssoVaultKeys(env: Env): Record<string, string> {
   } catch {
     return {}; // reported by parseSsoProviders
   }
-  return Object.fromEntries(ids.flatMap((id) => Object.entries(vaultKeys(SsoProviderSettingsSchema, id))));
+  return Object.fromEntries(ids.flatMap((id) => Object.entries(vaultKeys(SsoProviderVariables, id))));
 }
 
 function parseRoleMap(name: string, text: string | undefined): Record<string, SsoRole> {
@@ -61,7 +61,7 @@ function parseRoleMap(name: string, text: string | undefined): Record<string, Ss
 
 /**
  * `CELFORGE_OIDC_PROVIDERS=keycloak,google` and, per provider, the `CELFORGE_OIDC_<ID>_*` settings
- * of `SsoProviderSettingsSchema` (each also as `*_FILE`; the secrets also as their Vault keys).
+ * of `SsoProviderVariables` (each also as `*_FILE`; the secrets also as their Vault keys).
  */
 export function parseSsoProviders(env: Env): SsoProviderSettings[] {
   const ids = providerIds(env);
@@ -69,7 +69,7 @@ export function parseSsoProviders(env: Env): SsoProviderSettings[] {
   return ids.map((id) => {
     if (seen.has(id)) throw new ConfigError(`CELFORGE_OIDC_PROVIDERS: "${id}" is listed twice`);
     seen.add(id);
-    const provider = readSettings(env, SsoProviderSettingsSchema, { id, requiredFor: ` for the provider "${id}" in CELFORGE_OIDC_PROVIDERS` });
+    const provider = readSettings(env, SsoProviderVariables, { id, requiredFor: ` for the provider "${id}" in CELFORGE_OIDC_PROVIDERS` });
     if (!provider.CLIENT_SECRET && !provider.PRIVATE_KEY) {
       throw new ConfigError(`${ssoVariable(id, 'CLIENT_SECRET')} or ${ssoVariable(id, 'PRIVATE_KEY')} is required for the provider "${id}"`);
     }
