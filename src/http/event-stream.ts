@@ -78,7 +78,8 @@ export function eventStreams(app: FastifyInstance) {
       options.onShutdown?.(stream);
       stream.close();
     };
-    const heartbeat = setInterval(() => (options.onHeartbeat ?? ((it: EventStream) => it.keepAlive()))(stream), options.heartbeatMs);
+    const beat = options.onHeartbeat ?? ((it: EventStream) => it.keepAlive());
+    const heartbeat = setInterval(() => beat(stream), options.heartbeatMs);
     open.add(shutdown);
     raw.on('close', () => end('end'));
     return stream;
