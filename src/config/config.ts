@@ -1,13 +1,21 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
 import { parseAssetSettings, type AssetSettings } from './assets.js';
+import { parseInteger, parseDuration, readSettings } from './read-settings.js';
+import {
+  AccountVariables,
+  AuditVariables,
+  LimitVariables,
+  RenderingVariables,
+  ServerVariables,
+  StoreVariables,
+  VaultVariables,
+} from './settings.js';
 import { parseSsoProviders, type SsoProviderSettings } from './sso.js';
+import { ConfigError, type Env } from './variables.js';
 
-/** A bad setting: start-up stops with this one line. */
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError, readVariable, type Env } from './variables.js';
+export { parseDuration } from './read-settings.js';
 
 export type RendererName = 'preview' | 'comfyui';
 
@@ -87,6 +95,8 @@ export interface LimitSettings {
   jobsPerDay: number;
 }
 
+const limitDefaults = readSettings({}, LimitVariables);
+
 export const DEFAULT_LIMITS: LimitSettings = {
   rates: {
     'signin-ip': { quota: 20, windowSeconds: 60 },
@@ -99,9 +109,9 @@ export const DEFAULT_LIMITS: LimitSettings = {
     admin: { quota: 300, windowSeconds: 60 },
     anonymous: { quota: 120, windowSeconds: 60 },
   },
-  costs: { image: 1, video: 5 },
-  activeJobs: 3,
-  jobsPerDay: 200,
+  costs: { image: limitDefaults.CELFORGE_IMAGE_COST, video: limitDefaults.CELFORGE_VIDEO_COST },
+  activeJobs: limitDefaults.CELFORGE_QUOTA_ACTIVE_JOBS,
+  jobsPerDay: limitDefaults.CELFORGE_QUOTA_JOBS_PER_DAY,
 };
 
 /**
@@ -110,13 +120,12 @@ export const DEFAULT_LIMITS: LimitSettings = {
  */
 export function parseRateLimits(text: string | undefined): Record<RatePolicyName, RatePolicy> {
   const rates = structuredClone(DEFAULT_LIMITS.rates);
-  for (const item of parseList(text)) {
+  const items = (text ?? '').split(',').map((item) => item.trim()).filter(Boolean);
+  for (const item of items) {
     const match = /^([a-z-]+)\s*=\s*(\d+)\s*\/\s*(\S+)$/.exec(item);
     if (!match) throw new ConfigError(`CELFORGE_RATE_LIMITS: "${item}" is not like read=600/60s`);
-    const name = match[1] as RatePolicyName;
-    if (!RATE_POLICIES.includes(name)) {
-      throw new ConfigError(`CELFORGE_RATE_LIMITS: "${name}" is not one of ${RATE_POLICIES.join(', ')}`);
-    }
+    const name = RATE_POLICIES.find((policy) => policy === match[1]);
+    if (!name) throw new ConfigError(`CELFORGE_RATE_LIMITS: "${match[1]}" is not one of ${RATE_POLICIES.join(', ')}`);
     rates[name] = {
       quota: parseInteger('CELFORGE_RATE_LIMITS', match[2]!, 1, 1_000_000_000),
       windowSeconds: parseDuration('CELFORGE_RATE_LIMITS', match[3]!),
@@ -126,18 +135,12 @@ export function parseRateLimits(text: string | undefined): Record<RatePolicyName
 }
 
 function parseLimits(env: Env): LimitSettings {
-  const number = (name: string, fallback: number, min: number, max: number) => {
-    const text = readVariable(env, name);
-    return text === undefined ? fallback : parseInteger(name, text, min, max);
-  };
+  const limits = readSettings(env, LimitVariables);
   return {
-    rates: parseRateLimits(readVariable(env, 'CELFORGE_RATE_LIMITS')),
-    costs: {
-      image: number('CELFORGE_IMAGE_COST', DEFAULT_LIMITS.costs.image, 1, 1000),
-      video: number('CELFORGE_VIDEO_COST', DEFAULT_LIMITS.costs.video, 1, 1000),
-    },
-    activeJobs: number('CELFORGE_QUOTA_ACTIVE_JOBS', DEFAULT_LIMITS.activeJobs, 0, 100_000),
-    jobsPerDay: number('CELFORGE_QUOTA_JOBS_PER_DAY', DEFAULT_LIMITS.jobsPerDay, 0, 10_000_000),
+    rates: parseRateLimits(limits.CELFORGE_RATE_LIMITS),
+    costs: { image: limits.CELFORGE_IMAGE_COST, video: limits.CELFORGE_VIDEO_COST },
+    activeJobs: limits.CELFORGE_QUOTA_ACTIVE_JOBS,
+    jobsPerDay: limits.CELFORGE_QUOTA_JOBS_PER_DAY,
   };
 }
 
@@ -163,110 +166,10 @@ export interface Secrets {
   serviceToken?: string;
 }
 
-export type Env = Record<string, string | undefined>;
-
-/**
- * Reads a variable or its `NAME_FILE` twin (the file's content, trailing newline trimmed).
- * Setting both is ambiguous and refused.
- */
-export function readVariable(env: Env, name: string): string | undefined {
-  const direct = env[name];
-  const file = env[`${name}_FILE`];
-  if (direct !== undefined && direct !== '' && file) {
-    throw new ConfigError(`${name} and ${name}_FILE are both set; set one`);
-  }
-  if (file) {
-    try {
-      return readFileSync(file, 'utf8').replace(/\r?\n$/, '');
-    } catch {
-      throw new ConfigError(`${name}_FILE: cannot read the file it names`);
-    }
-  }
-  return direct === '' ? undefined : direct;
-}
-
-const DURATION = /^(\d+)\s*(ms|s|m|h|d)?$/;
-const UNIT_SECONDS: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400 };
-
-/** "15m", "900s", "900", "1h" → seconds */
-export function parseDuration(name: string, text: string): number {
-  const match = DURATION.exec(text.trim());
-  if (!match) throw new ConfigError(`${name}: "${text}" is not a duration like 15m, 900s or 1h`);
-  const seconds = Number(match[1]) * UNIT_SECONDS[match[2] ?? 's']!;
-  if (!Number.isFinite(seconds) || seconds < 1) throw new ConfigError(`${name}: must be at least 1s`);
-  return Math.floor(seconds);
-}
-
-function parseInteger(name: string, text: string, min: number, max: number): number {
-  if (!/^\d+$/.test(text.trim())) throw new ConfigError(`${name}: "${text}" is not a whole number`);
-  const value = Number(text);
-  if (value < min || value > max) throw new ConfigError(`${name}: ${value} is outside ${min}–${max}`);
-  return value;
-}
-
-function optionalInteger(env: Env, name: string, min: number, max: number): number | undefined {
-  const text = readVariable(env, name);
-  return text === undefined ? undefined : parseInteger(name, text, min, max);
-}
-
-function parseUrl(name: string, text: string, protocols: string[]): string {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new ConfigError(`${name}: not a valid URL`);
-  }
-  if (!protocols.includes(url.protocol)) {
-    throw new ConfigError(`${name}: must start with ${protocols.map((p) => `${p}//`).join(' or ')}`);
-  }
-  return text;
-}
-
-function parseDepths(text: string | undefined, urls: number): number[] | undefined {
-  if (text === undefined) return undefined;
-  const depths = parseList(text).map((item) => parseInteger('CELFORGE_COMFYUI_DEPTH', item, 1, 16));
-  if (depths.length !== 1 && depths.length !== urls) throw new ConfigError('CELFORGE_COMFYUI_DEPTH: give one value, or one per CELFORGE_COMFYUI_URLS entry');
-  return depths;
-}
-
-function parseList(text: string | undefined): string[] {
-  return (text ?? '')
-    .split(',')
-    .map((item) => item.trim())
-    .filter(Boolean);
-}
-
-function parseOrigin(name: string, text: string): string {
-  parseUrl(name, text, ['http:', 'https:']);
-  const origin = new URL(text).origin;
-  if (origin !== text.replace(/\/$/, '')) throw new ConfigError(`${name}: "${text}" is not a bare origin like https://studio.example`);
-  return origin;
-}
-
-function parseProxy(name: string, text: string): string {
-  const [address, bits, ...rest] = text.split('/');
-  const family = isIP(address ?? '');
-  const maxBits = family === 6 ? 128 : 32;
-  if (!family || rest.length > 0 || (bits !== undefined && !(/^\d+$/.test(bits) && Number(bits) <= maxBits))) {
-    throw new ConfigError(`${name}: "${text}" is not an IP address or CIDR`);
-  }
-  return text;
-}
-
-const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-
-function parseLogLevel(text: string): string {
-  if (!LOG_LEVELS.includes(text)) throw new ConfigError(`CELFORGE_LOG_LEVEL: "${text}" is not one of ${LOG_LEVELS.join(', ')}`);
-  return text;
-}
-
 function parseVault(env: Env): VaultSettings | undefined {
-  const addr = readVariable(env, 'CELFORGE_VAULT_ADDR');
-  if (!addr) return undefined;
-  parseUrl('CELFORGE_VAULT_ADDR', addr, ['http:', 'https:']);
-  const token = readVariable(env, 'CELFORGE_VAULT_TOKEN');
-  const roleId = readVariable(env, 'CELFORGE_VAULT_ROLE_ID');
-  const secretId = readVariable(env, 'CELFORGE_VAULT_SECRET_ID');
+  const vault = readSettings(env, VaultVariables);
+  if (!vault.CELFORGE_VAULT_ADDR) return undefined;
+  const { CELFORGE_VAULT_TOKEN: token, CELFORGE_VAULT_ROLE_ID: roleId, CELFORGE_VAULT_SECRET_ID: secretId } = vault;
   if (!token && !(roleId && secretId)) {
     throw new ConfigError('CELFORGE_VAULT_ADDR is set: set CELFORGE_VAULT_TOKEN, or CELFORGE_VAULT_ROLE_ID and CELFORGE_VAULT_SECRET_ID');
   }
@@ -274,77 +177,74 @@ function parseVault(env: Env): VaultSettings | undefined {
     throw new ConfigError('set either CELFORGE_VAULT_TOKEN or the AppRole pair, not both');
   }
   return {
-    addr,
+    addr: vault.CELFORGE_VAULT_ADDR,
     token,
     roleId,
     secretId,
-    namespace: readVariable(env, 'CELFORGE_VAULT_NAMESPACE'),
-    mount: readVariable(env, 'CELFORGE_VAULT_MOUNT') ?? 'secret',
-    path: readVariable(env, 'CELFORGE_VAULT_PATH') ?? 'celforge',
+    namespace: vault.CELFORGE_VAULT_NAMESPACE,
+    mount: vault.CELFORGE_VAULT_MOUNT,
+    path: vault.CELFORGE_VAULT_PATH,
   };
 }
 
 /**
- * Reads the configuration once, from the environment and `*_FILE` twins. Vault values are merged
- * afterwards by `withVaultSecrets`, so this stays synchronous and testable.
+ * Reads the configuration once, from the environment and `*_FILE` twins, as the schemas of
+ * settings.ts say. Vault values are merged afterwards by `resolveConfig`, so this stays
+ * synchronous and testable.
  */
 export function loadConfig(env: Env = process.env): Config {
-  const renderer = readVariable(env, 'CELFORGE_RENDERER') ?? 'preview';
-  if (renderer !== 'preview' && renderer !== 'comfyui') {
-    throw new ConfigError(`CELFORGE_RENDERER: "${renderer}" is not one of preview, comfyui`);
-  }
-  const comfyuiUrls = parseList(readVariable(env, 'CELFORGE_COMFYUI_URLS')).map((url) =>
-    parseUrl('CELFORGE_COMFYUI_URLS', url, ['http:', 'https:']),
-  );
-  if (renderer === 'comfyui' && comfyuiUrls.length === 0) {
+  const server = readSettings(env, ServerVariables);
+  const store = readSettings(env, StoreVariables);
+  const accounts = readSettings(env, AccountVariables);
+  const rendering = readSettings(env, RenderingVariables);
+  const audit = readSettings(env, AuditVariables);
+  const comfyuiUrls = rendering.CELFORGE_COMFYUI_URLS;
+  if (rendering.CELFORGE_RENDERER === 'comfyui' && comfyuiUrls.length === 0) {
     throw new ConfigError('CELFORGE_RENDERER=comfyui needs CELFORGE_COMFYUI_URLS');
   }
-  const databaseUrl = readVariable(env, 'DATABASE_URL');
-  const redisUrl = readVariable(env, 'REDIS_URL');
-  const authUrl = readVariable(env, 'CELFORGE_AUTH_URL');
-  const host = readVariable(env, 'CELFORGE_HOST') ?? '127.0.0.1';
-  if (!isIP(host) && !/^[A-Za-z0-9.-]{1,253}$/.test(host)) throw new ConfigError(`CELFORGE_HOST: "${host}" is not a host`);
-
-  const port = parseInteger('CELFORGE_PORT', readVariable(env, 'CELFORGE_PORT') ?? '8331', 0, 65535);
-  const publicUrl = readVariable(env, 'CELFORGE_PUBLIC_URL');
+  const depths = rendering.CELFORGE_COMFYUI_DEPTH;
+  if (depths && depths.length !== 1 && depths.length !== comfyuiUrls.length) {
+    throw new ConfigError('CELFORGE_COMFYUI_DEPTH: give one value, or one per CELFORGE_COMFYUI_URLS entry');
+  }
+  const { CELFORGE_HOST: host, CELFORGE_PORT: port } = server;
 
   return {
     host,
     port,
-    publicUrl: publicUrl ? parseOrigin('CELFORGE_PUBLIC_URL', publicUrl) : new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}:${port}`).origin,
-    dataDir: path.resolve(readVariable(env, 'CELFORGE_DATA_DIR') ?? './data'),
-    databaseUrl: databaseUrl && parseUrl('DATABASE_URL', databaseUrl, ['postgres:', 'postgresql:']),
-    redisUrl: redisUrl && parseUrl('REDIS_URL', redisUrl, ['redis:', 'rediss:']),
-    redisPrefix: readVariable(env, 'CELFORGE_REDIS_PREFIX') ?? 'celforge:',
-    corsOrigins: parseList(readVariable(env, 'CELFORGE_CORS_ORIGINS')).map((o) => parseOrigin('CELFORGE_CORS_ORIGINS', o)),
-    trustProxy: parseList(readVariable(env, 'CELFORGE_TRUST_PROXY')).map((p) => parseProxy('CELFORGE_TRUST_PROXY', p)),
-    accessTokenTtlSeconds: parseDuration('CELFORGE_ACCESS_TOKEN_TTL', readVariable(env, 'CELFORGE_ACCESS_TOKEN_TTL') ?? '15m'),
-    renderer,
+    publicUrl: server.CELFORGE_PUBLIC_URL ?? new URL(`http://${isIP(host) === 6 ? `[${host}]` : host}:${port}`).origin,
+    dataDir: path.resolve(server.CELFORGE_DATA_DIR),
+    databaseUrl: store.DATABASE_URL,
+    redisUrl: store.REDIS_URL,
+    redisPrefix: store.CELFORGE_REDIS_PREFIX,
+    corsOrigins: server.CELFORGE_CORS_ORIGINS,
+    trustProxy: server.CELFORGE_TRUST_PROXY,
+    accessTokenTtlSeconds: accounts.CELFORGE_ACCESS_TOKEN_TTL,
+    renderer: rendering.CELFORGE_RENDERER,
     comfyuiUrls,
-    comfyuiCheckpoint: readVariable(env, 'CELFORGE_COMFYUI_CHECKPOINT'),
-    comfyuiMaxOutputBytes: optionalInteger(env, 'CELFORGE_COMFYUI_MAX_OUTPUT_BYTES', 1024, 2 * 1024 ** 3),
-    previewStepMs: optionalInteger(env, 'CELFORGE_PREVIEW_STEP_MS', 0, 60_000),
-    workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
-    comfyuiDepths: parseDepths(readVariable(env, 'CELFORGE_COMFYUI_DEPTH'), comfyuiUrls.length),
-    fleetUserMaxRunning: optionalInteger(env, 'CELFORGE_FLEET_USER_MAX_RUNNING', 1, 100_000),
-    jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
-    jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
-    shutdownGraceSeconds: parseDuration('CELFORGE_SHUTDOWN_GRACE', readVariable(env, 'CELFORGE_SHUTDOWN_GRACE') ?? '10s'),
-    authUrl: authUrl && parseUrl('CELFORGE_AUTH_URL', authUrl, ['http:', 'https:']),
+    comfyuiCheckpoint: rendering.CELFORGE_COMFYUI_CHECKPOINT,
+    comfyuiMaxOutputBytes: rendering.CELFORGE_COMFYUI_MAX_OUTPUT_BYTES,
+    previewStepMs: rendering.CELFORGE_PREVIEW_STEP_MS,
+    workerConcurrency: rendering.CELFORGE_WORKER_CONCURRENCY,
+    comfyuiDepths: depths,
+    fleetUserMaxRunning: rendering.CELFORGE_FLEET_USER_MAX_RUNNING,
+    jobTimeoutSeconds: rendering.CELFORGE_JOB_TIMEOUT,
+    jobLeaseSeconds: rendering.CELFORGE_JOB_LEASE,
+    shutdownGraceSeconds: server.CELFORGE_SHUTDOWN_GRACE,
+    authUrl: accounts.CELFORGE_AUTH_URL,
     vault: parseVault(env),
-    adminEmail: readVariable(env, 'CELFORGE_ADMIN_EMAIL'),
-    adminPassword: readVariable(env, 'CELFORGE_ADMIN_PASSWORD'),
-    bodyLimit: parseInteger('CELFORGE_BODY_LIMIT', readVariable(env, 'CELFORGE_BODY_LIMIT') ?? '65536', 1024, 16 * 1024 * 1024),
-    logLevel: parseLogLevel(readVariable(env, 'CELFORGE_LOG_LEVEL') ?? 'info'),
+    adminEmail: accounts.CELFORGE_ADMIN_EMAIL,
+    adminPassword: accounts.CELFORGE_ADMIN_PASSWORD,
+    bodyLimit: server.CELFORGE_BODY_LIMIT,
+    logLevel: server.CELFORGE_LOG_LEVEL,
     limits: parseLimits(env),
-    auditRetentionDays: parseInteger('CELFORGE_AUDIT_RETENTION_DAYS', readVariable(env, 'CELFORGE_AUDIT_RETENTION_DAYS') ?? '365', 0, 36500),
-    auditCheckpointFile: readVariable(env, 'CELFORGE_AUDIT_CHECKPOINT_FILE'),
+    auditRetentionDays: audit.CELFORGE_AUDIT_RETENTION_DAYS,
+    auditCheckpointFile: audit.CELFORGE_AUDIT_CHECKPOINT_FILE,
     secrets: {
-      signingKey: readVariable(env, 'CELFORGE_SIGNING_KEY'),
-      encryptionKey: readVariable(env, 'CELFORGE_ENCRYPTION_KEY'),
-      urlSigningKey: readVariable(env, 'CELFORGE_URL_SIGNING_KEY'),
-      metricsToken: readVariable(env, 'CELFORGE_METRICS_TOKEN'),
-      serviceToken: readVariable(env, 'CELFORGE_SERVICE_TOKEN'),
+      signingKey: accounts.CELFORGE_SIGNING_KEY,
+      encryptionKey: accounts.CELFORGE_ENCRYPTION_KEY,
+      urlSigningKey: accounts.CELFORGE_URL_SIGNING_KEY,
+      metricsToken: accounts.CELFORGE_METRICS_TOKEN,
+      serviceToken: accounts.CELFORGE_SERVICE_TOKEN,
     },
     assets: parseAssetSettings(env),
     sso: parseSsoProviders(env),

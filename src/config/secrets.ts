@@ -1,20 +1,13 @@
 import { parseMasterKey } from './master-key.js';
 import { ConfigError, loadConfig, type Config, type Env } from './config.js';
 import { localSecret, randomKey } from './local-secrets.js';
+import { vaultKeys } from './read-settings.js';
+import { MAIN_GROUPS } from './settings.js';
 import { ssoVaultKeys } from './sso.js';
 import { openVaultSecrets, type VaultError, type VaultSecrets } from './vault.js';
 
 /** Vault KV key → the variable it stands in for. */
-const VAULT_KEYS: Record<string, string> = {
-  database_url: 'DATABASE_URL',
-  redis_url: 'REDIS_URL',
-  signing_key: 'CELFORGE_SIGNING_KEY',
-  encryption_key: 'CELFORGE_ENCRYPTION_KEY',
-  url_signing_key: 'CELFORGE_URL_SIGNING_KEY',
-  metrics_token: 'CELFORGE_METRICS_TOKEN',
-  s3_access_key_id: 'CELFORGE_S3_ACCESS_KEY_ID',
-  s3_secret_access_key: 'CELFORGE_S3_SECRET_ACCESS_KEY',
-};
+const VAULT_KEYS: Record<string, string> = Object.assign({}, ...MAIN_GROUPS.map((group) => vaultKeys(group)));
 
 /** Secrets every instance of a scale-out deployment must share, so none may be made locally. */
 const SHARED_SECRETS = [

@@ -1,4 +1,6 @@
-import { ConfigError, readVariable, type Env } from './config.js';
+import { readSettings, variableName, vaultKeys } from './read-settings.js';
+import { SsoProviderVariables, SsoVariables } from './settings.js';
+import { ConfigError, type Env } from './variables.js';
 
 export type SsoRole = 'admin' | 'user';
 
@@ -29,47 +31,20 @@ export interface SsoProviderSettings {
   mfaAcr: string[];
 }
 
-const ID = /^[a-z][a-z0-9]{0,31}$/;
-
-const list = (text: string | undefined) =>
-  (text ?? '')
-    .split(/[\s,]+/)
-    .map((item) => item.trim())
-    .filter(Boolean);
-
-function flag(name: string, text: string | undefined): boolean {
-  if (text === undefined) return false;
-  if (['true', '1', 'yes', 'on'].includes(text.toLowerCase())) return true;
-  if (['false', '0', 'no', 'off'].includes(text.toLowerCase())) return false;
-  throw new ConfigError(`${name}: "${text}" is not true or false`);
-}
-
 /** The variable of one provider setting: CELFORGE_OIDC_KEYCLOAK_CLIENT_ID. */
-export const ssoVariable = (id: string, setting: string) => `CELFORGE_OIDC_${id.toUpperCase()}_${setting}`;
+export const ssoVariable = (id: string, setting: string) => variableName(SsoProviderVariables, setting, id);
+
+const providerIds = (env: Env) => readSettings(env, SsoVariables).CELFORGE_OIDC_PROVIDERS;
 
 /** The providers' secrets Vault may hold: key (`oidc_<id>_client_secret`) → variable. */
 export function ssoVaultKeys(env: Env): Record<string, string> {
-  const keys: Record<string, string> = {};
-  for (const id of list(readVariable(env, 'CELFORGE_OIDC_PROVIDERS'))) {
-    if (!ID.test(id)) continue; // reported by parseSsoProviders
-    keys[`oidc_${id}_client_secret`] = ssoVariable(id, 'CLIENT_SECRET');
-    keys[`oidc_${id}_private_key`] = ssoVariable(id, 'PRIVATE_KEY');
-  }
-  return keys;
-}
-
-function parseIssuer(name: string, text: string): string {
-  let url: URL;
+  let ids: string[];
   try {
-    url = new URL(text);
+    ids = providerIds(env);
   } catch {
-    throw new ConfigError(`${name}: not a valid URL`);
+    return {}; // reported by parseSsoProviders
   }
-  const loopback = ['localhost', '127.0.0.1', '[::1]'].includes(url.hostname);
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
-    throw new ConfigError(`${name}: must start with https:// (http:// only for localhost)`);
-  }
-  return text.replace(/\/$/, '');
+  return Object.fromEntries(ids.flatMap((id) => Object.entries(vaultKeys(SsoProviderVariables, id))));
 }
 
 function parseRoleMap(name: string, text: string | undefined): Record<string, SsoRole> {
@@ -85,49 +60,35 @@ function parseRoleMap(name: string, text: string | undefined): Record<string, Ss
 }
 
 /**
- * `CELFORGE_OIDC_PROVIDERS=keycloak,google` and, per provider, `CELFORGE_OIDC_<ID>_ISSUER`,
- * `_CLIENT_ID`, `_CLIENT_SECRET` or `_PRIVATE_KEY` (each also as `*_FILE` or the Vault key
- * `oidc_<id>_client_secret` / `oidc_<id>_private_key`), `_NAME`, `_SCOPES`, `_ROLE_CLAIM`,
- * `_ROLE_MAP`, `_EMAIL_DOMAINS`, `_AUTO_PROVISION`, `_MFA_AMR`, `_MFA_ACR`.
+ * `CELFORGE_OIDC_PROVIDERS=keycloak,google` and, per provider, the `CELFORGE_OIDC_<ID>_*` settings
+ * of `SsoProviderVariables` (each also as `*_FILE`; the secrets also as their Vault keys).
  */
 export function parseSsoProviders(env: Env): SsoProviderSettings[] {
-  const ids = list(readVariable(env, 'CELFORGE_OIDC_PROVIDERS'));
+  const ids = providerIds(env);
   const seen = new Set<string>();
   return ids.map((id) => {
-    if (!ID.test(id)) throw new ConfigError(`CELFORGE_OIDC_PROVIDERS: "${id}" is not a lower-case id like keycloak`);
     if (seen.has(id)) throw new ConfigError(`CELFORGE_OIDC_PROVIDERS: "${id}" is listed twice`);
     seen.add(id);
-    const read = (setting: string) => readVariable(env, ssoVariable(id, setting));
-    const required = (setting: string) => {
-      const value = read(setting);
-      if (!value) throw new ConfigError(`${ssoVariable(id, setting)} is required for the provider "${id}" in CELFORGE_OIDC_PROVIDERS`);
-      return value;
-    };
-    const issuer = parseIssuer(ssoVariable(id, 'ISSUER'), required('ISSUER'));
-    const clientSecret = read('CLIENT_SECRET');
-    const privateKey = read('PRIVATE_KEY');
-    if (!clientSecret && !privateKey) {
+    const provider = readSettings(env, SsoProviderVariables, { id, requiredFor: ` for the provider "${id}" in CELFORGE_OIDC_PROVIDERS` });
+    if (!provider.CLIENT_SECRET && !provider.PRIVATE_KEY) {
       throw new ConfigError(`${ssoVariable(id, 'CLIENT_SECRET')} or ${ssoVariable(id, 'PRIVATE_KEY')} is required for the provider "${id}"`);
     }
-    const scopes = list(read('SCOPES') ?? 'openid email profile');
-    if (!scopes.includes('openid')) throw new ConfigError(`${ssoVariable(id, 'SCOPES')}: must include openid`);
-    const roleMap = parseRoleMap(ssoVariable(id, 'ROLE_MAP'), read('ROLE_MAP'));
-    const roleClaim = read('ROLE_CLAIM');
-    if (Object.keys(roleMap).length > 0 && !roleClaim) throw new ConfigError(`${ssoVariable(id, 'ROLE_MAP')} needs ${ssoVariable(id, 'ROLE_CLAIM')}`);
+    const roleMap = parseRoleMap(ssoVariable(id, 'ROLE_MAP'), provider.ROLE_MAP);
+    if (Object.keys(roleMap).length > 0 && !provider.ROLE_CLAIM) throw new ConfigError(`${ssoVariable(id, 'ROLE_MAP')} needs ${ssoVariable(id, 'ROLE_CLAIM')}`);
     return {
       id,
-      name: read('NAME') ?? id.charAt(0).toUpperCase() + id.slice(1),
-      issuer,
-      clientId: required('CLIENT_ID'),
-      clientSecret,
-      privateKey,
-      scopes,
-      roleClaim,
+      name: provider.NAME ?? id.charAt(0).toUpperCase() + id.slice(1),
+      issuer: provider.ISSUER,
+      clientId: provider.CLIENT_ID,
+      clientSecret: provider.CLIENT_SECRET,
+      privateKey: provider.PRIVATE_KEY,
+      scopes: provider.SCOPES,
+      roleClaim: provider.ROLE_CLAIM,
       roleMap,
-      emailDomains: list(read('EMAIL_DOMAINS')).map((domain) => domain.toLowerCase().replace(/^@/, '')),
-      autoProvision: flag(ssoVariable(id, 'AUTO_PROVISION'), read('AUTO_PROVISION')),
-      mfaAmr: list(read('MFA_AMR')),
-      mfaAcr: list(read('MFA_ACR')),
+      emailDomains: provider.EMAIL_DOMAINS.map((domain) => domain.toLowerCase().replace(/^@/, '')),
+      autoProvision: provider.AUTO_PROVISION,
+      mfaAmr: provider.MFA_AMR,
+      mfaAcr: provider.MFA_ACR,
     };
   });
 }

@@ -6,7 +6,7 @@ import { Type } from 'typebox';
 import type { Principal } from '../access/principal.js';
 import type { Store } from '../db/database.js';
 import { HttpProblem } from '../http/problem.js';
-import { AssertionBody, type Assertion } from './passkeys/routes.js';
+import { AssertionBody } from './passkeys/credential.js';
 import type { PasskeyService } from './passkeys/service.js';
 import { context } from './routes.js';
 import type { IdentityService, TokenPair } from './service.js';
@@ -101,7 +101,7 @@ export const browserSessionRoutes: FastifyPluginAsyncTypebox<BrowserSessionOptio
           response: { 200: BrowserTokens },
         },
       },
-      async (request, reply) => answer(reply, await passkeys.signIn(request.body as Assertion, context(request))),
+      async (request, reply) => answer(reply, await passkeys.signIn(request.body, context(request))),
     );
   }
 

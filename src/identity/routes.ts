@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Store } from '../db/database.js';
+import { eventStreams } from '../http/event-stream.js';
 import { paginate } from '../http/pagination.js';
 import { contextOf } from '../http/request-context.js';
 import { HttpProblem, notFound } from '../http/problem.js';
@@ -289,36 +290,20 @@ const HEARTBEAT_MS = 5_000;
  */
 function revocationFeed(app: FastifyInstance, options: IdentityRouteOptions) {
   const expected = options.serviceToken ? createHash('sha256').update(options.serviceToken).digest() : undefined;
-  const open = new Set<() => void>();
-  app.addHook('onClose', async () => {
-    for (const close of open) close();
-  });
+  const openEventStream = eventStreams(app);
   app.get('/revocations', { config: { auth: 'public' }, schema: { hide: true } }, async (request, reply) => {
     const presented = request.headers['x-celforge-service-token'];
     const digest = typeof presented === 'string' ? createHash('sha256').update(presented).digest() : Buffer.alloc(32);
     if (!expected || !timingSafeEqual(digest, expected)) throw notFound();
     if (!options.view.isReady()) throw new HttpProblem(503, 'auth-unavailable', 'Revocations are not available right now.');
-    reply.hijack();
-    const raw = reply.raw;
-    raw.writeHead(200, { ...(reply.getHeaders() as Record<string, string>), 'content-type': 'text/event-stream', connection: 'keep-alive' });
-    const send = (event: string, data: unknown) => raw.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-    send('snapshot', options.view.snapshot());
-    const unsubscribe = options.view.subscribe((event) => send('revocation', event));
-    const heartbeat = setInterval(() => {
-      if (!options.view.isReady()) raw.destroy();
-      else send('ping', Date.now());
-    }, HEARTBEAT_MS);
-    const stop = () => {
-      clearInterval(heartbeat);
-      unsubscribe();
-      open.delete(close);
-    };
-    const close = () => {
-      stop();
-      raw.destroy();
-    };
-    open.add(close);
-    raw.on('close', stop);
+    let unsubscribe = () => {};
+    const stream = openEventStream(request, reply, {
+      heartbeatMs: HEARTBEAT_MS,
+      onHeartbeat: (feed) => (options.view.isReady() ? feed.send('ping', Date.now()) : feed.destroy()),
+      onClose: () => unsubscribe(),
+    });
+    stream.send('snapshot', options.view.snapshot());
+    unsubscribe = options.view.subscribe((event) => stream.send('revocation', event));
   });
 }
 

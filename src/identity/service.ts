@@ -112,19 +112,7 @@ export class IdentityService {
     if (!/^[^\s@]{1,64}@[^\s@]{1,253}$/.test(email)) throw new HttpProblem(422, 'invalid-email', 'That is not an e-mail address.');
     assertAcceptablePassword(input.password, email);
     if (await db.findUserByEmail(this.db, email)) throw conflict('A user with that e-mail exists.');
-    const now = iso();
-    const user: db.UserRow = {
-      id: randomUUID(),
-      email,
-      password_hash: await hashPassword(input.password),
-      role: input.role,
-      disabled: 0,
-      totp_secret: null,
-      totp_enabled: 0,
-      totp_last_step: null,
-      created_at: now,
-      updated_at: now,
-    };
+    const user = db.newUserRow({ email, password_hash: await hashPassword(input.password), role: input.role });
     try {
       await db.insertUser(this.db, user);
     } catch {

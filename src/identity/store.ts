@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { sql, type Insertable, type Kysely, type Selectable, type Updateable } from 'kysely';
 import type { Database, RefreshTokensTable, SessionsTable, UsersTable } from '../db/schema.js';
 
@@ -9,6 +10,11 @@ const changed = (result: { numUpdatedRows: bigint }[] | { numUpdatedRows: bigint
   Number((Array.isArray(result) ? result[0]! : result).numUpdatedRows);
 
 // ---- users
+
+/** A new account's row: enabled, without a second factor. */
+export function newUserRow(fields: Pick<UserRow, 'email' | 'password_hash' | 'role'>, now = new Date().toISOString()): UserRow {
+  return { id: randomUUID(), ...fields, disabled: 0, totp_secret: null, totp_enabled: 0, totp_last_step: null, created_at: now, updated_at: now };
+}
 
 export function insertUser(db: Kysely<Database>, user: UserRow): Promise<unknown> {
   return db.insertInto('users').values(user).execute();

@@ -44,8 +44,13 @@ function subjectOf(request: FastifyRequest): string {
 }
 
 /** Sign-in attempts per account, keyed by a hash so no address book sits in Redis. */
+/** A field of a body not yet validated: limits are charged before validation. */
+function fieldOf(body: unknown, name: string): unknown {
+  return typeof body === 'object' && body !== null ? Reflect.get(body, name) : undefined;
+}
+
 function accountOf(body: unknown): string | null {
-  const email = (body as { email?: unknown } | null | undefined)?.email;
+  const email = fieldOf(body, 'email');
   if (typeof email !== 'string' || email.length === 0 || email.length > 320) return null;
   return `e:${createHash('sha256').update(email.trim().toLowerCase()).digest('base64url')}`;
 }
@@ -164,7 +169,7 @@ const limitHooks = fp(async (app: FastifyInstance, options: LimitsOptions) => {
     const { rateClass, jobQuota } = route.config ?? {};
     if (rateClass === 'generation') {
       addRouteHook(route, 'preValidation', async (request, reply) => {
-        const type = (request.body as { type?: unknown } | null | undefined)?.type;
+        const type = fieldOf(request.body, 'type');
         const cost = type === 'video' ? limiter.costs.video : limiter.costs.image;
         await charge(request, reply, 'generation', subjectOf(request), cost);
       });

@@ -4,6 +4,7 @@ import { Type } from 'typebox';
 import { TERMINAL, type JobEvent, type JobEvents } from './events.js';
 import { GenerateBody } from './params.js';
 import { JobStatusSchema, JobTypeSchema } from '../db/schema.js';
+import { eventStreams } from '../http/event-stream.js';
 import { contextOf } from '../http/request-context.js';
 import type { ProductionService } from './service.js';
 import { AdminJob, AdminJobPage, JobPage, JobView } from './views.js';
@@ -73,12 +74,7 @@ const RECONNECT_MS = 2_000;
 /** The job pipeline's HTTP face: `/api/anime/generate`, `/jobs…`, the old status path, admin stats. */
 export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionService; events: JobEvents }> = async (app, options) => {
   const { service, events } = options;
-  // Open event streams would keep the server from closing: end them when it begins to close, with a
-  // last event that says so (and when to reconnect: to another instance, or to this one restarted).
-  const streams = new Set<() => void>();
-  app.addHook('preClose', async () => {
-    for (const close of streams) close();
-  });
+  const openEventStream = eventStreams(app);
 
   app.post(
     '/generate',
@@ -134,58 +130,37 @@ export const productionRoutes: FastifyPluginAsyncTypebox<{ service: ProductionSe
         pending.push(event);
       };
       const unsubscribe = events.subscribe(job.id, (event) => deliver(event));
-      const raw = reply.raw;
-      reply.hijack();
-      raw.writeHead(200, {
-        ...(reply.getHeaders() as Record<string, string>),
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-store',
-        'x-accel-buffering': 'no',
-        'x-request-id': String(request.id),
-      });
-      let open = true;
       let lastSent = '';
-      // A comment keeps proxies from closing the stream; the state is re-read then too, so a change
-      // announced where this process cannot hear it (a worker elsewhere without Redis) still arrives.
-      const heartbeat = setInterval(() => {
-        raw.write(': keep-alive\n\n');
-        chain = chain.then(() => sendStatus(true)).catch(close);
-      }, HEARTBEAT_MS);
-      const close = () => {
-        if (!open) return;
-        open = false;
-        clearInterval(heartbeat);
-        unsubscribe();
-        streams.delete(goingAway);
-        raw.end();
-      };
-      const goingAway = () => {
-        if (open) raw.write(`event: shutdown\nretry: ${RECONNECT_MS}\ndata: ${JSON.stringify({ job_id: job.id, reason: 'server-shutting-down' })}\n\n`);
-        close();
-      };
-      streams.add(goingAway);
-      raw.on('close', close);
-      const send = (name: string, data: unknown) => {
-        if (open) raw.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
-      };
+      const stream = openEventStream(request, reply, {
+        heartbeatMs: HEARTBEAT_MS,
+        // The state is re-read at each heartbeat too, so a change announced where this process
+        // cannot hear it (a worker elsewhere without Redis) still arrives.
+        onHeartbeat: (it) => {
+          it.keepAlive();
+          chain = chain.then(() => sendStatus(true)).catch(() => it.close());
+        },
+        // The last event says why the stream ends and when to reconnect: to another instance, or to this one restarted.
+        onShutdown: (it) => it.send('shutdown', { job_id: job.id, reason: 'server-shutting-down' }, RECONNECT_MS),
+        onClose: unsubscribe,
+      });
       const sendStatus = async (onlyIfChanged = false) => {
-        if (!open) return;
+        if (!stream.isOpen) return;
         const view = await service.get(principal, job.id);
         const state = `${view.status}:${view.progress}`;
         if (onlyIfChanged && state === lastSent) return;
         lastSent = state;
-        send('status', view);
-        if (TERMINAL.has(view.status)) close();
+        stream.send('status', view);
+        if (TERMINAL.has(view.status)) stream.close();
       };
       const onEvent = (event: JobEvent) => {
-        if (event.kind === 'progress') send('progress', { job_id: event.jobId, status: event.status, progress: event.progress });
-        else if (event.kind === 'preview' && event.preview) send('preview', { job_id: event.jobId, content_type: event.preview.contentType, data: event.preview.data });
-        else chain = chain.then(() => sendStatus()).catch(close);
+        if (event.kind === 'progress') stream.send('progress', { job_id: event.jobId, status: event.status, progress: event.progress });
+        else if (event.kind === 'preview' && event.preview) stream.send('preview', { job_id: event.jobId, content_type: event.preview.contentType, data: event.preview.data });
+        else chain = chain.then(() => sendStatus()).catch(() => stream.close());
       };
       try {
         await sendStatus();
       } catch {
-        close();
+        stream.close();
       }
       deliver = onEvent;
       for (const event of pending) onEvent(event);

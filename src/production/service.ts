@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import type { Transaction } from 'kysely';
 import type { Principal } from '../access/principal.js';
@@ -22,6 +21,7 @@ import {
   findJobByKey,
   insertJob,
   listJobs,
+  newJobRow,
   listAllJobs,
   recentRuns,
   type JobRow,
@@ -74,30 +74,15 @@ export class ProductionService {
       const existing = await findJobByKey(db, principal.userId, idempotencyKey);
       if (existing) return { job: await this.#replay(existing, request.requestHash), replayed: true };
     }
-    const now = new Date().toISOString();
-    const row: JobRow = {
-      id: randomUUID(),
+    const row = newJobRow({
       user_id: principal.userId,
       type: request.type,
-      status: 'queued',
       prompt: request.prompt,
       negative_prompt: request.negativePrompt,
       params: JSON.stringify(request.params),
-      progress: 0,
-      error: null,
       idempotency_key: idempotencyKey ?? null,
       request_hash: request.requestHash,
-      attempts: 0,
-      locked_by: null,
-      locked_until: null,
-      run_after: null,
-      visibility: null,
-      published_at: null,
-      created_at: now,
-      updated_at: now,
-      started_at: null,
-      finished_at: null,
-    };
+    });
     if (!(await insertJob(db, row, this.deps.admit))) {
       // The same key won a race a moment ago.
       const existing = await findJobByKey(db, principal.userId, idempotencyKey!);

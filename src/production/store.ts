@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { ExpressionBuilder, Kysely, Selectable, Transaction } from 'kysely';
 import type { Store } from '../db/database.js';
 import { insertAssets, type AssetRow } from '../assets/store.js';
@@ -9,6 +10,33 @@ export type { JobStatus, JobType } from '../db/schema.js';
 
 export const ACTIVE: JobStatus[] = ['queued', 'running'];
 
+/** A new job's row: queued, not yet tried, private. */
+export function newJobRow(
+  fields: Pick<JobRow, 'user_id' | 'type' | 'prompt'> & Partial<Pick<JobRow, 'negative_prompt' | 'params' | 'idempotency_key' | 'request_hash'>>,
+  now = new Date().toISOString(),
+): JobRow {
+  return {
+    id: randomUUID(),
+    negative_prompt: '',
+    params: '{}',
+    idempotency_key: null,
+    request_hash: null,
+    ...fields,
+    status: 'queued',
+    progress: 0,
+    error: null,
+    attempts: 0,
+    locked_by: null,
+    locked_until: null,
+    run_after: null,
+    visibility: null,
+    published_at: null,
+    created_at: now,
+    updated_at: now,
+    started_at: null,
+    finished_at: null,
+  };
+}
 
 export interface JobFilter {
   userId: string;

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import type { JobsTable } from '../../src/db/schema.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
+import { insertJob } from '../support/jobs.js';
 import { registerAndLogin } from '../support/users.js';
 import { percentiles } from '../../src/production/dashboard.js';
 
@@ -12,36 +13,7 @@ describeEachDialect('admin console API', (dialect) => {
   // No worker: the jobs these tests put in the store stay as they are.
   const t = useTestApp(dialect, {}, { worker: false });
 
-  async function addJob(userId: string, job: Partial<JobsTable> & { created_at: string }) {
-    const id = randomUUID();
-    await t.app.services.store.db
-      .insertInto('jobs')
-      .values({
-        id,
-        user_id: userId,
-        type: 'image',
-        status: 'queued',
-        prompt: 'a quiet harbour at dawn',
-        negative_prompt: '',
-        params: '{}',
-        progress: 0,
-        error: null,
-        idempotency_key: null,
-        request_hash: null,
-        attempts: 0,
-        locked_by: null,
-        locked_until: null,
-        run_after: null,
-        visibility: null,
-        published_at: null,
-        updated_at: job.created_at,
-        started_at: null,
-        finished_at: null,
-        ...job,
-      })
-      .execute();
-    return id;
-  }
+  const addJob = (userId: string, job: Partial<JobsTable> & { created_at: string }) => insertJob(t.app.services.store.db, { user_id: userId, ...job });
 
   const get = (url: string, headers: Record<string, string>) => t.app.inject({ method: 'GET', url, headers });
 

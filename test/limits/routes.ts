@@ -1,7 +1,7 @@
-import { randomUUID } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import { Type } from 'typebox';
 import type { Services } from '../../src/app.js';
+import { newJobRow } from '../../src/production/store.js';
 
 /**
  * Routes mounted only in these tests: a stand-in for the generate route (it inserts a real job
@@ -30,34 +30,9 @@ export async function limitTestRoutes(app: FastifyInstance, services: Services) 
       },
     },
     async (request, reply) => {
-      const now = new Date().toISOString();
-      const id = randomUUID();
-      await services.store.db
-        .insertInto('jobs')
-        .values({
-          id,
-          user_id: request.principal!.userId,
-          type: request.body.type,
-          status: 'queued',
-          prompt: request.body.prompt,
-          negative_prompt: '',
-          params: '{}',
-          progress: 0,
-          error: null,
-          idempotency_key: null,
-          attempts: 0,
-          locked_by: null,
-          locked_until: null,
-          run_after: null,
-          visibility: null,
-          published_at: null,
-          created_at: now,
-          updated_at: now,
-          started_at: null,
-          finished_at: null,
-        })
-        .execute();
-      return reply.code(202).send({ job_id: id, status: 'queued' });
+      const job = newJobRow({ user_id: request.principal!.userId, type: request.body.type, prompt: request.body.prompt });
+      await services.store.db.insertInto('jobs').values(job).execute();
+      return reply.code(202).send({ job_id: job.id, status: 'queued' });
     },
   );
 }

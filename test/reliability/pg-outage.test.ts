@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -6,6 +6,7 @@ import { migrate, openStore, type Store } from '../../src/db/database.js';
 import { EventBus } from '../../src/db/event-bus.js';
 import { BullMQQueue } from '../../src/production/bullmq-queue.js';
 import { createTestStorage, describePostgres, type TestStorage } from '../support/dialects.js';
+import { insertJob } from '../support/jobs.js';
 import { startServer, type RunningServer } from '../support/server.js';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.js';
 import { ROOMY_LIMITS_ENV } from '../production/helpers.js';
@@ -94,16 +95,7 @@ describePostgres('re-announcing queued jobs', () => {
   it('revives a queued job whose announcement ended in the failed set (its id would be ignored as a duplicate)', { timeout: 30_000 }, async () => {
     const token = await mintToken(store, storage);
     const userId = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()).sub as string;
-    const now = new Date().toISOString();
-    const id = randomUUID();
-    await store.db
-      .insertInto('jobs')
-      .values({
-        id, user_id: userId, type: 'image', status: 'queued', prompt: 'revive me', negative_prompt: '', params: '{}', progress: 0,
-        attempts: 0, error: null, idempotency_key: null, request_hash: null, locked_by: null, locked_until: null, run_after: null,
-        visibility: null, published_at: null, created_at: now, updated_at: now, started_at: null, finished_at: null,
-      })
-      .execute();
+    const id = await insertJob(store.db, { user_id: userId, prompt: 'revive me', created_at: new Date().toISOString() });
     const bus = EventBus.open(REDIS_URL, prefix);
     const queue = new BullMQQueue(store, { url: REDIS_URL, prefix, bus });
     const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });

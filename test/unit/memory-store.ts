@@ -2,8 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { migrate, openStore, type Store } from '../../src/db/database.js';
-import type { UserRow } from '../../src/identity/store.js';
-import { insertUser } from '../../src/identity/store.js';
+import { insertUser, newUserRow, type UserRow } from '../../src/identity/store.js';
 
 /** A migrated SQLite store in a temporary directory, for service tests without a server. */
 export async function sqliteStore(): Promise<Store & { drop(): Promise<void> }> {
@@ -20,20 +19,7 @@ export async function sqliteStore(): Promise<Store & { drop(): Promise<void> }> 
 }
 
 export async function addUser(store: Store, id: string, values: Partial<UserRow> = {}): Promise<UserRow> {
-  const at = new Date(0).toISOString();
-  const user: UserRow = {
-    id,
-    email: `${id}@celforge.example`,
-    password_hash: 'x',
-    role: 'admin',
-    disabled: 0,
-    totp_secret: null,
-    totp_enabled: 0,
-    totp_last_step: null,
-    created_at: at,
-    updated_at: at,
-    ...values,
-  };
+  const user: UserRow = { ...newUserRow({ email: `${id}@celforge.example`, password_hash: 'x', role: 'admin' }, new Date(0).toISOString()), id, ...values };
   await insertUser(store.db, user);
   return user;
 }

@@ -1,9 +1,9 @@
-import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditEvent, Auditor } from '../../src/audit/events.js';
 import type { JobStatus } from '../../src/db/schema.js';
 import { HttpProblem } from '../../src/http/problem.js';
 import { QuotaService } from '../../src/limits/quotas.js';
+import { insertJob } from '../support/jobs.js';
 import { addUser, sqliteStore } from './memory-store.js';
 
 const DEFAULTS = { activeJobs: 2, jobsPerDay: 4 };
@@ -20,33 +20,7 @@ beforeAll(async () => {
 afterAll(() => store.drop());
 
 async function addJob(userId: string, status: JobStatus, createdAt: Date): Promise<void> {
-  const at = createdAt.toISOString();
-  await store.db
-    .insertInto('jobs')
-    .values({
-      id: randomUUID(),
-      user_id: userId,
-      type: 'image',
-      status,
-      prompt: 'p',
-      negative_prompt: '',
-      params: '{}',
-      progress: 0,
-      error: null,
-      idempotency_key: null,
-      request_hash: null,
-      attempts: 0,
-      locked_by: null,
-      locked_until: null,
-      run_after: null,
-      visibility: null,
-      published_at: null,
-      created_at: at,
-      updated_at: at,
-      started_at: null,
-      finished_at: null,
-    })
-    .execute();
+  await insertJob(store.db, { user_id: userId, status, prompt: 'p', created_at: createdAt.toISOString() });
 }
 
 async function refusal(userId: string): Promise<HttpProblem | 'room'> {

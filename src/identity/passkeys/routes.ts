@@ -1,39 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type, type Static } from 'typebox';
-import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
+import { Type } from 'typebox';
 import { principalOf } from '../../access/authentication.js';
 import { context } from '../routes.js';
+import { AssertionBody, AttemptId, CredentialJson } from './credential.js';
 import { view, type PasskeyService } from './service.js';
 
-const Base64Url = Type.String({ maxLength: 16_384, pattern: '^[A-Za-z0-9_-]*={0,2}$' });
-const AttemptId = Type.String({ minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' });
 const Name = Type.String({ minLength: 1, maxLength: 64 });
 const Uuid = Type.String({ minLength: 36, maxLength: 36, pattern: '^[0-9a-f-]{36}$' });
-
-/** A credential as `PublicKeyCredential.toJSON()` (or @simplewebauthn/browser) gives it. */
-export const CredentialJson = Type.Object(
-  {
-    id: Base64Url,
-    rawId: Base64Url,
-    type: Type.Literal('public-key'),
-    response: Type.Object(
-      {
-        clientDataJSON: Base64Url,
-        attestationObject: Type.Optional(Base64Url),
-        authenticatorData: Type.Optional(Base64Url),
-        signature: Type.Optional(Base64Url),
-        userHandle: Type.Optional(Base64Url),
-        publicKey: Type.Optional(Base64Url),
-        publicKeyAlgorithm: Type.Optional(Type.Integer()),
-        transports: Type.Optional(Type.Array(Type.String({ maxLength: 32 }), { maxItems: 10 })),
-      },
-      { additionalProperties: false },
-    ),
-    clientExtensionResults: Type.Object({}, { additionalProperties: true }),
-    authenticatorAttachment: Type.Optional(Type.String({ maxLength: 32 })),
-  },
-  { additionalProperties: false },
-);
 
 const Options = Type.Object({
   attempt_id: Type.String({ description: 'names this ceremony when its response is sent; valid once, for 5 minutes' }),
@@ -56,16 +29,6 @@ const TokenPair = Type.Object({
   refresh_token: Type.String(),
   session_id: Type.String(),
 });
-
-export const AssertionBody = Type.Object({ attempt_id: AttemptId, response: CredentialJson }, { additionalProperties: false });
-export type Assertion = { attempt_id: string; response: AuthenticationResponseJSON };
-
-/**
- * The schema checks a credential's shape and sizes; its meaning (types of the authenticator's
- * answer, signatures) is the WebAuthn library's to check, so the JSON is handed over as its type.
- */
-const assertion = (body: Static<typeof AssertionBody>): Assertion => ({ attempt_id: body.attempt_id, response: credential<AuthenticationResponseJSON>(body.response) });
-const credential = <T extends RegistrationResponseJSON | AuthenticationResponseJSON>(json: Static<typeof CredentialJson>) => json as unknown as T;
 
 /**
  * `/api/auth/passkeys`: managing one's passkeys (account management: sessions only, never API
@@ -106,8 +69,7 @@ export const passkeyRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeyService
       },
     },
     async (request, reply) => {
-      const { attempt_id, name, response } = request.body;
-      const added = await passkeys.register(principalOf(request), { attempt_id, name, response: credential<RegistrationResponseJSON>(response) }, context(request));
+      const added = await passkeys.register(principalOf(request), request.body, context(request));
       return reply.code(201).send(added);
     },
   );
@@ -158,7 +120,7 @@ export const passkeyRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeyService
         response: { 200: TokenPair },
       },
     },
-    async (request) => passkeys.signIn(assertion(request.body), context(request)),
+    async (request) => passkeys.signIn(request.body, context(request)),
   );
 
   app.post(
@@ -173,6 +135,6 @@ export const passkeyRoutes: FastifyPluginAsyncTypebox<{ passkeys: PasskeyService
       config: { rateClass: 'signin' },
       schema: { tags, summary: 'Step up this session with a passkey', body: AssertionBody, response: { 200: Type.Object({ mfa_at: Type.String(), valid_until: Type.String() }) } },
     },
-    async (request) => passkeys.stepUp(principalOf(request), assertion(request.body), context(request)),
+    async (request) => passkeys.stepUp(principalOf(request), request.body, context(request)),
   );
 };

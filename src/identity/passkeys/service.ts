@@ -7,7 +7,6 @@ import {
   type AuthenticationResponseJSON,
   type PublicKeyCredentialCreationOptionsJSON,
   type PublicKeyCredentialRequestOptionsJSON,
-  type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import { isIP } from 'node:net';
 import type { Principal } from '../../access/principal.js';
@@ -17,6 +16,7 @@ import { HttpProblem, conflict, notFound } from '../../http/problem.js';
 import type { IdentityService, RequestContext, TokenPair } from '../service.js';
 import { STEP_UP_SECONDS } from '../service.js';
 import { findUserById, setSessionMfa } from '../store.js';
+import { asAuthentication, asRegistration, type Assertion, type CredentialJson } from './credential.js';
 import * as db from './store.js';
 
 /** A ceremony must be finished this soon after its options were handed out. */
@@ -162,13 +162,13 @@ export class PasskeyService {
     return { attempt_id: id, options };
   }
 
-  async register(principal: Principal, input: { attempt_id: string; name?: string; response: RegistrationResponseJSON }, ctx: RequestContext): Promise<PasskeyView> {
+  async register(principal: Principal, input: { attempt_id: string; name?: string; response: CredentialJson }, ctx: RequestContext): Promise<PasskeyView> {
     const rpID = this.requireRpId();
     const row = await this.takeChallenge(input.attempt_id, ['register'], { userId: principal.userId, sessionId: principal.sessionId });
     let info;
     try {
       const result = await verifyRegistrationResponse({
-        response: input.response,
+        response: asRegistration(input.response),
         expectedChallenge: row.challenge,
         expectedOrigin: this.origin,
         expectedRPID: rpID,
@@ -283,7 +283,7 @@ export class PasskeyService {
    * Finishes a passwordless sign-in or the second factor of a password sign-in: an ordinary
    * session (the same tokens, session list, revocation and audit as a password sign-in).
    */
-  async signIn(input: { attempt_id: string; response: AuthenticationResponseJSON }, ctx: RequestContext): Promise<TokenPair> {
+  async signIn(input: Assertion, ctx: RequestContext): Promise<TokenPair> {
     const row = await this.takeChallenge(input.attempt_id, ['signin', 'second-factor']);
     const refused = (reason: string, userId?: string) => {
       this.audit({ action: 'auth.login', outcome: 'failure', actorId: userId ?? null, detail: { reason, method: 'passkey' } }, ctx);
@@ -297,16 +297,16 @@ export class PasskeyService {
     }
     const user = await findUserById(this.db, passkey.user_id);
     if (!user || user.disabled === 1) throw refused(user ? 'disabled' : 'unknown', passkey.user_id);
-    const ok = await this.verifyUse(passkey, row, input.response, row.purpose === 'signin', ctx);
+    const ok = await this.verifyUse(passkey, row, asAuthentication(input.response), row.purpose === 'signin', ctx);
     if (!ok) throw refused('passkey', user.id);
     return this.deps.identity.completeSignIn(user, ctx, 'passkey');
   }
 
-  async stepUp(principal: Principal, input: { attempt_id: string; response: AuthenticationResponseJSON }, ctx: RequestContext): Promise<{ mfa_at: string; valid_until: string }> {
+  async stepUp(principal: Principal, input: Assertion, ctx: RequestContext): Promise<{ mfa_at: string; valid_until: string }> {
     if (!principal.sessionId) throw new HttpProblem(400, 'no-session', 'Step-up is for session tokens.');
     const row = await this.takeChallenge(input.attempt_id, ['step-up'], { userId: principal.userId, sessionId: principal.sessionId });
     const passkey = await db.findPasskeyByCredentialId(this.db, String(input.response?.id ?? ''));
-    if (!passkey || passkey.user_id !== principal.userId || !(await this.verifyUse(passkey, row, input.response, true, ctx))) {
+    if (!passkey || passkey.user_id !== principal.userId || !(await this.verifyUse(passkey, row, asAuthentication(input.response), true, ctx))) {
       this.audit({ action: 'auth.2fa.step-up', outcome: 'failure', actorId: principal.userId, detail: { method: 'passkey' } }, ctx);
       throw new HttpProblem(403, 'passkey-not-accepted', 'That passkey was not accepted.');
     }

@@ -47,7 +47,7 @@ export const ssoRoutes: FastifyPluginAsyncTypebox<SsoRouteOptions> = async (app,
 
   // Providers post logout tokens as a form (Back-Channel Logout §2.5).
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: 16_384 }, (_request, body, done) => {
-    done(null, Object.fromEntries(new URLSearchParams(body as string)));
+    done(null, Object.fromEntries(new URLSearchParams(body.toString())));
   });
 
   // SameSite=Lax: the provider sends the browser back with a cross-site top-level navigation.

@@ -255,19 +255,8 @@ export class SsoService {
   }
 
   private async provision(provider: SsoProviderSettings, email: string, role: SsoRole, issuer: string, subject: string, ctx: RequestContext) {
-    const now = iso();
-    const user: users.UserRow = {
-      id: randomUUID(),
-      email,
-      password_hash: NO_PASSWORD,
-      role,
-      disabled: 0,
-      totp_secret: null,
-      totp_enabled: 0,
-      totp_last_step: null,
-      created_at: now,
-      updated_at: now,
-    };
+    const user = users.newUserRow({ email, password_hash: NO_PASSWORD, role });
+    const now = user.created_at;
     try {
       await this.db.transaction().execute(async (trx) => {
         await users.insertUser(trx, user);
