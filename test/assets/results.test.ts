@@ -1,11 +1,13 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { insertJob } from '../../src/production/store.js';
 import type { RenderOutput, RenderRequest, Renderer } from '../../src/renderers/renderer.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
@@ -199,6 +201,38 @@ for (const backend of ASSET_BACKENDS) {
       const order = [];
       for (let at = 0; at + 8 <= stored.length; at += stored.readUInt32BE(at)) order.push(stored.toString('latin1', at + 4, at + 8));
       expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
+    });
+
+    it.runIf(FFMPEG)('an MP4 handed to the store as a stream is delivered without its tags, with a poster of its first frame', async () => {
+      const user = await signIn(t.app);
+      const jobId = randomUUID();
+      const now = new Date().toISOString();
+      await insertJob(t.app.services.store.db, {
+        id: jobId, user_id: user.userId, type: 'video', status: 'succeeded', prompt: 'streamed', negative_prompt: '', params: '{}', progress: 100,
+        error: null, idempotency_key: null, request_hash: null, attempts: 1, locked_by: null, locked_until: null, run_after: null, visibility: null,
+        published_at: null, created_at: now, updated_at: now, started_at: now, finished_at: now,
+      });
+      const tagged = taggedMp4();
+      const pieces = Array.from({ length: Math.ceil(tagged.length / 1000) }, (_, i) => tagged.subarray(i * 1000, (i + 1) * 1000));
+      const file = await t.app.services.production.assets.write(jobId, 0, { contentType: 'video/mp4', data: Readable.from(pieces) });
+      const assetId = randomUUID();
+      await t.app.services.store.db
+        .insertInto('assets')
+        .values({ id: assetId, job_id: jobId, user_id: user.userId, position: 0, content_type: file.contentType, byte_size: file.byteSize, storage_key: file.storageKey, created_at: now })
+        .execute();
+
+      const stored = (await t.app.inject({ url: `/api/anime/assets/${assetId}`, headers: user.authorization })).rawPayload;
+      expect(stored.length).toBe(file.byteSize);
+      expect(tagged.toString('latin1')).toMatch(/KSampler/);
+      expect(stored.toString('latin1')).not.toMatch(/workflow|KSampler|secret-model|private prompt|artist@home|Lavf/);
+      const probed = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-probe-')), 'stored.mp4');
+      writeFileSync(probed, stored);
+      const info = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', probed], { encoding: 'utf8' }));
+      expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
+      expect(info.streams[0]).toMatchObject({ codec_name: 'h264', width: 160, height: 120 });
+      const poster = await t.app.inject({ url: `/api/anime/assets/${assetId}/thumbnail`, headers: user.authorization });
+      const { data, info: size } = await sharp(poster.rawPayload).raw().toBuffer({ resolveWithObject: true });
+      expect([size.width, size.height, data[0]! > 200, data[1]! < 60]).toEqual([160, 120, true, true]);
     });
 
     it('a video no frame can be taken from still gets a poster (a plain one)', async () => {
