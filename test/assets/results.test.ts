@@ -235,6 +235,24 @@ for (const backend of ASSET_BACKENDS) {
       expect([size.width, size.height, data[0]! > 200, data[1]! < 60]).toEqual([160, 120, true, true]);
     });
 
+    it('a result that would take the stored results past the storage quota fails its job, saying so, and nothing of it is kept', async () => {
+      const { user, job: first } = await finished('image');
+      const used = first.assets[0].byte_size as number;
+      const admin = await signIn(t.app, { role: 'admin' });
+      // room for a few bytes more: the next job is taken, but its result does not fit
+      const set = await t.app.inject({ method: 'PUT', url: `/api/anime/admin/users/${user.userId}/storage`, headers: admin.authorization, payload: { storage_bytes: used + 100 } });
+      expect(set.statusCode).toBe(200);
+      const submitted = await generate(t.app, user.authorization, { prompt: 'one too many', type: 'image', width: 64, height: 64 });
+      expect(submitted.statusCode).toBe(202);
+      const job = await waitFor(t.app, user.authorization, (submitted.json() as Json).job_id, ['failed']);
+      expect(job.error).toMatch(new RegExp(`^The result takes \\d+ bytes; with the ${used} bytes of your stored results that passes your storage quota of ${used + 100} bytes, so it was not kept\\.`));
+      expect(job.assets).toEqual([]);
+      const rows = await t.app.services.store.db.selectFrom('assets').select('id').where('job_id', '=', job.job_id).execute();
+      expect(rows).toEqual([]);
+      expect((await objectKeys()).filter((key) => key.includes(job.job_id))).toEqual([]);
+      expect((await t.app.inject({ url: '/api/anime/storage', headers: user.authorization })).json()).toMatchObject({ used_bytes: used, limit_bytes: used + 100 });
+    });
+
     it('a video no frame can be taken from still gets a poster (a plain one)', async () => {
       const { job } = await finished('video', 'broken mp4');
       const poster = await t.app.inject({ url: job.assets[0].thumbnail_url });
