@@ -120,10 +120,6 @@ export class AssetStorage {
     return this.objects.sweepLeftovers(maxAgeMs);
   }
 
-  async size(storageKey: string, which: 'original' | 'thumbnail' = 'original'): Promise<number | null> {
-    return (await this.objects.stat(which === 'original' ? originalKey(storageKey) : thumbnailKey(storageKey)))?.size ?? null;
-  }
-
   open(storageKey: string, range?: ByteRange, which: 'original' | 'thumbnail' = 'original'): Promise<Readable> {
     return this.objects.open(which === 'original' ? originalKey(storageKey) : thumbnailKey(storageKey), range);
   }
