@@ -95,7 +95,7 @@ export class AssetStorage {
    * never held in memory whole.
    */
   async #writeVideo(storageKey: string, contentType: string, body: Buffer | Readable): Promise<StoredFile> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'celforge-video-'));
+    const dir = await mkdtemp(path.join(tmpdir(), 'celforge-result-'));
     try {
       const input = path.join(dir, 'rendered');
       await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(input, { mode: 0o600 }));
