@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import fastifyStatic from '@fastify/static';
 import autocannon from 'autocannon';
@@ -131,16 +131,21 @@ export async function assetDelivery(seconds: number, rounds: number, limits: Con
       ['(f3) presigned GET straight at s3rver', await onS3.direct!(), {}],
     ];
     // Alternated for a few rounds, each keeping its best: a busy moment of the machine does not
-    // land on one scenario only.
+    // land on one scenario only. Each round's own ratios are kept too: measured back to back, the
+    // scenarios of a round share the machine's state.
     const best = new Map<string, DeliveryMeasurement>();
+    const roundRatios: RoundRatios[] = [];
     for (let round = 0; round < rounds; round++) {
+      const thisRound: DeliveryMeasurement[] = [];
       for (const [name, url, headers] of scenarios) {
         const result = await measureRanges(name, url, headers, seconds);
+        thisRound.push(result);
         const kept = best.get(name);
         if (!kept || result.megabytes_per_second > kept.megabytes_per_second) best.set(name, result);
       }
+      roundRatios.push(ratiosOf(thisRound));
     }
-    return scenarios.map(([name]) => best.get(name)!);
+    return { best: scenarios.map(([name]) => best.get(name)!), roundRatios, loadAverage: os.loadavg().map((n) => Number(n.toFixed(2))) };
   } finally {
     await Promise.all([disk.close(), onS3.close(), bare.close()]);
     s3.stop();
@@ -148,11 +153,33 @@ export async function assetDelivery(seconds: number, rounds: number, limits: Con
   }
 }
 
-export function printDelivery(rows: DeliveryMeasurement[]): void {
+interface RoundRatios {
+  data_dir_to_static: number;
+  s3_to_static: number;
+  s3_to_direct: number;
+}
+
+/** The ratios of one set of measurements (f0, f1, f2, f3 in that order). */
+function ratiosOf([plain, disk, s3, direct]: DeliveryMeasurement[]): RoundRatios {
+  const ratio = (a: DeliveryMeasurement, b: DeliveryMeasurement) => Number((a.megabytes_per_second / b.megabytes_per_second).toFixed(2));
+  return { data_dir_to_static: ratio(disk!, plain!), s3_to_static: ratio(s3!, plain!), s3_to_direct: ratio(s3!, direct!) };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : Number(((sorted[middle - 1]! + sorted[middle]!) / 2).toFixed(2));
+}
+
+export function printDelivery({ best, roundRatios, loadAverage }: Awaited<ReturnType<typeof assetDelivery>>): void {
   const line = (cells: (string | number)[]) => cells.map((c, i) => String(c).padEnd(i === 0 ? 48 : 10)).join('');
   console.log(line(['asset delivery (1 MiB ranges of 20 MiB)', 'MB/s', 'req/s', 'p50 ms', 'p99 ms', 'non-2xx']));
-  for (const row of rows) console.log(line([row.name, row.megabytes_per_second, row.requests_per_second, row.latency_p50_ms, row.latency_p99_ms, row.non_2xx]));
-  const [plain, disk, s3, direct] = rows;
-  const ratio = (a: DeliveryMeasurement, b: DeliveryMeasurement) => `${(a.megabytes_per_second / b.megabytes_per_second).toFixed(2)}×`;
-  console.log(`data dir: ${ratio(disk!, plain!)} @fastify/static; S3: ${ratio(s3!, plain!)} @fastify/static, ${ratio(s3!, direct!)} of s3rver read directly`);
+  for (const row of best) console.log(line([row.name, row.megabytes_per_second, row.requests_per_second, row.latency_p50_ms, row.latency_p99_ms, row.non_2xx]));
+  const bests = ratiosOf(best);
+  const medians = (key: keyof RoundRatios) => median(roundRatios.map((round) => round[key]));
+  console.log(`best rounds: data dir ${bests.data_dir_to_static}× @fastify/static; S3 ${bests.s3_to_static}× @fastify/static, ${bests.s3_to_direct}× of s3rver read directly`);
+  console.log(
+    `median of each round's own ratios: data dir ${medians('data_dir_to_static')}×; S3 ${medians('s3_to_static')}× @fastify/static, ${medians('s3_to_direct')}× of s3rver read directly`,
+  );
+  console.log(`load average ${loadAverage.join(' ')} on ${os.availableParallelism()} cores`);
 }

@@ -70,7 +70,13 @@ async function worker(args: string[], config: Config): Promise<number> {
   const log = pino({ level: config.logLevel === 'silent' ? 'silent' : config.logLevel });
   const { createProduction } = await import('./production/runtime.js');
   const { housekeepingFor } = await import('./lifecycle/housekeeping.js');
-  const production = await createProduction(config, store, log, { worker: true, housekeeping: housekeepingFor(store, config.assets, log) });
+  const { StorageQuota } = await import('./limits/storage-quota.js');
+  const storageQuota = new StorageQuota(store, config.assets.storageQuotaBytes);
+  const production = await createProduction(config, store, log, {
+    worker: true,
+    housekeeping: housekeepingFor(store, config.assets, log),
+    admitResults: (trx, userId, bytes) => storageQuota.admitResults(trx, userId, bytes),
+  });
   await production.start();
   // The worker's timers do not hold the process (inside `serve` the server does): with the store's
   // queue nothing else would, so this does until a signal.

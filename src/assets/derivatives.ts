@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFile, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -89,17 +89,15 @@ export function stripGif(data: Buffer): Buffer {
 const VIDEO_FORMATS: Record<string, string> = { 'video/mp4': 'mp4', 'video/webm': 'webm' };
 
 /**
- * A video without its container metadata (title, comment — where ComfyUI's video nodes put the
- * prompt and workflow —, encoder, chapters) and without data or subtitle streams; the picture
- * and sound are copied, not re-encoded. Null when ffmpeg is not installed or cannot read it.
+ * Writes the video file `input` to `output` without its container metadata (title, comment — where
+ * ComfyUI's video nodes put the prompt and workflow —, encoder, chapters) and without data or
+ * subtitle streams; the picture and sound are copied, not re-encoded. False when ffmpeg is not
+ * installed or cannot read it.
  */
-export async function stripVideo(data: Buffer, contentType: string): Promise<Buffer | null> {
+export async function stripVideoFile(input: string, output: string, contentType: string): Promise<boolean> {
   const format = VIDEO_FORMATS[contentType];
-  if (!format) return null;
-  const input = path.join(tmpdir(), `celforge-strip-${randomUUID()}`);
-  const output = `${input}.${format}`;
+  if (!format) return false;
   try {
-    await writeFile(input, data, { mode: 0o600 });
     // no shell; the output is the input's streams copied, so about its size
     await run(
       'ffmpeg',
@@ -112,12 +110,10 @@ export async function stripVideo(data: Buffer, contentType: string): Promise<Buf
       ],
       { timeout: 60_000 },
     );
-    return await readFile(output);
+    return true;
   } catch {
-    return null;
-  } finally {
-    await rm(input, { force: true });
     await rm(output, { force: true });
+    return false;
   }
 }
 
@@ -149,13 +145,12 @@ export function stripWebp(data: Buffer): Buffer {
 }
 
 /**
- * The result as delivered: without the metadata a renderer embedded (prompt, workflow, model
- * names, camera EXIF, encoder tags). PNG, WebP and GIF lose only those chunks and extensions;
- * JPEG is re-encoded by sharp, which keeps no metadata; MP4 and WebM are remuxed by ffmpeg without
- * metadata (kept as they are when ffmpeg is missing or cannot read them: nothing plays them then
- * either); other types are returned as they are.
+ * An image as delivered: without the metadata a renderer embedded (prompt, workflow, model names,
+ * camera EXIF). PNG, WebP and GIF lose only those chunks and extensions; JPEG is re-encoded by
+ * sharp, which keeps no metadata; other types are returned as they are. (Videos are files:
+ * `stripVideoFile`.)
  */
-export async function stripMetadata(data: Buffer, contentType: string): Promise<Buffer> {
+export async function stripImageMetadata(data: Buffer, contentType: string): Promise<Buffer> {
   switch (contentType) {
     case 'image/png':
       return stripPng(data);
@@ -165,9 +160,6 @@ export async function stripMetadata(data: Buffer, contentType: string): Promise<
       return stripGif(data);
     case 'image/jpeg':
       return sharp(data).rotate().jpeg({ quality: 92, mozjpeg: true }).toBuffer();
-    case 'video/mp4':
-    case 'video/webm':
-      return (await stripVideo(data, contentType)) ?? data;
     default:
       return data;
   }
@@ -181,19 +173,15 @@ export function imageThumbnail(data: Buffer): Promise<Buffer> {
     .toBuffer();
 }
 
-/** The first frame of a video, by ffmpeg when the machine has it; null otherwise. */
-async function ffmpegFrame(data: Buffer): Promise<Buffer | null> {
-  const dir = tmpdir();
-  const input = path.join(dir, `celforge-poster-${randomUUID()}`);
-  const output = `${input}.png`;
+/** The first frame of a video file, by ffmpeg when the machine has it; null otherwise. */
+async function ffmpegFrame(input: string): Promise<Buffer | null> {
+  const output = path.join(tmpdir(), `celforge-poster-${randomUUID()}.png`);
   try {
-    await writeFile(input, data, { mode: 0o600 });
     await run('ffmpeg', ['-v', 'error', '-nostdin', '-y', '-i', input, '-frames:v', '1', output], { timeout: 30_000 });
     return await sharp(output).toBuffer();
   } catch {
     return null;
   } finally {
-    await rm(input, { force: true });
     await rm(output, { force: true });
   }
 }
@@ -203,12 +191,8 @@ function placeholderPoster(): Promise<Buffer> {
   return sharp({ create: { width: THUMBNAIL_PX, height: 216, channels: 3, background: '#1c1b26' } }).webp({ quality: 75 }).toBuffer();
 }
 
-/**
- * The thumbnail of an image, or the poster of a video: an animated WebP's first frame through
- * sharp, an MP4/WebM's first frame through ffmpeg, else a plain placeholder.
- */
-export async function makeThumbnail(data: Buffer | null, contentType: string): Promise<Buffer> {
-  if (data && contentType.startsWith('image/')) return imageThumbnail(data);
-  const frame = data ? await ffmpegFrame(data) : null;
+/** The poster of a video file: its first frame through ffmpeg, else a plain placeholder. */
+export async function videoPoster(file: string): Promise<Buffer> {
+  const frame = await ffmpegFrame(file);
   return frame ? imageThumbnail(frame) : placeholderPoster();
 }

@@ -6,7 +6,7 @@ import { HttpProblem } from '../http/problem.js';
 import type { AssetRow } from './store.js';
 import { openableAsset } from './service.js';
 import type { UrlSigner } from './signed-urls.js';
-import { ObjectMissingError } from './backends/object-store.js';
+import { ObjectMissingError, type ByteRange } from './backends/object-store.js';
 import { extensionFor, originalKey, type AssetStorage } from './storage.js';
 
 const Params = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) }, { additionalProperties: false });
@@ -67,35 +67,48 @@ export async function deliverAsset(
     const url = await storage.objects.presign(originalKey(asset.storage_key), { contentType, disposition, expiresInSeconds: PRESIGNED_SECONDS });
     return reply.code(302).header('location', url).header('cache-control', 'no-store').send();
   }
-  // An original's size is in its row: one round trip to the object store per request, not two.
-  const size = which === 'original' ? asset.byte_size : await storage.size(asset.storage_key, which);
-  if (size === null) throw new HttpProblem(404, 'not-found', 'No such asset.');
+  // A thumbnail is small: one GET of all of it, no HEAD for its size first; a Range is ignored
+  // (RFC 9110 §14.2 lets a server answer 200 with the whole representation).
+  if (which === 'thumbnail') {
+    const body = await openObject(storage, asset.storage_key, undefined, which);
+    return withAssetHeaders(reply, contentType, disposition).header('accept-ranges', 'none').send(body);
+  }
+  // An original's size is in its row: one round trip to the object store per request, for exactly the range asked.
+  const size = asset.byte_size;
   const range = parseRange(request.headers.range, size);
   if (range === 'unsatisfiable') {
     throw new HttpProblem(416, 'range-not-satisfiable', 'The requested range is outside the file.', {
       headers: { 'content-range': `bytes */${size}` },
     });
   }
-  let body;
-  try {
-    body = await storage.open(asset.storage_key, range ?? undefined, which);
-  } catch (error) {
-    if (error instanceof ObjectMissingError) throw new HttpProblem(404, 'not-found', 'No such asset.');
-    throw error;
-  }
-  reply
-    .header('content-type', contentType)
-    .header('x-content-type-options', 'nosniff')
-    .header('content-disposition', disposition)
-    .header('accept-ranges', 'bytes')
-    .header('cache-control', 'private, max-age=300')
-    // a result may be shown by <img>/<video> on a page of another allowed origin
-    .header('cross-origin-resource-policy', 'same-site')
-    .header('content-security-policy', "default-src 'none'; sandbox");
+  const body = await openObject(storage, asset.storage_key, range ?? undefined, which);
+  withAssetHeaders(reply, contentType, disposition).header('accept-ranges', 'bytes');
   if (range) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`);
   }
   return reply.header('content-length', range ? range.end - range.start + 1 : size).send(body);
+}
+
+function withAssetHeaders(reply: FastifyReply, contentType: string, disposition: string): FastifyReply {
+  return (
+    reply
+      .header('content-type', contentType)
+      .header('x-content-type-options', 'nosniff')
+      .header('content-disposition', disposition)
+      .header('cache-control', 'private, max-age=300')
+      // a result may be shown by <img>/<video> on a page of another allowed origin
+      .header('cross-origin-resource-policy', 'same-site')
+      .header('content-security-policy', "default-src 'none'; sandbox")
+  );
+}
+
+async function openObject(storage: AssetStorage, storageKey: string, range: ByteRange | undefined, which: 'original' | 'thumbnail') {
+  try {
+    return await storage.open(storageKey, range, which);
+  } catch (error) {
+    if (error instanceof ObjectMissingError) throw new HttpProblem(404, 'not-found', 'No such asset.');
+    throw error;
+  }
 }
 
 /**

@@ -1,9 +1,15 @@
-import type { Readable } from 'node:stream';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.js';
 import { DiskObjectStore } from './backends/disk.js';
 import type { ByteRange, ObjectStore } from './backends/object-store.js';
 import { S3ObjectStore } from './backends/s3.js';
-import { makeThumbnail, stripMetadata } from './derivatives.js';
+import { imageThumbnail, stripImageMetadata, stripVideoFile, videoPoster } from './derivatives.js';
 
 /** Content types a result may have, and the extension its file gets. Anything else is refused. */
 const TYPES: Record<string, string> = {
@@ -62,9 +68,10 @@ export function openObjectStore(config: Config): ObjectStore {
 
 /**
  * Results and their derivatives, in whichever object store is configured: the one place the job
- * pipeline saves through. A result is stored without embedded metadata; an image with a 384 px
- * WebP thumbnail, a video with a poster of the same size (its only poster). Each write replaces a re-run's files whole (keys are the job
- * id and position), never adding a second copy.
+ * pipeline saves through. A result, given as bytes or as a stream, is stored without embedded
+ * metadata; an image with a 384 px WebP thumbnail, a video with a poster of the same size (its
+ * only poster). Each write replaces a re-run's files whole (keys are the job id and position),
+ * never adding a second copy.
  */
 export class AssetStorage {
   constructor(readonly objects: ObjectStore) {}
@@ -74,11 +81,33 @@ export class AssetStorage {
     const extension = TYPES[contentType];
     if (!extension) throw new Error(`renderer produced an unsupported content type`);
     const storageKey = `${jobId}-${position}.${extension}`;
-    const data = Buffer.isBuffer(output.data) ? await stripMetadata(output.data, contentType) : output.data;
+    if (contentType.startsWith('video/')) return this.#writeVideo(storageKey, contentType, output.data);
+    const data = await stripImageMetadata(Buffer.isBuffer(output.data) ? output.data : await buffer(output.data), contentType);
     // The derivative first: a result visible in the store always has its thumbnail.
-    await this.objects.put(thumbnailKey(storageKey), await makeThumbnail(Buffer.isBuffer(data) ? data : null, contentType), 'image/webp');
+    await this.objects.put(thumbnailKey(storageKey), await imageThumbnail(data), 'image/webp');
     const byteSize = await this.objects.put(originalKey(storageKey), data, contentType);
     return { storageKey, contentType, byteSize };
+  }
+
+  /**
+   * A video, given as bytes or as a stream, goes through a temporary file: ffmpeg strips it there
+   * and takes its poster from it, and it is uploaded from there as a stream, so a long video is
+   * never held in memory whole.
+   */
+  async #writeVideo(storageKey: string, contentType: string, body: Buffer | Readable): Promise<StoredFile> {
+    const dir = await mkdtemp(path.join(tmpdir(), 'celforge-result-'));
+    try {
+      const input = path.join(dir, 'rendered');
+      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(input, { mode: 0o600 }));
+      const stripped = path.join(dir, `stripped.${TYPES[contentType]}`);
+      // kept as it is when ffmpeg is missing or cannot read it: nothing plays it then either
+      const file = (await stripVideoFile(input, stripped, contentType)) ? stripped : input;
+      await this.objects.put(thumbnailKey(storageKey), await videoPoster(file), 'image/webp');
+      const byteSize = await this.objects.put(originalKey(storageKey), createReadStream(file), contentType);
+      return { storageKey, contentType, byteSize };
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /** Removes a result and its derivatives. */
@@ -89,10 +118,6 @@ export class AssetStorage {
   /** Removes temporary files and unfinished uploads that killed writers left behind; returns how many. */
   removeStaleTemps(maxAgeMs = STALE_TEMP_MS): Promise<number> {
     return this.objects.sweepLeftovers(maxAgeMs);
-  }
-
-  async size(storageKey: string, which: 'original' | 'thumbnail' = 'original'): Promise<number | null> {
-    return (await this.objects.stat(which === 'original' ? originalKey(storageKey) : thumbnailKey(storageKey)))?.size ?? null;
   }
 
   open(storageKey: string, range?: ByteRange, which: 'original' | 'thumbnail' = 'original'): Promise<Readable> {

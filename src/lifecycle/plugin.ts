@@ -23,14 +23,14 @@ export const lifecycle = fp(
       production: app.production.service,
       identity: app.identity.service,
       apiKeys: app.identity.apiKeys,
-      defaultStorageBytes: app.config.assets.storageQuotaBytes,
+      storageQuota: app.limits.storage,
       log: app.log,
     });
     app.decorate('lifecycle', service);
     // before the job routes: their submissions check the storage quota
     await app.register(storageQuota, { service });
   },
-  { name: 'lifecycle', dependencies: ['store', 'audit', 'identity', 'assets', 'production'] },
+  { name: 'lifecycle', dependencies: ['store', 'audit', 'identity', 'limits', 'assets', 'production'] },
 );
 
 export async function lifecycleApi(app: FastifyInstance) {

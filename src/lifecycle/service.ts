@@ -10,17 +10,9 @@ import type { IdentityService } from '../identity/service.js';
 import { findUserById } from '../identity/store.js';
 import { UUID } from '../http/pagination.js';
 import type { ProductionService, RequestContext } from '../production/service.js';
-import { storedBytes } from '../assets/store.js';
-import { findStorageOverride, saveStorageOverride } from '../limits/quota-store.js';
+import { saveStorageOverride } from '../limits/quota-store.js';
+import type { StorageQuota, StorageView } from '../limits/storage-quota.js';
 import { deleteAccountRows, deleteJobRows } from './store.js';
-
-export interface StorageView {
-  used_bytes: number;
-  limit_bytes: number;
-  /** the admin's override; null = the configured default */
-  override_bytes: number | null;
-  default_bytes: number;
-}
 
 export interface LifecycleDeps {
   store: Store;
@@ -29,7 +21,7 @@ export interface LifecycleDeps {
   production: ProductionService;
   identity: IdentityService;
   apiKeys: ApiKeyService;
-  defaultStorageBytes: number;
+  storageQuota: StorageQuota;
   log: FastifyBaseLogger;
 }
 
@@ -47,9 +39,8 @@ export async function removeObjects(storage: AssetStorage, keys: string[], log: 
 export class LifecycleService {
   constructor(private readonly deps: LifecycleDeps) {}
 
-  async storageOf(userId: string): Promise<StorageView> {
-    const [used, override] = await Promise.all([storedBytes(this.deps.store.db, userId), findStorageOverride(this.deps.store.db, userId)]);
-    return { used_bytes: used, limit_bytes: override ?? this.deps.defaultStorageBytes, override_bytes: override, default_bytes: this.deps.defaultStorageBytes };
+  storageOf(userId: string): Promise<StorageView> {
+    return this.deps.storageQuota.usage(userId);
   }
 
   /** Refuses a new job while the user's stored results fill the quota. */

@@ -15,11 +15,14 @@ import { ownQuotaRoute } from './own-quota.js';
 import { QuotaService } from './quotas.js';
 import { MemoryRateStore, RedisRateStore } from './rate-store.js';
 import { quotaRoutes } from './routes.js';
+import { StorageQuota } from './storage-quota.js';
 
 export interface LimitServices {
   /** rate limits per class (memory, or Redis when REDIS_URL is set) */
   limiter: RateLimiter;
   quotas: QuotaService;
+  /** the bytes of results each user may keep */
+  storage: StorageQuota;
 }
 
 declare module 'fastify' {
@@ -200,7 +203,8 @@ export const limits = fp(
       storeFailed: (policy) => metrics.rateStoreFailed(policy),
     });
     const quotas = new QuotaService(app.store, config.limits, audit);
-    app.decorate('limits', { limiter, quotas });
+    const storage = new StorageQuota(app.store, config.assets.storageQuotaBytes);
+    app.decorate('limits', { limiter, quotas, storage });
     app.access.limitCredentials(credentialLimit(limiter, audit));
     await app.register(limitHooks, { limiter, quotas, audit });
   },

@@ -16,7 +16,7 @@ import { LocalQueue } from './local-queue.js';
 import { parseParams } from './params.js';
 import { toVideoAssets, VideoError } from './video.js';
 import type { JobQueue } from './queue.js';
-import { JobWorker } from './worker.js';
+import { JobWorker, type WorkerOptions } from './worker.js';
 
 /** The job pipeline's parts, for the API, the worker command, tests and the benchmark. */
 export interface ProductionServices {
@@ -46,6 +46,8 @@ export interface ProductionOptions {
   storage?: { assets: AssetStorage; signer: UrlSigner };
   /** the periodic clean-up a worker runs over the storage it writes (lifecycle's housekeeping) */
   housekeeping?: (storage: AssetStorage) => Sweeper;
+  /** may refuse a job's results in the transaction that would commit them (limits' storage quota) */
+  admitResults: NonNullable<WorkerOptions['admitResults']>;
 }
 
 /** A periodic clean-up: one pass now, then on a timer until stopped. */
@@ -92,6 +94,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
         outage,
         claimNext: (workerId, now, leaseUntil, claim) => claimFair(store, workerId, now, leaseUntil, policy, claim),
+        admitResults: options.admitResults,
         finishOutputs: async (job, outputs, signal) => {
           if (job.type !== 'video') return outputs;
           try {

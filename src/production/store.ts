@@ -249,12 +249,15 @@ export async function completeJob(
   workerId: string,
   assets: AssetRow[],
   now: string,
+  /** may refuse the results (throwing) before they are committed, the job still held */
+  admit?: (trx: Transaction<Database>) => Promise<void>,
 ): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const held = await updatesOne(
       heldBy(trx, id, workerId).set({ status: 'succeeded', progress: 100, error: null, finished_at: now, updated_at: now, locked_by: null, locked_until: null }),
     );
     if (!held) return false;
+    await admit?.(trx);
     await insertAssets(trx, assets);
     return true;
   });

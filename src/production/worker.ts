@@ -1,8 +1,10 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
+import type { Transaction } from 'kysely';
 import type { AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
+import type { Database } from '../db/schema.js';
 import { describeFault, isTemporaryFault } from '../db/faults.js';
 import type { StoreOutage } from '../db/outage.js';
 import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
@@ -59,9 +61,11 @@ export interface WorkerOptions {
   onRendered?: (job: JobRow, renderMs: number) => void;
   /** turns what the renderer made into the files kept (e.g. video → MP4 + the animation) */
   finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
+  /** may refuse a job's results (throwing ResultRefused) in the transaction that would commit them, e.g. over the user's storage quota */
+  admitResults?: (trx: Transaction<Database>, userId: string, bytes: number) => Promise<void>;
 }
 
-type Hooks = 'onRequeue' | 'outage' | 'claimNext' | 'onRendered' | 'finishOutputs';
+type Hooks = 'onRequeue' | 'outage' | 'claimNext' | 'onRendered' | 'finishOutputs' | 'admitResults';
 
 /** With a renderer that tells its free slots, never more jobs than this in one worker anyway. */
 const MAX_IN_FLIGHT = 256;
@@ -87,6 +91,11 @@ class SaveError extends Error {
     super('the result could not be saved', { cause });
     this.name = 'SaveError';
   }
+}
+
+/** Results the store must not keep (they would pass the user's storage quota): the job fails with this message, and keeps nothing. */
+export class ResultRefused extends Error {
+  override name = 'ResultRefused';
 }
 
 /** Waits, or stops waiting (rejecting with the signal's reason) when the job is stopped. */
@@ -337,7 +346,7 @@ export class JobWorker implements LocalWorkerHandle {
    * again with back-off while the lease is renewed; it ends in a SaveError when it lasts.
    */
   async #save(job: JobRow, entry: Running, outputs: RenderOutput[], onWritten: (rows: AssetRow[]) => void): Promise<void> {
-    const { store, assets, events, log, saveTries, saveRetryMs } = this.#options;
+    const { store, assets, events, log, saveTries, saveRetryMs, admitResults } = this.#options;
     const rows: AssetRow[] = [];
     const createdAt = new Date().toISOString();
     for (let attempt = 1; ; attempt++) {
@@ -359,7 +368,9 @@ export class JobWorker implements LocalWorkerHandle {
           onWritten(rows);
         }
         entry.controller.signal.throwIfAborted();
-        if (await completeJob(store.db, job.id, this.id, rows, new Date().toISOString())) {
+        const bytes = rows.reduce((sum, row) => sum + row.byte_size, 0);
+        const admit = admitResults && ((trx: Transaction<Database>) => admitResults(trx, job.user_id, bytes));
+        if (await completeJob(store.db, job.id, this.id, rows, new Date().toISOString(), admit)) {
           log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
           events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });
         } else {
@@ -428,6 +439,12 @@ export class JobWorker implements LocalWorkerHandle {
         }
         return;
       }
+    }
+    if (error instanceof ResultRefused) {
+      if (await failJob(db, job.id, this.id, error.message, now.toISOString())) {
+        events.publish({ kind: 'status', jobId: job.id, status: 'failed', progress: 0, error: error.message });
+      }
+      return;
     }
     if (error instanceof SaveError) {
       // Not the renderer's fault: the job runs again later, and if it still cannot be saved, it says so.

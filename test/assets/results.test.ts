@@ -1,11 +1,14 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
+import { S3ObjectStore } from '../../src/assets/backends/s3.js';
+import { insertJob } from '../../src/production/store.js';
 import type { RenderOutput, RenderRequest, Renderer } from '../../src/renderers/renderer.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
@@ -201,6 +204,56 @@ for (const backend of ASSET_BACKENDS) {
       expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
     });
 
+    it.runIf(FFMPEG)('an MP4 handed to the store as a stream is delivered without its tags, with a poster of its first frame', async () => {
+      const user = await signIn(t.app);
+      const jobId = randomUUID();
+      const now = new Date().toISOString();
+      await insertJob(t.app.services.store.db, {
+        id: jobId, user_id: user.userId, type: 'video', status: 'succeeded', prompt: 'streamed', negative_prompt: '', params: '{}', progress: 100,
+        error: null, idempotency_key: null, request_hash: null, attempts: 1, locked_by: null, locked_until: null, run_after: null, visibility: null,
+        published_at: null, created_at: now, updated_at: now, started_at: now, finished_at: now,
+      });
+      const tagged = taggedMp4();
+      const pieces = Array.from({ length: Math.ceil(tagged.length / 1000) }, (_, i) => tagged.subarray(i * 1000, (i + 1) * 1000));
+      const file = await t.app.services.production.assets.write(jobId, 0, { contentType: 'video/mp4', data: Readable.from(pieces) });
+      const assetId = randomUUID();
+      await t.app.services.store.db
+        .insertInto('assets')
+        .values({ id: assetId, job_id: jobId, user_id: user.userId, position: 0, content_type: file.contentType, byte_size: file.byteSize, storage_key: file.storageKey, created_at: now })
+        .execute();
+
+      const stored = (await t.app.inject({ url: `/api/anime/assets/${assetId}`, headers: user.authorization })).rawPayload;
+      expect(stored.length).toBe(file.byteSize);
+      expect(tagged.toString('latin1')).toMatch(/KSampler/);
+      expect(stored.toString('latin1')).not.toMatch(/workflow|KSampler|secret-model|private prompt|artist@home|Lavf/);
+      const probed = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-probe-')), 'stored.mp4');
+      writeFileSync(probed, stored);
+      const info = JSON.parse(execFileSync('ffprobe', ['-v', 'error', '-show_streams', '-show_format', '-of', 'json', probed], { encoding: 'utf8' }));
+      expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
+      expect(info.streams[0]).toMatchObject({ codec_name: 'h264', width: 160, height: 120 });
+      const poster = await t.app.inject({ url: `/api/anime/assets/${assetId}/thumbnail`, headers: user.authorization });
+      const { data, info: size } = await sharp(poster.rawPayload).raw().toBuffer({ resolveWithObject: true });
+      expect([size.width, size.height, data[0]! > 200, data[1]! < 60]).toEqual([160, 120, true, true]);
+    });
+
+    it('a result that would take the stored results past the storage quota fails its job, saying so, and nothing of it is kept', async () => {
+      const { user, job: first } = await finished('image');
+      const used = first.assets[0].byte_size as number;
+      const admin = await signIn(t.app, { role: 'admin' });
+      // room for a few bytes more: the next job is taken, but its result does not fit
+      const set = await t.app.inject({ method: 'PUT', url: `/api/anime/admin/users/${user.userId}/storage`, headers: admin.authorization, payload: { storage_bytes: used + 100 } });
+      expect(set.statusCode).toBe(200);
+      const submitted = await generate(t.app, user.authorization, { prompt: 'one too many', type: 'image', width: 64, height: 64 });
+      expect(submitted.statusCode).toBe(202);
+      const job = await waitFor(t.app, user.authorization, (submitted.json() as Json).job_id, ['failed']);
+      expect(job.error).toMatch(new RegExp(`^The result takes \\d+ bytes; with the ${used} bytes of your stored results that passes your storage quota of ${used + 100} bytes, so it was not kept\\.`));
+      expect(job.assets).toEqual([]);
+      const rows = await t.app.services.store.db.selectFrom('assets').select('id').where('job_id', '=', job.job_id).execute();
+      expect(rows).toEqual([]);
+      expect((await objectKeys()).filter((key) => key.includes(job.job_id))).toEqual([]);
+      expect((await t.app.inject({ url: '/api/anime/storage', headers: user.authorization })).json()).toMatchObject({ used_bytes: used, limit_bytes: used + 100 });
+    });
+
     it('a video no frame can be taken from still gets a poster (a plain one)', async () => {
       const { job } = await finished('video', 'broken mp4');
       const poster = await t.app.inject({ url: job.assets[0].thumbnail_url });
@@ -217,6 +270,29 @@ for (const backend of ASSET_BACKENDS) {
         expectProblem(await t.app.inject({ url, headers: user.authorization }), 404, 'not-found');
         expectProblem(await t.app.inject({ url, headers: { ...user.authorization, range: 'bytes=0-9' } }), 404, 'not-found');
       }
+    });
+
+    it('a thumbnail is one GET of the whole object, a ranged original one GET of exactly its range: no HEAD before either', async () => {
+      const { user, job } = await finished('image');
+      const asset = job.assets[0] as Json;
+      const sent: string[] = [];
+      const objects = t.app.services.production.assets.objects;
+      if (objects instanceof S3ObjectStore) {
+        objects.client.middlewareStack.add(
+          (next, context) => (args) => {
+            sent.push(`${context.commandName} ${(args.input as { Range?: string }).Range ?? 'whole'}`);
+            return next(args);
+          },
+          { step: 'initialize', name: 'countCommands' },
+        );
+      }
+      const whole = await t.app.inject({ url: asset.thumbnail_url });
+      const ranged = await t.app.inject({ url: asset.thumbnail_url, headers: { range: 'bytes=0-9' } });
+      expect([whole.statusCode, ranged.statusCode, ranged.headers['accept-ranges']]).toEqual([200, 200, 'none']);
+      expect(ranged.rawPayload.equals(whole.rawPayload)).toBe(true);
+      const original = await t.app.inject({ url: asset.url, headers: { ...user.authorization, range: 'bytes=10-19' } });
+      expect([original.statusCode, original.rawPayload.length, original.headers['content-range']]).toEqual([206, 10, `bytes 10-19/${asset.byte_size}`]);
+      if (objects instanceof S3ObjectStore) expect(sent).toEqual(['GetObjectCommand whole', 'GetObjectCommand whole', 'GetObjectCommand bytes=10-19']);
     });
 
     it('a thumbnail opens under the same rules as its original: owner or signed URL, else 404', async () => {
