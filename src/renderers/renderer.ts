@@ -67,6 +67,8 @@ export interface Renderer {
   urgentSlots?(): number;
   /** calls `listener` whenever slots free up */
   onCapacity?(listener: () => void): void;
+  /** told when the queue had no job for a free slot: the renderer may move waiting work there */
+  rebalance?(): void;
   /** per-backend figures of a fleet (admin stats, /metrics) */
   fleetStats?(): FleetStats;
   /** expected milliseconds until a job with `ahead` jobs queued before it finishes, from measured render times */

@@ -234,6 +234,8 @@ export class Fleet {
   readonly #waiting: Waiter[] = [];
   /** when each run got its slot */
   readonly #placedAt = new WeakMap<FleetRun, number>();
+  /** runs whose prompt could not be moved (it had started, or was being moved already) */
+  readonly #unmovable = new WeakSet<FleetRun>();
   readonly #listeners: (() => void)[] = [];
   #probing: Promise<void> | undefined;
   #turn = 0;
@@ -449,12 +451,23 @@ export class Fleet {
     if (at >= 0) this.#waiting.splice(at, 1);
   }
 
-  /** The run's prompt finished executing (or the run ended): its slot goes to the next one. */
+  /**
+   * The run's prompt finished executing (or the run ended): its slot goes to the next one. With a
+   * worker listening for capacity, the free slot is its to fill from the queue first: a prompt
+   * moved here now would leave its old backend without a next prompt (an idle GPU) while jobs
+   * still wait in the store. The worker calls `rebalance()` when it finds none.
+   */
   release(run: FleetRun, backend: FleetBackend): void {
     if (!this.#vacate(run, backend)) return;
     this.#dispatch();
-    if (backend.free > 0 && this.#waiting.length === 0) void this.#steal(backend);
+    if (this.#listeners.length === 0) this.rebalance();
     this.#notify();
+  }
+
+  /** Nothing more to start: prompts that have not started move to backends with a free slot where they finish sooner. */
+  rebalance(): void {
+    if (this.#waiting.length > 0) return;
+    for (const backend of this.backends) if (backend.free > 0) void this.#steal(backend);
   }
 
   /** A backend could not be reached: no new prompt goes there until a probe finds it again. */
@@ -472,7 +485,7 @@ export class Fleet {
     let gain = 0;
     for (const source of this.backends) {
       if (source === target) continue;
-      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent);
+      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent && !this.#unmovable.has(run));
       const last = waiting.at(-1);
       if (!last || target.can(last.requirement) === false) continue;
       // The last waiting prompt there ends after what runs there and every prompt ahead of it.
@@ -494,7 +507,7 @@ export class Fleet {
       if (reserved) target.learn(reserved);
       if (!reserved?.ok) {
         target.slots.delete(victim);
-        return this.#changed();
+        return this.#dispatch();
       }
       target.leases.set(victim, token);
     }
@@ -505,8 +518,10 @@ export class Fleet {
       moved = false;
     }
     if (!moved) {
+      // Not tried again: a refused move must not turn into a loop of the worker's `rebalance()` calls.
+      this.#unmovable.add(victim);
       this.#vacate(victim, target);
-      this.#changed();
+      this.#dispatch();
     }
   }
 

@@ -764,6 +764,10 @@ export class ComfyUIRenderer implements Renderer {
     this.fleet.onCapacity(listener);
   }
 
+  rebalance(): void {
+    if (!this.closed) this.fleet.rebalance();
+  }
+
   fleetStats(): FleetStats {
     return this.fleet.stats();
   }
