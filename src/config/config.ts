@@ -41,6 +41,8 @@ export interface Config {
   comfyuiDepths?: number[];
   /** jobs one user may have running at once (admins override it per user); unset: no cap */
   fleetUserMaxRunning?: number;
+  /** fair-share weight of each role's users unless an admin set a user's own (CELFORGE_FLEET_ROLE_WEIGHTS); unset: 1 */
+  fleetRoleWeights?: Partial<Record<'admin' | 'user', number>>;
   /** a job running longer than this fails */
   jobTimeoutSeconds: number;
   /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
@@ -229,6 +231,20 @@ function parseDepths(text: string | undefined, urls: number): number[] | undefin
   return depths;
 }
 
+/** `CELFORGE_FLEET_ROLE_WEIGHTS="admin=4,user=1"`: a role's default fair-share weight, 0.01–100. */
+function parseRoleWeights(text: string | undefined): Partial<Record<'admin' | 'user', number>> | undefined {
+  if (text === undefined) return undefined;
+  const weights: Partial<Record<'admin' | 'user', number>> = {};
+  for (const item of parseList(text)) {
+    const match = /^(admin|user)=(\d+(?:\.\d+)?)$/.exec(item);
+    if (!match) throw new ConfigError(`CELFORGE_FLEET_ROLE_WEIGHTS: "${item}" is not role=weight (roles: admin, user)`);
+    const weight = Number(match[2]);
+    if (weight < 0.01 || weight > 100) throw new ConfigError(`CELFORGE_FLEET_ROLE_WEIGHTS: ${weight} is outside 0.01–100`);
+    weights[match[1] as 'admin' | 'user'] = weight;
+  }
+  return weights;
+}
+
 function parseList(text: string | undefined): string[] {
   return (text ?? '')
     .split(',')
@@ -327,6 +343,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: parseInteger('CELFORGE_WORKER_CONCURRENCY', readVariable(env, 'CELFORGE_WORKER_CONCURRENCY') ?? '2', 1, 64),
     comfyuiDepths: parseDepths(readVariable(env, 'CELFORGE_COMFYUI_DEPTH'), comfyuiUrls.length),
     fleetUserMaxRunning: optionalInteger(env, 'CELFORGE_FLEET_USER_MAX_RUNNING', 1, 100_000),
+    fleetRoleWeights: parseRoleWeights(readVariable(env, 'CELFORGE_FLEET_ROLE_WEIGHTS')),
     jobTimeoutSeconds: parseDuration('CELFORGE_JOB_TIMEOUT', readVariable(env, 'CELFORGE_JOB_TIMEOUT') ?? '10m'),
     jobLeaseSeconds: parseDuration('CELFORGE_JOB_LEASE', readVariable(env, 'CELFORGE_JOB_LEASE') ?? '30s'),
     shutdownGraceSeconds: parseDuration('CELFORGE_SHUTDOWN_GRACE', readVariable(env, 'CELFORGE_SHUTDOWN_GRACE') ?? '10s'),

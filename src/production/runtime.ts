@@ -11,7 +11,7 @@ import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
-import { claimFair, DEFAULT_POLICY, recordGpuUse } from './fleet/fair-share.js';
+import { claimFair, fairSharePolicy, recordGpuUse } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
 import { parseParams } from './params.js';
 import { toVideoAssets, VideoError } from './video.js';
@@ -76,7 +76,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const queue: JobQueue = bullQueue ?? localQueue!;
   const ownOutage = options.outage ? null : new StoreOutage(store, log);
   const outage = options.outage ?? ownOutage!;
-  const policy = { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null };
+  const policy = fairSharePolicy(config);
 
   const worker = options.worker
     ? new JobWorker({

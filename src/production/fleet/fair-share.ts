@@ -1,16 +1,36 @@
 import { sql, type Kysely } from 'kysely';
+import type { Config } from '../../config/config.js';
 import type { Store } from '../../db/database.js';
 import type { Database, FleetSharesTable } from '../../db/schema.js';
+import { rolesOf, type UserRow } from '../../identity/store.js';
 import { claimedBy, type JobRow } from '../store.js';
 
 export interface FairSharePolicy {
   /** jobs one user may have running at once unless an admin set otherwise; null: no cap */
   maxRunning: number | null;
+  /** a role's weight for its users whose own weight no admin set; a role not named: 1 */
+  roleWeights: Partial<Record<Role, number>>;
   /** recorded GPU use halves every this many milliseconds */
   halfLifeMs: number;
 }
 
-export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, halfLifeMs: 10 * 60_000 };
+export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, roleWeights: {}, halfLifeMs: 10 * 60_000 };
+
+type Role = UserRow['role'];
+
+/** The policy the configuration sets (running cap, role weights) on the defaults. */
+export function fairSharePolicy(config: Pick<Config, 'fleetUserMaxRunning' | 'fleetRoleWeights'>): FairSharePolicy {
+  return { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null, roleWeights: config.fleetRoleWeights ?? {} };
+}
+
+/**
+ * A user's fair-share weight: the one an admin set for the user (a share row an admin wrote), else
+ * the user's role's, else 1. Rows written only by GPU accounting carry no setting.
+ */
+export function weightOf(share: Pick<FleetSharesTable, 'weight' | 'updated_by'> | undefined, role: Role | undefined, policy: FairSharePolicy): number {
+  if (share && share.updated_by !== null) return share.weight;
+  return (role && policy.roleWeights[role]) ?? 1;
+}
 
 /** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
 const CLAIM_LOCK = 0x63_66_66_6c; // "cffl"
@@ -84,7 +104,7 @@ async function pickAndClaim(
     .execute();
   if (waiting.length === 0) return undefined;
   const users = waiting.map((row) => row.user_id);
-  const [running, shares] = await Promise.all([
+  const [running, shares, roles] = await Promise.all([
     db
       .selectFrom('jobs')
       .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
@@ -93,6 +113,7 @@ async function pickAndClaim(
       .groupBy('user_id')
       .execute(),
     db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+    rolesOf(db, users),
   ]);
   const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
   const shareOf = new Map(shares.map((row) => [row.user_id, row]));
@@ -106,7 +127,7 @@ async function pickAndClaim(
       userId: row.user_id,
       oldest: String(row.oldest),
       running: count,
-      weight: share?.weight ?? 1,
+      weight: weightOf(share, roles.get(row.user_id), policy),
       usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
       cap,
     });
