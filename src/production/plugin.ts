@@ -57,6 +57,7 @@ export const production = fp(
       signer: app.assets.signer,
       audit,
       renderer,
+      policy: fairSharePolicy(config),
       admit: (trx, userId) => limits.quotas.admitJob(trx, userId),
     });
     registerJobMetrics(metrics.registry, store);

@@ -71,8 +71,8 @@ export interface Renderer {
   rebalance?(): void;
   /** per-backend figures of a fleet (admin stats, /metrics) */
   fleetStats?(): FleetStats;
-  /** expected milliseconds until a job with `ahead` jobs queued before it finishes, from measured render times */
-  etaMs?(ahead: number, type: JobType): number | undefined;
+  /** expected milliseconds until a job finishes that starts after queued jobs of these kinds, from measured render times */
+  etaMs?(ahead: JobType[], type: JobType): number | undefined;
 }
 
 export interface BackendStats {

@@ -591,14 +591,21 @@ export class Fleet {
     await this.#ledger?.close();
   }
 
-  /** ETA of the n-th job (0-based) still to be placed, from measured render times and free slots. */
-  etaMs(position: number, kind: JobType): number | undefined {
+  /**
+   * ETA of a job of `kind` that starts after jobs of the kinds `ahead` (still to be placed): each
+   * takes the fleet 1 / (sum over healthy backends of 1 / its measured render time of that kind),
+   * after what already waits on the backends and in this process.
+   */
+  etaMs(ahead: JobType[], kind: JobType): number | undefined {
     const healthy = this.backends.filter((b) => b.healthy);
     if (healthy.length === 0) return undefined;
-    const fallback = this.#typicalMs(kind);
-    const rate = healthy.reduce((sum, b) => sum + 1 / b.expectedMs(kind, fallback), 0);
-    const ahead = position + healthy.reduce((sum, b) => sum + Math.max(0, b.slots.size - 1), 0) + this.#waiting.length;
-    return Math.round((ahead + 1) / rate);
+    const each = (k: JobType): number => {
+      const fallback = this.#typicalMs(k);
+      return 1 / healthy.reduce((sum, b) => sum + 1 / b.expectedMs(k, fallback), 0);
+    };
+    const placed = healthy.reduce((sum, b) => sum + Math.max(0, b.slots.size - 1), 0) + this.#waiting.length;
+    const work = ahead.reduce((sum, k) => sum + each(k), 0) + (placed + 1) * each(kind);
+    return Math.round(work);
   }
 
   stats(): FleetStats {

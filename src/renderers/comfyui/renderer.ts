@@ -772,7 +772,7 @@ export class ComfyUIRenderer implements Renderer {
     return this.fleet.stats();
   }
 
-  etaMs(ahead: number, type: JobType): number | undefined {
+  etaMs(ahead: JobType[], type: JobType): number | undefined {
     return this.fleet.etaMs(ahead, type);
   }
 
