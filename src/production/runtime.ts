@@ -65,8 +65,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const bus = options.bus ?? ownBus;
   const redis = config.redisUrl && bus ? { url: config.redisUrl, prefix: config.redisPrefix, log, bus } : null;
   const leaseMs = config.jobLeaseSeconds * 1000;
-  // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs.
-  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
+  // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs;
+  // an API process reads them (fleet-wide prompts in flight, render times for ETAs).
+  const sharedSlots = redis ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
   const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
   const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
   const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));

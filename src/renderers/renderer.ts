@@ -78,8 +78,12 @@ export interface Renderer {
 export interface BackendStats {
   id: string;
   ok: boolean;
+  /** prompts it is kept deep (scale-out: the one depth every worker uses) */
   depth: number;
+  /** prompts it holds (running and waiting) for all workers (scale-out: its leases in Redis) */
   in_flight: number;
+  /** of those, this process's */
+  in_flight_here: number;
   /** busy time / wall time since start */
   utilization: number;
   idle_gap_ms: { count: number; p50: number | null; p99: number | null };

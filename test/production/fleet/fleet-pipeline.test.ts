@@ -99,9 +99,10 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
       expect(await eta(light, lightId!)).toBeLessThanOrEqual(heavyEtas[0]!);
       expect(await eta(light, lightId!)).toBeLessThan(heavyEtas.at(-1)!);
       expect(heavyEtas).toEqual([...heavyEtas].sort((x, y) => x - y));
-      await t.app.services.store.db.updateTable('jobs').set({ status: 'canceled' }).where('status', 'in', ['queued', 'running']).execute();
       a.hold(false);
       b.hold(false);
+      for (const id of heavyIds) expect((await waitFor(t.app, heavy.authorization, id, ['succeeded', 'failed'])).status).toBe('succeeded');
+      expect((await waitFor(t.app, light.authorization, lightId!, ['succeeded', 'failed'])).status).toBe('succeeded');
     });
   });
 
