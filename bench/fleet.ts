@@ -406,9 +406,9 @@ export async function main(): Promise<void> {
       return;
     }
     if (process.env.BENCH_ONLY === 'saturation') {
-      console.log(JSON.stringify(await saturation(app, 'fleet')));
+      if (process.env.BENCH_VARIANT !== 'scale-out') console.log(JSON.stringify(await saturation(app, 'fleet')));
       console.log(JSON.stringify(await saturationScaleOut()));
-      console.log(JSON.stringify(await saturation(app, 'naive')));
+      if (process.env.BENCH_VARIANT !== 'scale-out') console.log(JSON.stringify(await saturation(app, 'naive')));
       return;
     }
     const results = {
