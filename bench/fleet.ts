@@ -136,6 +136,7 @@ function executions(doubles: ComfyUIDouble[], skip: number[] = []) {
     const jobOf = new Map(d.prompts.map((p) => [p.prompt_id, /"celforge_([0-9a-f-]{36})"/.exec(JSON.stringify(p.prompt))?.[1]]));
     return d.executions.slice(skip[backend] ?? 0).map((e) => ({
       backend,
+      promptId: e.promptId,
       job: jobOf.get(e.promptId),
       start: performance.timeOrigin + e.startedAt,
       end: performance.timeOrigin + e.endedAt,
@@ -246,7 +247,8 @@ async function saturationScaleOut() {
 /**
  * Throughput against the ideal, and the idle gaps: the pause on a backend between one prompt's end
  * and the next one's start, while jobs still wait. `refill_ms`: from a prompt's end to the arrival
- * of the prompt that takes its place (the next must arrive within one render time).
+ * of the prompt two after it on its backend, the one that takes its place (negative: it was there
+ * already); within one render time, the backend never waits.
  */
 async function measureSaturation(
   variant: string,
@@ -277,9 +279,11 @@ async function measureSaturation(
       gaps.push(mine[i]!.start - mine[i - 1]!.end);
       if (process.env.BENCH_DEBUG && mine[i]!.start - mine[i - 1]!.end > 5) console.log('gap', b, i, round(mine[i - 1]!.end - first), round(mine[i]!.start - first));
     }
-    for (const e of mine.slice(0, -2)) {
-      const next = posts.find((t) => t >= e.end);
-      if (next !== undefined) refills.push(next - e.end);
+    // Two deep: when prompt i ends, i+1 starts and i+2 must arrive before i+1 ends.
+    const postedAt = new Map(doubles[b]!.prompts.map((p, k) => [p.prompt_id, posts[k]]));
+    for (let i = 0; i + 2 < mine.length; i++) {
+      const arrived = postedAt.get(mine[i + 2]!.promptId);
+      if (arrived !== undefined) refills.push(arrived - mine[i]!.end);
     }
   }
   const ideal = (total * meanExec) / doubles.length;
