@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import os, { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,6 +13,11 @@ import { JobWorker } from '../src/production/worker.js';
 import { ComfyUIRenderer } from '../src/renderers/comfyui/renderer.js';
 import type { Renderer } from '../src/renderers/renderer.js';
 import { startComfyUIDouble, type ComfyUIDouble } from '../test/doubles/comfyui.js';
+import { openStore } from '../src/db/database.js';
+import { mintToken, startWorker, type WorkerProcess } from '../test/production/real-process.js';
+import { createTestStorage, postgresAvailable } from '../test/support/dialects.js';
+import { removeRedisKeys } from '../test/support/redis.js';
+import { startServer, type RunningServer } from '../test/support/server.js';
 import { signIn, type SignedIn } from '../test/support/users.js';
 import { writeResults } from './harness.js';
 
@@ -32,7 +39,8 @@ const LIMITS = {
   jobsPerDay: UNLIMITED,
 };
 
-type Variant = 'fleet' | 'naive' | 'fleet-2-workers';
+type Variant = 'fleet' | 'naive';
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 interface Run {
   app: FastifyInstance;
@@ -46,18 +54,33 @@ function naiveRenderer(fleet: ComfyUIRenderer): Renderer {
   return { name: 'naive', render: (request, context) => fleet.render(request, context), health: () => fleet.health(), close: () => fleet.close() };
 }
 
-async function startRun(app: FastifyInstance, variant: Variant, renderMs: number[]): Promise<Run> {
+/** ComfyUI doubles with these render times and the slow download; each notes when prompts arrive (`posted`). */
+async function startDoubles(renderMs: number[]): Promise<ComfyUIDouble[]> {
   const doubles = await Promise.all(renderMs.map(() => startComfyUIDouble({ stepDelayMs: 1 })));
   doubles.forEach((d, i) => {
     d.renderMs = renderMs[i]!;
     d.viewDelayMs = DOWNLOAD_MS;
+    const times: number[] = [];
+    posted.set(d, times);
+    const push = d.prompts.push.bind(d.prompts);
+    d.prompts.push = (...items) => {
+      times.push(performance.timeOrigin + performance.now());
+      return push(...items);
+    };
   });
+  return doubles;
+}
+
+/** when each double received each POST /prompt (epoch ms) */
+const posted = new WeakMap<ComfyUIDouble, number[]>();
+
+async function startRun(app: FastifyInstance, variant: Variant, renderMs: number[]): Promise<Run> {
+  const doubles = await startDoubles(renderMs);
   const urls = doubles.map((d) => d.url);
   const { store, production } = app.services;
-  const workerCount = variant === 'fleet-2-workers' ? 2 : 1;
   const workers: JobWorker[] = [];
   const renderers: Renderer[] = [];
-  for (let i = 0; i < workerCount; i++) {
+  {
     const fleet = new ComfyUIRenderer({ urls, depths: [variant === 'naive' ? 1 : 2], healthIntervalMs: 60_000 });
     const renderer = variant === 'naive' ? naiveRenderer(fleet) : fleet;
     renderers.push(renderer);
@@ -78,7 +101,6 @@ async function startRun(app: FastifyInstance, variant: Variant, renderMs: number
       }),
     );
   }
-  // Submissions wake the first worker at once; the others poll (as workers elsewhere would).
   (production.queue as LocalQueue).attach(workers[0]!);
   // Warm up: each backend's /object_info and the fleet's view of it.
   await Promise.all(renderers.map((r) => r.health()));
@@ -108,12 +130,13 @@ async function submit(app: FastifyInstance, user: SignedIn, count: number): Prom
   return jobs;
 }
 
-/** Every execution on every double, with its job, in epoch milliseconds. */
-function executions(doubles: ComfyUIDouble[]) {
+/** Every execution on every double (past the first `skip[backend]`), with its job, in epoch milliseconds. */
+function executions(doubles: ComfyUIDouble[], skip: number[] = []) {
   return doubles.flatMap((d, backend) => {
     const jobOf = new Map(d.prompts.map((p) => [p.prompt_id, /"celforge_([0-9a-f-]{36})"/.exec(JSON.stringify(p.prompt))?.[1]]));
-    return d.executions.map((e) => ({
+    return d.executions.slice(skip[backend] ?? 0).map((e) => ({
       backend,
+      promptId: e.promptId,
       job: jobOf.get(e.promptId),
       start: performance.timeOrigin + e.startedAt,
       end: performance.timeOrigin + e.endedAt,
@@ -123,8 +146,9 @@ function executions(doubles: ComfyUIDouble[]) {
 
 async function untilExecuted(doubles: ComfyUIDouble[], count: number, timeoutMs = 300_000): Promise<void> {
   const end = Date.now() + timeoutMs;
-  while (executions(doubles).length < count) {
-    if (Date.now() > end) throw new Error(`only ${executions(doubles).length} of ${count} executions in time`);
+  const executed = () => doubles.reduce((n, d) => n + d.executions.length, 0);
+  while (executed() < count) {
+    if (Date.now() > end) throw new Error(`only ${executed()} of ${count} executions in time`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -154,43 +178,126 @@ function depthSampler(doubles: ComfyUIDouble[]) {
 // ---------------------------------------------------------------------------------------------
 // scenarios
 
-/** Saturation: 3 users × 20 jobs on `BACKENDS` equal backends; throughput against the ideal, idle gaps. */
+const SATURATION_JOBS = Number(process.env.BENCH_SATURATION_JOBS ?? 120);
+const SATURATION_USERS = 3;
+
+/** Saturation: 3 users' jobs on `BACKENDS` equal backends, embedded (this process) or naive. */
 async function saturation(app: FastifyInstance, variant: Variant) {
   const run = await startRun(app, variant, Array(BACKENDS).fill(RENDER_MS));
   try {
-    const sample = depthSampler(run.doubles);
-    const users = await Promise.all([signIn(app), signIn(app), signIn(app)]);
-    const total = 60;
-    for (const user of users) await submit(app, user, total / users.length);
-    await untilExecuted(run.doubles, total);
-    const maxDepth = sample();
-    const all = executions(run.doubles);
-    const first = Math.min(...all.map((e) => e.start));
-    const last = Math.max(...all.map((e) => e.end));
-    const meanExec = all.reduce((s, e) => s + (e.end - e.start), 0) / all.length;
-    const lastStart = Math.max(...all.map((e) => e.start));
-    const gaps: number[] = [];
-    for (let b = 0; b < run.doubles.length; b++) {
-      const mine = all.filter((e) => e.backend === b).sort((x, y) => x.start - y.start);
-      for (let i = 1; i < mine.length; i++) {
-        if (mine[i]!.start > lastStart) continue;
-        gaps.push(mine[i]!.start - mine[i - 1]!.end);
-        if (process.env.BENCH_DEBUG && mine[i]!.start - mine[i - 1]!.end > 50) console.log('gap', b, i, round(mine[i - 1]!.end - first), round(mine[i]!.start - first));
-      }
-    }
-    const ideal = (total * meanExec) / run.doubles.length;
-    return {
-      variant,
-      jobs: total,
-      makespan_ms: round(last - first),
-      ideal_ms: round(ideal),
-      throughput_vs_ideal: round(ideal / (last - first), 3),
-      idle_gap_ms: { p50: percentile(gaps, 0.5), p99: percentile(gaps, 0.99), max: percentile(gaps, 1), samples: gaps.length },
-      max_prompts_on_a_backend: maxDepth,
-    };
+    const users = await Promise.all(Array.from({ length: SATURATION_USERS }, () => signIn(app)));
+    return await measureSaturation(variant, run.doubles, async (user, count) => void (await submit(app, users[user]!, count)));
   } finally {
     await endRun(run);
   }
+}
+
+/**
+ * Saturation in scale-out: an API process and two `celforge worker` processes (BullMQ and slot
+ * leases on Redis, the store on PostgreSQL when it is reachable, else SQLite), jobs over HTTP.
+ */
+async function saturationScaleOut() {
+  const doubles = await startDoubles(Array(BACKENDS).fill(RENDER_MS));
+  const prefix = `cf-bench-${randomBytes(6).toString('hex')}:`;
+  const dialect = postgresAvailable ? 'postgres' : 'sqlite';
+  const storage = await createTestStorage(dialect);
+  const processes: (RunningServer | WorkerProcess)[] = [];
+  const store = openStore({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl });
+  try {
+    const env = {
+      REDIS_URL,
+      CELFORGE_REDIS_PREFIX: prefix,
+      CELFORGE_RENDERER: 'comfyui',
+      CELFORGE_COMFYUI_URLS: doubles.map((d) => d.url).join(','),
+      CELFORGE_COMFYUI_DEPTH: '2',
+      CELFORGE_LOG_LEVEL: 'info',
+      CELFORGE_RATE_LIMITS: ['generation', 'read', 'write', 'anonymous'].map((p) => `${p}=100000/60s`).join(','),
+      CELFORGE_QUOTA_ACTIVE_JOBS: '100000',
+      CELFORGE_QUOTA_JOBS_PER_DAY: '100000',
+    };
+    const api = await startServer(storage, { args: ['serve', '--only', 'api'], env });
+    processes.push(api);
+    processes.push(...(await Promise.all([startWorker(storage, env), startWorker(storage, env)])));
+    const tokens = await Promise.all(Array.from({ length: SATURATION_USERS }, () => mintToken(store, storage)));
+    const post = async (user: number, count: number) => {
+      for (let i = 0; i < count; i++) {
+        const response = await fetch(`${api.url}/api/anime/generate`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${tokens[user]}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ prompt: `fleet bench ${i}`, type: 'image', width: 64, height: 64, steps: 1 }),
+        });
+        if (response.status !== 202) throw new Error(`submission answered ${response.status}: ${await response.text()}`);
+      }
+    };
+    // One unmeasured job per backend first: the workers' first renders pay for cold caches.
+    await post(0, BACKENDS);
+    await untilExecuted(doubles, BACKENDS);
+    const warm = doubles.map((d) => d.executions.length);
+    await new Promise((resolve) => setTimeout(resolve, 2 * (RENDER_MS + DOWNLOAD_MS)));
+    return { ...(await measureSaturation('fleet, 2 worker processes', doubles, post, warm)), store: dialect };
+  } finally {
+    await Promise.all(processes.map((p) => p.stop('SIGTERM')));
+    await store.close();
+    await Promise.all(doubles.map((d) => d.close()));
+    await storage.drop();
+    await removeRedisKeys(REDIS_URL, prefix);
+  }
+}
+
+/**
+ * Throughput against the ideal, and the idle gaps: the pause on a backend between one prompt's end
+ * and the next one's start, while jobs still wait. `refill_ms`: from a prompt's end to the arrival
+ * of the prompt two after it on its backend, the one that takes its place (negative: it was there
+ * already); within one render time, the backend never waits.
+ */
+async function measureSaturation(
+  variant: string,
+  doubles: ComfyUIDouble[],
+  submitJobs: (user: number, count: number) => Promise<void>,
+  skip: number[] = doubles.map(() => 0),
+) {
+  const sample = depthSampler(doubles);
+  const lag = monitorEventLoopDelay({ resolution: 5 });
+  lag.enable();
+  const total = SATURATION_JOBS;
+  for (let user = 0; user < SATURATION_USERS; user++) await submitJobs(user, total / SATURATION_USERS);
+  await untilExecuted(doubles, total + skip.reduce((a, b) => a + b, 0));
+  lag.disable();
+  const maxDepth = sample();
+  const all = executions(doubles, skip);
+  const first = Math.min(...all.map((e) => e.start));
+  const last = Math.max(...all.map((e) => e.end));
+  const meanExec = all.reduce((s, e) => s + (e.end - e.start), 0) / all.length;
+  const lastStart = Math.max(...all.map((e) => e.start));
+  const gaps: number[] = [];
+  const refills: number[] = [];
+  for (let b = 0; b < doubles.length; b++) {
+    const mine = all.filter((e) => e.backend === b).sort((x, y) => x.start - y.start);
+    const posts = posted.get(doubles[b]!) ?? [];
+    for (let i = 1; i < mine.length; i++) {
+      if (mine[i]!.start > lastStart) continue;
+      gaps.push(mine[i]!.start - mine[i - 1]!.end);
+      if (process.env.BENCH_DEBUG && mine[i]!.start - mine[i - 1]!.end > 5) console.log('gap', b, i, round(mine[i - 1]!.end - first), round(mine[i]!.start - first));
+    }
+    // Two deep: when prompt i ends, i+1 starts and i+2 must arrive before i+1 ends.
+    const postedAt = new Map(doubles[b]!.prompts.map((p, k) => [p.prompt_id, posts[k]]));
+    for (let i = 0; i + 2 < mine.length; i++) {
+      const arrived = postedAt.get(mine[i + 2]!.promptId);
+      if (arrived !== undefined) refills.push(arrived - mine[i]!.end);
+    }
+  }
+  const ideal = (total * meanExec) / doubles.length;
+  return {
+    variant,
+    jobs: total,
+    makespan_ms: round(last - first),
+    ideal_ms: round(ideal),
+    throughput_vs_ideal: round(ideal / (last - first), 3),
+    idle_gap_ms: { p50: percentile(gaps, 0.5), p99: percentile(gaps, 0.99), max: percentile(gaps, 1), samples: gaps.length },
+    refill_ms: { p50: percentile(refills, 0.5), p99: percentile(refills, 0.99), max: percentile(refills, 1) },
+    bench_event_loop_lag_ms: { p99: round(lag.percentile(99) / 1e6), max: round(lag.max / 1e6) },
+    max_prompts_on_a_backend: maxDepth,
+  };
 }
 
 /** A heavy user submits 100 jobs; once the fleet is busy a light user submits 1: its wait to start. */
@@ -303,7 +410,9 @@ export async function main(): Promise<void> {
       return;
     }
     if (process.env.BENCH_ONLY === 'saturation') {
-      for (const variant of ['fleet', 'fleet-2-workers', 'naive'] as const) console.log(JSON.stringify(await saturation(app, variant)));
+      if (process.env.BENCH_VARIANT !== 'scale-out') console.log(JSON.stringify(await saturation(app, 'fleet')));
+      console.log(JSON.stringify(await saturationScaleOut()));
+      if (process.env.BENCH_VARIANT !== 'scale-out') console.log(JSON.stringify(await saturation(app, 'naive')));
       return;
     }
     const results = {
@@ -312,7 +421,7 @@ export async function main(): Promise<void> {
       fairness: [] as unknown[],
       heterogeneous: [] as unknown[],
     };
-    for (const variant of ['fleet', 'fleet-2-workers', 'naive'] as const) results.saturation.push(await saturation(app, variant));
+    results.saturation.push(await saturation(app, 'fleet'), await saturationScaleOut(), await saturation(app, 'naive'));
     for (const variant of ['fleet', 'naive'] as const) results.light_user.push(await lightUser(app, variant));
     for (const variant of ['fleet', 'naive'] as const) results.fairness.push(await jain(app, variant));
     for (const variant of ['fleet', 'naive'] as const) results.heterogeneous.push(await heterogeneous(app, variant));
@@ -323,7 +432,7 @@ export async function main(): Promise<void> {
       node: process.version,
       load_average: os.loadavg().map((n) => Number(n.toFixed(2))),
       cores: os.availableParallelism(),
-      settings: { backends: BACKENDS, render_ms: RENDER_MS, download_ms: DOWNLOAD_MS, store: 'sqlite' },
+      settings: { backends: BACKENDS, render_ms: RENDER_MS, download_ms: DOWNLOAD_MS, saturation_jobs: SATURATION_JOBS, embedded_store: 'sqlite', scale_out: 'API + 2 celforge worker processes, BullMQ and slot leases on Redis, store on PostgreSQL (SQLite when unreachable)' },
       ...results,
     });
     console.log(`results: ${path.relative(process.cwd(), file)}`);

@@ -4,7 +4,8 @@ import { MAIN_GROUPS, SSO_GROUPS, type SettingGroup } from '../src/config/settin
 /** README's configuration tables, written from the schemas of src/config/settings.ts. */
 const TABLES: Record<string, SettingGroup[]> = { main: MAIN_GROUPS, sso: SSO_GROUPS };
 
-const code = (value: string) => `\`${value}\``;
+/** a code span; a `|` is escaped, or it would end the table cell (GFM) */
+const code = (value: string) => `\`${value.replaceAll('|', '\\|')}\``;
 
 function seconds(value: number): string {
   for (const [unit, size] of [['d', 86400], ['h', 3600], ['m', 60]] as const) if (value % size === 0) return `${value / size}${unit}`;

@@ -49,6 +49,8 @@ export interface Config {
   comfyuiDepths?: number[];
   /** jobs one user may have running at once (admins override it per user); unset: no cap */
   fleetUserMaxRunning?: number;
+  /** fair-share weight of each role's users unless an admin set a user's own (CELFORGE_FLEET_ROLE_WEIGHTS); unset: 1 */
+  fleetRoleWeights?: Partial<Record<'admin' | 'user', number>>;
   /** a job running longer than this fails */
   jobTimeoutSeconds: number;
   /** a worker's claim on a running job; a crashed worker's jobs are taken over once it lapses */
@@ -187,6 +189,19 @@ function parseVault(env: Env): VaultSettings | undefined {
   };
 }
 
+/** `admin=4,user=1` (each item already matched the schema's pattern) → weights, 0.01–100 each */
+function roleWeights(items: string[] | undefined): Config['fleetRoleWeights'] {
+  if (!items) return undefined;
+  const weights: NonNullable<Config['fleetRoleWeights']> = {};
+  for (const item of items) {
+    const [role, text] = item.split('=') as ['admin' | 'user', string];
+    const weight = Number(text);
+    if (weight < 0.01 || weight > 100) throw new ConfigError(`CELFORGE_FLEET_ROLE_WEIGHTS: ${weight} is outside 0.01–100`);
+    weights[role] = weight;
+  }
+  return weights;
+}
+
 /**
  * Reads the configuration once, from the environment and `*_FILE` twins, as the schemas of
  * settings.ts say. Vault values are merged afterwards by `resolveConfig`, so this stays
@@ -227,6 +242,7 @@ export function loadConfig(env: Env = process.env): Config {
     workerConcurrency: rendering.CELFORGE_WORKER_CONCURRENCY,
     comfyuiDepths: depths,
     fleetUserMaxRunning: rendering.CELFORGE_FLEET_USER_MAX_RUNNING,
+    fleetRoleWeights: roleWeights(rendering.CELFORGE_FLEET_ROLE_WEIGHTS),
     jobTimeoutSeconds: rendering.CELFORGE_JOB_TIMEOUT,
     jobLeaseSeconds: rendering.CELFORGE_JOB_LEASE,
     shutdownGraceSeconds: server.CELFORGE_SHUTDOWN_GRACE,

@@ -116,6 +116,12 @@ export const RenderingVariables = group(
     CELFORGE_FLEET_USER_MAX_RUNNING: Type.Optional(
       whole('jobs one user may have running at once (admins set it per user)', 1, 100_000, { defaultText: 'unset (no cap)' }),
     ),
+    CELFORGE_FLEET_ROLE_WEIGHTS: Type.Optional(
+      Type.Array(text('', { pattern: '^(admin|user)=\\d+(\\.\\d+)?$', mismatch: 'is not role=weight (roles: admin, user)' }), {
+        description: "fair-share weight of each role's users, e.g. `admin=4,user=1` (0.01–100); a weight an admin sets for a user wins",
+        defaultText: 'unset (every role 1)',
+      }),
+    ),
     CELFORGE_JOB_TIMEOUT: duration('a job running longer than this fails', 600),
     CELFORGE_JOB_LEASE: duration('how long a worker’s claim on a running job lasts without renewal', 30),
     CELFORGE_PREVIEW_STEP_MS: Type.Optional(whole('pause between the preview renderer’s progress steps, in milliseconds', 0, 60_000)),

@@ -33,6 +33,13 @@ export async function userExists(db: Kysely<Database>, userId: string): Promise<
   return row !== undefined;
 }
 
+/** The role of each of these users (unknown ids are left out). */
+export async function rolesOf(db: Kysely<Database>, ids: string[]): Promise<Map<string, UserRow['role']>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db.selectFrom('users').select(['id', 'role']).where('id', 'in', ids).execute();
+  return new Map(rows.map((row) => [row.id, row.role]));
+}
+
 export async function countUsers(db: Kysely<Database>): Promise<number> {
   const row = await db.selectFrom('users').select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
   return Number(row.n);

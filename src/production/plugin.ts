@@ -10,6 +10,7 @@ import type { AssetSettings } from '../config/assets.js';
 import type { Store } from '../db/database.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { registerFleetMetrics } from './fleet/metrics.js';
+import { fairSharePolicy } from './fleet/fair-share.js';
 import { fleetShareRoutes } from './fleet/routes.js';
 import { registerJobMetrics } from './metrics.js';
 import { productionRoutes } from './routes.js';
@@ -57,6 +58,7 @@ export const production = fp(
       signer: app.assets.signer,
       audit,
       renderer,
+      policy: fairSharePolicy(config),
       admit: (trx, userId) => limits.quotas.admitJob(trx, userId),
     });
     registerJobMetrics(metrics.registry, store);
@@ -72,5 +74,5 @@ export const production = fp(
 export async function productionApi(app: FastifyInstance) {
   const { service, events } = app.production;
   await app.register(productionRoutes, { prefix: '/api/anime', service, events });
-  await app.register(fleetShareRoutes, { prefix: '/api/anime', store: app.store, audit: app.audit });
+  await app.register(fleetShareRoutes, { prefix: '/api/anime', store: app.store, audit: app.audit, policy: fairSharePolicy(app.config) });
 }

@@ -30,6 +30,7 @@ const FleetStats = Type.Object({
       ok: Type.Boolean(),
       depth: Type.Integer(),
       in_flight: Type.Integer(),
+      in_flight_here: Type.Integer(),
       utilization: Type.Number(),
       idle_gap_ms: Type.Object({ count: Type.Integer(), p50: Millis, p99: Millis }),
       render_ms: Type.Record(Type.String(), Type.Number()),

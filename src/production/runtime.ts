@@ -11,7 +11,7 @@ import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
-import { claimFair, DEFAULT_POLICY, recordGpuUse } from './fleet/fair-share.js';
+import { claimFair, fairSharePolicy, recordGpuUse } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
 import { parseParams } from './params.js';
 import { toVideoAssets, VideoError } from './video.js';
@@ -67,8 +67,9 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const bus = options.bus ?? ownBus;
   const redis = config.redisUrl && bus ? { url: config.redisUrl, prefix: config.redisPrefix, log, bus } : null;
   const leaseMs = config.jobLeaseSeconds * 1000;
-  // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs.
-  const sharedSlots = redis && options.worker ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
+  // Scale-out workers share each ComfyUI backend's places through Redis leases, as they share jobs;
+  // an API process reads them (fleet-wide prompts in flight, render times for ETAs).
+  const sharedSlots = redis ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
   const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
   const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
   const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
@@ -78,7 +79,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   const queue: JobQueue = bullQueue ?? localQueue!;
   const ownOutage = options.outage ? null : new StoreOutage(store, log);
   const outage = options.outage ?? ownOutage!;
-  const policy = { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null };
+  const policy = fairSharePolicy(config);
 
   const worker = options.worker
     ? new JobWorker({

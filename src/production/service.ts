@@ -28,7 +28,7 @@ import {
   type JobStatus,
   type JobType,
 } from './store.js';
-import { gpuSecondsByUser, queuedAhead } from './fleet/fair-share.js';
+import { gpuSecondsByUser, startingBefore, type FairSharePolicy } from './fleet/fair-share.js';
 import { activeUsers, jobSeries, oldestQueued, percentiles, rateRejections, SERIES, waitTimes } from './dashboard.js';
 import { adminJobView, jobView, type AdminJob, type AdminJobPage, type JobPage, type JobView } from './views.js';
 
@@ -49,6 +49,8 @@ export interface ProductionDeps {
   signer: UrlSigner;
   audit: Auditor;
   renderer: Renderer;
+  /** the fair-share policy the workers claim by (ETAs replay it) */
+  policy?: FairSharePolicy;
   /** run in the insert's transaction before a new job goes in (the exact quota check); throws to refuse */
   admit?: (trx: Transaction<Database>, userId: string) => Promise<void>;
 }
@@ -158,7 +160,7 @@ export class ProductionService {
     const assets = job.status === 'succeeded' ? await assetsOf(this.deps.store.db, [job.id]) : [];
     const view = jobView(job, assets, this.deps.signer);
     if (job.status === 'queued' && this.deps.renderer.etaMs) {
-      const eta = this.deps.renderer.etaMs(await queuedAhead(this.deps.store.db, job), job.type);
+      const eta = this.deps.renderer.etaMs(await startingBefore(this.deps.store.db, job, new Date(), this.deps.policy), job.type);
       if (eta !== undefined) view.eta_seconds = Math.ceil(eta / 1000);
     }
     return view;

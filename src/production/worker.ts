@@ -229,7 +229,10 @@ export class JobWorker implements LocalWorkerHandle {
         while (!this.#stopped && this.#hasRoom()) {
           const now = new Date();
           const job = await this.#claim(now);
-          if (!job) break;
+          if (!job) {
+            this.#options.renderer.rebalance?.();
+            break;
+          }
           if (this.#stopped) {
             await releaseJob(this.#options.store.db, job.id, this.id, { runAfter: null, now: now.toISOString(), refundAttempt: true });
             break;

@@ -67,17 +67,23 @@ export interface Renderer {
   urgentSlots?(): number;
   /** calls `listener` whenever slots free up */
   onCapacity?(listener: () => void): void;
+  /** told when the queue had no job for a free slot: the renderer may move waiting work there */
+  rebalance?(): void;
   /** per-backend figures of a fleet (admin stats, /metrics) */
   fleetStats?(): FleetStats;
-  /** expected milliseconds until a job with `ahead` jobs queued before it finishes, from measured render times */
-  etaMs?(ahead: number, type: JobType): number | undefined;
+  /** expected milliseconds until a job finishes that starts after queued jobs of these kinds, from measured render times */
+  etaMs?(ahead: JobType[], type: JobType): number | undefined;
 }
 
 export interface BackendStats {
   id: string;
   ok: boolean;
+  /** prompts it is kept deep (scale-out: the one depth every worker uses) */
   depth: number;
+  /** prompts it holds (running and waiting) for all workers (scale-out: its leases in Redis) */
   in_flight: number;
+  /** of those, this process's */
+  in_flight_here: number;
   /** busy time / wall time since start */
   utilization: number;
   idle_gap_ms: { count: number; p50: number | null; p99: number | null };

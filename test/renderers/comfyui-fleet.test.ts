@@ -91,6 +91,27 @@ describe('ComfyUI fleet', () => {
     expect(a.finished).not.toContain(stolen);
   });
 
+  it('with a worker filling free slots from its queue, a prompt moves only once the worker finds the queue empty', async () => {
+    const a = await comfy();
+    const b = await comfy();
+    b.renderMs = 150;
+    const r = fleet([a.url, b.url]);
+    let told = 0;
+    r.onCapacity(() => told++);
+    await Promise.all([r.render(request(), context()), r.render(request(), context())]);
+    a.hold(true);
+    const renders = Array.from({ length: 4 }, () => r.render(request(), context()));
+    // b frees up twice over: the worker is told, and a's waiting prompt stays where it is (it starts there next).
+    await until(() => b.finished.length >= 3 && told > 0);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(a.deletes).toEqual([]);
+    // The worker found no job for the free slot: now the waiting prompt moves.
+    r.rebalance();
+    await until(() => a.deletes.length > 0);
+    a.hold(false);
+    await Promise.all(renders);
+  });
+
   it('a job goes only to a backend that has its nodes; none: a clear failure, nothing sent', async () => {
     const stills = await comfy({ withoutNodes: ['SaveAnimatedWEBP'] });
     const full = await comfy();

@@ -41,11 +41,11 @@ async function comfy(): Promise<ComfyUIDouble> {
 }
 
 /** A worker's fleet: its own ledger and event bus, so its own Redis connections. */
-function worker(urls: string[], leaseMs = 60_000): ComfyUIRenderer {
+function worker(urls: string[], leaseMs = 60_000, depth = 2): ComfyUIRenderer {
   const bus = EventBus.open(REDIS_URL, prefix);
   buses.push(bus);
   const ledger = new RedisSlotLedger({ url: REDIS_URL, prefix, leaseMs, bus });
-  const r = new ComfyUIRenderer({ urls, depths: [2], ledger, requestTimeoutMs: 1_000, jobTimeoutMs: 15_000, pollIntervalMs: 25, healthIntervalMs: 60_000 });
+  const r = new ComfyUIRenderer({ urls, depths: [depth], ledger, requestTimeoutMs: 1_000, jobTimeoutMs: 15_000, pollIntervalMs: 25, healthIntervalMs: 60_000 });
   renderers.push(r);
   return r;
 }
@@ -80,6 +80,37 @@ describe('ComfyUI places shared across workers', () => {
     expect(a.finished.length + b.finished.length).toBe(30);
     expect([a.peakQueue, b.peakQueue]).toEqual([2, 2]);
     await expect.poll(async () => [await leasesOn(a), await leasesOn(b)], { timeout: 1_000 }).toEqual([0, 0]);
+  });
+
+  it("one depth for every worker: a worker set deeper keeps to the fleet's depth while others hold places", async () => {
+    const a = await comfy();
+    a.renderMs = 30;
+    const first = worker([a.url], 60_000, 2);
+    await first.render(request(), context());
+    const deeper = worker([a.url], 60_000, 3);
+    const outputs = await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? first : deeper).render(request(), context())));
+    expect(outputs.every((o) => o.length === 1)).toBe(true);
+    expect(a.peakQueue).toBe(2);
+    expect(deeper.fleetStats().backends[0]!.depth).toBe(2);
+  });
+
+  it('a process that renders nothing (the API) sees the prompts in flight of all workers and their render times', async () => {
+    const a = await comfy();
+    a.renderMs = 30;
+    const renderer = worker([a.url]);
+    const api = worker([a.url]);
+    await renderer.render(request(), context());
+    a.hold(true);
+    const held = [renderer.render(request(), context()), renderer.render(request(), context())];
+    try {
+      await until(() => a.pending().length === 2);
+      await expect.poll(() => api.fleetStats().backends[0], { timeout: 2_000 }).toMatchObject({ in_flight: 2, in_flight_here: 0 });
+      await expect.poll(() => api.fleetStats().backends[0]!.render_ms.image ?? 0, { timeout: 2_000 }).toBeGreaterThan(0);
+      expect(renderer.fleetStats().backends[0]).toMatchObject({ in_flight: 2, in_flight_here: 2 });
+    } finally {
+      a.hold(false);
+      await Promise.all(held);
+    }
   });
 
   it('a place freed by one worker is taken by another promptly (announced, not polled)', async () => {

@@ -1,16 +1,36 @@
 import { sql, type Kysely } from 'kysely';
+import type { Config } from '../../config/config.js';
 import type { Store } from '../../db/database.js';
 import type { Database, FleetSharesTable } from '../../db/schema.js';
+import { rolesOf, type UserRow } from '../../identity/store.js';
 import { claimedBy, type JobRow } from '../store.js';
 
 export interface FairSharePolicy {
   /** jobs one user may have running at once unless an admin set otherwise; null: no cap */
   maxRunning: number | null;
+  /** a role's weight for its users whose own weight no admin set; a role not named: 1 */
+  roleWeights: Partial<Record<Role, number>>;
   /** recorded GPU use halves every this many milliseconds */
   halfLifeMs: number;
 }
 
-export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, halfLifeMs: 10 * 60_000 };
+export const DEFAULT_POLICY: FairSharePolicy = { maxRunning: null, roleWeights: {}, halfLifeMs: 10 * 60_000 };
+
+type Role = UserRow['role'];
+
+/** The policy the configuration sets (running cap, role weights) on the defaults. */
+export function fairSharePolicy(config: Pick<Config, 'fleetUserMaxRunning' | 'fleetRoleWeights'>): FairSharePolicy {
+  return { ...DEFAULT_POLICY, maxRunning: config.fleetUserMaxRunning ?? null, roleWeights: config.fleetRoleWeights ?? {} };
+}
+
+/**
+ * A user's fair-share weight: the one an admin set for the user (a share row an admin wrote), else
+ * the user's role's, else 1. Rows written only by GPU accounting carry no setting.
+ */
+export function weightOf(share: Pick<FleetSharesTable, 'weight' | 'updated_by'> | undefined, role: Role | undefined, policy: FairSharePolicy): number {
+  if (share && share.updated_by !== null) return share.weight;
+  return (role && policy.roleWeights[role]) ?? 1;
+}
 
 /** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
 const CLAIM_LOCK = 0x63_66_66_6c; // "cffl"
@@ -84,7 +104,7 @@ async function pickAndClaim(
     .execute();
   if (waiting.length === 0) return undefined;
   const users = waiting.map((row) => row.user_id);
-  const [running, shares] = await Promise.all([
+  const [running, shares, roles] = await Promise.all([
     db
       .selectFrom('jobs')
       .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
@@ -93,6 +113,7 @@ async function pickAndClaim(
       .groupBy('user_id')
       .execute(),
     db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+    rolesOf(db, users),
   ]);
   const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
   const shareOf = new Map(shares.map((row) => [row.user_id, row]));
@@ -106,7 +127,7 @@ async function pickAndClaim(
       userId: row.user_id,
       oldest: String(row.oldest),
       running: count,
-      weight: share?.weight ?? 1,
+      weight: weightOf(share, roles.get(row.user_id), policy),
       usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
       cap,
     });
@@ -172,13 +193,58 @@ export async function gpuSecondsByUser(db: Kysely<Database>, now: Date, policy: 
     .sort((a, b) => b.gpu_seconds - a.gpu_seconds);
 }
 
-/** Queued jobs created before this one (an ETA's queue position; fair share may reorder them). */
-export async function queuedAhead(db: Kysely<Database>, job: Pick<JobRow, 'created_at'>): Promise<number> {
-  const row = await db
+/** The most queued jobs an ETA looks through. */
+const ETA_HORIZON = 5_000;
+
+/**
+ * The kinds of the queued jobs that fair share will start before this one, oldest first within a
+ * user: the claims replayed with `compare` on today's running counts, weights and GPU use, each
+ * start counted as one more running job of its user (ends are not foreseen). Caps hold while
+ * another user can go; a job past the horizon counts as behind all of it.
+ */
+export async function startingBefore(db: Kysely<Database>, job: Pick<JobRow, 'id' | 'user_id'>, now: Date, policy: FairSharePolicy = DEFAULT_POLICY): Promise<JobRow['type'][]> {
+  const at = now.toISOString();
+  const queued = await db
     .selectFrom('jobs')
-    .select((eb) => eb.fn.countAll<number>().as('n'))
+    .select(['id', 'user_id', 'type', 'created_at'])
     .where('status', '=', 'queued')
-    .where('created_at', '<', job.created_at)
-    .executeTakeFirst();
-  return Number(row?.n ?? 0);
+    .where((eb) => eb.or([eb('run_after', 'is', null), eb('run_after', '<=', at)]))
+    .orderBy('created_at')
+    .orderBy('id')
+    .limit(ETA_HORIZON)
+    .execute();
+  if (!queued.some((row) => row.id === job.id)) return queued.map((row) => row.type);
+  const users = [...new Set(queued.map((row) => row.user_id))];
+  const [running, shares, roles] = await Promise.all([
+    db.selectFrom('jobs').select(['user_id', (eb) => eb.fn.countAll<number>().as('n')]).where('status', '=', 'running').where('user_id', 'in', users).groupBy('user_id').execute(),
+    db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+    rolesOf(db, users),
+  ]);
+  const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
+  const shareOf = new Map(shares.map((row) => [row.user_id, row]));
+  const lines = new Map(users.map((userId) => [userId, [] as typeof queued]));
+  for (const row of queued) lines.get(row.user_id)!.push(row);
+  const contenders = users.map((userId) => {
+    const share = shareOf.get(userId);
+    return {
+      userId,
+      oldest: lines.get(userId)![0]!.created_at,
+      running: runningOf.get(userId) ?? 0,
+      weight: weightOf(share, roles.get(userId), policy),
+      usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
+      cap: share?.max_running ?? policy.maxRunning,
+    };
+  });
+  const ahead: JobRow['type'][] = [];
+  for (;;) {
+    const open = contenders.filter((c) => lines.get(c.userId)!.length > 0);
+    const free = open.filter((c) => c.cap === null || c.running < c.cap);
+    const next = (free.length > 0 ? free : open).sort(compare)[0]!;
+    const line = lines.get(next.userId)!;
+    const started = line.shift()!;
+    if (started.id === job.id) return ahead;
+    ahead.push(started.type);
+    next.running++;
+    if (line[0]) next.oldest = line[0].created_at;
+  }
 }

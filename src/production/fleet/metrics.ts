@@ -35,7 +35,7 @@ export function registerFleetMetrics(registry: Registry, renderer: Renderer, sto
   });
   new Gauge({
     name: 'celforge_backend_in_flight',
-    help: 'Prompts a backend holds for this process (running and waiting)',
+    help: 'Prompts a backend holds (running and waiting) for all workers: its leases in Redis in scale-out',
     labelNames: ['backend', 'up'],
     registers,
     collect() {

@@ -3,8 +3,8 @@ import { Type } from 'typebox';
 import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { notFound } from '../../http/problem.js';
-import { userExists } from '../../identity/store.js';
-import { decayedUsage, DEFAULT_POLICY, findShare, saveShare, type ShareSetting } from './fair-share.js';
+import { findUserById, userExists } from '../../identity/store.js';
+import { decayedUsage, findShare, saveShare, weightOf, type FairSharePolicy, type ShareSetting } from './fair-share.js';
 import { principalOf } from '../../access/authentication.js';
 
 const Setting = Type.Object(
@@ -16,7 +16,9 @@ const Setting = Type.Object(
 );
 const ShareAnswer = Type.Object({
   user_id: Type.String(),
+  /** the weight fair share uses: the user's own if an admin set one, else the role's (CELFORGE_FLEET_ROLE_WEIGHTS) */
   weight: Type.Number(),
+  weight_from: Type.Union([Type.Literal('user'), Type.Literal('role')]),
   /** null: the configured default (CELFORGE_FLEET_USER_MAX_RUNNING) or no cap */
   max_running: Type.Union([Type.Integer(), Type.Null()]),
   gpu_seconds: Type.Number(),
@@ -24,16 +26,18 @@ const ShareAnswer = Type.Object({
 const UserParams = Type.Object({ id: Type.String({ minLength: 1, maxLength: 64 }) });
 
 /** Admin: a user's share of the GPU fleet (fair-share weight, running cap) and recent GPU use. */
-export async function fleetShareRoutes(app: FastifyInstance, options: { store: Store; audit: Auditor }) {
-  const { store, audit } = options;
+export async function fleetShareRoutes(app: FastifyInstance, options: { store: Store; audit: Auditor; policy: FairSharePolicy }) {
+  const { store, audit, policy } = options;
   const view = async (userId: string) => {
-    if (!(await userExists(store.db, userId))) throw notFound('No such user.');
+    const user = await findUserById(store.db, userId);
+    if (!user) throw notFound('No such user.');
     const share = await findShare(store.db, userId);
     return {
       user_id: userId,
-      weight: share?.weight ?? 1,
+      weight: weightOf(share, user.role, policy),
+      weight_from: share && share.updated_by !== null ? ('user' as const) : ('role' as const),
       max_running: share?.max_running ?? null,
-      gpu_seconds: decayedUsage(share, Date.now(), DEFAULT_POLICY.halfLifeMs) / 1000,
+      gpu_seconds: decayedUsage(share, Date.now(), policy.halfLifeMs) / 1000,
     };
   };
 

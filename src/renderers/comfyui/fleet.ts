@@ -72,8 +72,12 @@ export class FleetBackend {
   #watch: WebSocket | undefined;
   #watchTimer: NodeJS.Timeout | undefined;
   #closed = false;
-  /** per job kind: mean execution time of recent prompts (exponentially weighted), ms */
+  /** per job kind: mean execution time of recent prompts here (exponentially weighted), ms */
   readonly renderMs = new Map<JobType, number>();
+  /** per job kind: the mean other workers recorded (scale-out), for kinds not measured here */
+  sharedRenderMs = new Map<JobType, number>();
+  /** told of each new mean (scale-out: recorded for every process) */
+  onRenderMs: ((kind: JobType, ms: number) => void) | undefined;
   #busySince: number | undefined;
   #executing = 0;
   #busyTotal = 0;
@@ -82,13 +86,22 @@ export class FleetBackend {
   #probes = 0;
   readonly #createdAt = Date.now();
 
+  /** the depth every worker keeps here (scale-out: the first live worker's setting, from the ledger) */
+  fleetDepth: number | undefined;
+
   constructor(
     readonly id: string,
     /** names the backend to every worker (the ledger's key) */
     readonly url: string,
     readonly client: ComfyUIClient,
-    readonly depth: number,
+    /** this process's setting (CELFORGE_COMFYUI_DEPTH) */
+    readonly ownDepth: number,
   ) {}
+
+  /** prompts this backend is kept deep: the fleet's depth when shared, else this process's */
+  get depth(): number {
+    return this.fleetDepth ?? this.ownDepth;
+  }
 
   get healthy(): boolean {
     return this.ok !== false;
@@ -103,6 +116,7 @@ export class FleetBackend {
    * always taken, so counts recover after Redis lost its data. True when the count changed.
    */
   learn(count: SlotCount, fresh = false): boolean {
+    if (count.depth !== undefined) this.fleetDepth = count.depth;
     if (!fresh && this.shared && count.version <= this.shared.version) return false;
     const changed = this.shared?.held !== count.held;
     this.shared = count;
@@ -155,7 +169,11 @@ export class FleetBackend {
 
   /** expected milliseconds a prompt of `kind` takes here (unknown: the fleet's guess) */
   expectedMs(kind: JobType, fallback: number): number {
-    return this.renderMs.get(kind) ?? fallback;
+    return this.measuredMs(kind) ?? fallback;
+  }
+
+  measuredMs(kind: JobType): number | undefined {
+    return this.renderMs.get(kind) ?? this.sharedRenderMs.get(kind);
   }
 
   executionStarted(at = Date.now()): void {
@@ -180,7 +198,9 @@ export class FleetBackend {
     }
     if (ms !== undefined && ms >= 0) {
       const before = this.renderMs.get(kind);
-      this.renderMs.set(kind, before === undefined ? ms : before * 0.8 + ms * 0.2);
+      const mean = before === undefined ? ms : before * 0.8 + ms * 0.2;
+      this.renderMs.set(kind, mean);
+      this.onRenderMs?.(kind, mean);
     }
   }
 
@@ -191,10 +211,11 @@ export class FleetBackend {
       id: this.id,
       ok: this.healthy,
       depth: this.depth,
-      in_flight: this.slots.size,
+      in_flight: this.shared?.held ?? this.slots.size,
+      in_flight_here: this.slots.size,
       utilization: Math.min(1, busy / Math.max(1, now - this.#createdAt)),
       idle_gap_ms: { count: gaps.length, p50: percentile(gaps, 0.5), p99: percentile(gaps, 0.99) },
-      render_ms: Object.fromEntries(this.renderMs),
+      render_ms: Object.fromEntries([...this.sharedRenderMs, ...this.renderMs]),
     };
   }
 
@@ -234,6 +255,8 @@ export class Fleet {
   readonly #waiting: Waiter[] = [];
   /** when each run got its slot */
   readonly #placedAt = new WeakMap<FleetRun, number>();
+  /** runs whose prompt could not be moved (it had started, or was being moved already) */
+  readonly #unmovable = new WeakSet<FleetRun>();
   readonly #listeners: (() => void)[] = [];
   #probing: Promise<void> | undefined;
   #turn = 0;
@@ -249,6 +272,8 @@ export class Fleet {
     });
     this.#ledger = options.ledger;
     if (this.#ledger) {
+      const ledger = this.#ledger;
+      for (const backend of this.backends) backend.onRenderMs = (kind, ms) => void ledger.recordRenderMs(backend.url, kind, ms).catch(() => undefined);
       this.#ledger.onChange((url, count) => {
         const backend = this.backends.find((b) => b.url === url);
         if (backend?.learn(count)) this.#changed();
@@ -342,7 +367,7 @@ export class Fleet {
     const token = randomUUID();
     let ok = false;
     try {
-      const result = await ledger.reserve(backend.url, token, this.#cap(backend, waiter.run));
+      const result = await ledger.reserve(backend.url, token, backend.ownDepth, waiter.run.urgent);
       backend.learn(result);
       ok = result.ok;
     } catch {
@@ -359,11 +384,6 @@ export class Fleet {
       this.#waiting.splice(at < 0 ? this.#waiting.length : at, 0, waiter);
     }
     this.#changed();
-  }
-
-  /** places a run may fill on a backend: its depth, one more for an urgent run */
-  #cap(backend: FleetBackend, run: FleetRun): number {
-    return backend.depth + (run.urgent ? 1 : 0);
   }
 
   /** Frees the run's place on the backend, and its lease; false if it held none. */
@@ -388,7 +408,11 @@ export class Fleet {
   async #readShared(): Promise<void> {
     if (!this.#ledger) return;
     try {
-      const counts = await this.#ledger.count(this.backends.map((b) => b.url));
+      const urls = this.backends.map((b) => b.url);
+      const [counts, times] = await Promise.all([this.#ledger.count(urls), this.#ledger.renderTimes(urls)]);
+      times.forEach((kinds, i) => {
+        this.backends[i]!.sharedRenderMs = new Map(Object.entries(kinds) as [JobType, number][]);
+      });
       let changed = false;
       counts.forEach((count, i) => {
         if (this.backends[i]!.learn(count, true)) changed = true;
@@ -440,7 +464,7 @@ export class Fleet {
   }
 
   #typicalMs(kind: JobType): number {
-    const known = this.backends.flatMap((b) => (b.renderMs.has(kind) ? [b.renderMs.get(kind)!] : []));
+    const known = this.backends.flatMap((b) => b.measuredMs(kind) ?? []);
     return known.length > 0 ? Math.min(...known) : 1000;
   }
 
@@ -449,12 +473,23 @@ export class Fleet {
     if (at >= 0) this.#waiting.splice(at, 1);
   }
 
-  /** The run's prompt finished executing (or the run ended): its slot goes to the next one. */
+  /**
+   * The run's prompt finished executing (or the run ended): its slot goes to the next one. With a
+   * worker listening for capacity, the free slot is its to fill from the queue first: a prompt
+   * moved here now would leave its old backend without a next prompt (an idle GPU) while jobs
+   * still wait in the store. The worker calls `rebalance()` when it finds none.
+   */
   release(run: FleetRun, backend: FleetBackend): void {
     if (!this.#vacate(run, backend)) return;
     this.#dispatch();
-    if (backend.free > 0 && this.#waiting.length === 0) void this.#steal(backend);
+    if (this.#listeners.length === 0) this.rebalance();
     this.#notify();
+  }
+
+  /** Nothing more to start: prompts that have not started move to backends with a free slot where they finish sooner. */
+  rebalance(): void {
+    if (this.#waiting.length > 0) return;
+    for (const backend of this.backends) if (backend.free > 0) void this.#steal(backend);
   }
 
   /** A backend could not be reached: no new prompt goes there until a probe finds it again. */
@@ -472,7 +507,7 @@ export class Fleet {
     let gain = 0;
     for (const source of this.backends) {
       if (source === target) continue;
-      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent);
+      const waiting = [...source.slots].filter((run) => run.startedAt === undefined && !run.urgent && !this.#unmovable.has(run));
       const last = waiting.at(-1);
       if (!last || target.can(last.requirement) === false) continue;
       // The last waiting prompt there ends after what runs there and every prompt ahead of it.
@@ -480,7 +515,8 @@ export class Fleet {
       const fallback = this.#typicalMs(kind);
       const thereEnds = this.#busyFor(source, fallback, now) + waiting.length * source.expectedMs(kind, fallback);
       const hereEnds = this.#busyFor(target, fallback, now) + ([...target.slots].filter((run) => run.startedAt === undefined).length + 1) * target.expectedMs(kind, fallback);
-      if (thereEnds - hereEnds > gain) {
+      // A move costs a delete and a new submission: worth it only to finish at least half a render sooner.
+      if (thereEnds - hereEnds > Math.max(gain, target.expectedMs(kind, fallback) / 2)) {
         gain = thereEnds - hereEnds;
         victim = last;
       }
@@ -490,11 +526,11 @@ export class Fleet {
     this.#placedAt.set(victim, Date.now());
     if (this.#ledger) {
       const token = randomUUID();
-      const reserved = await this.#ledger.reserve(target.url, token, this.#cap(target, victim)).catch(() => undefined);
+      const reserved = await this.#ledger.reserve(target.url, token, target.ownDepth, victim.urgent).catch(() => undefined);
       if (reserved) target.learn(reserved);
       if (!reserved?.ok) {
         target.slots.delete(victim);
-        return this.#changed();
+        return this.#dispatch();
       }
       target.leases.set(victim, token);
     }
@@ -505,8 +541,10 @@ export class Fleet {
       moved = false;
     }
     if (!moved) {
+      // Not tried again: a refused move must not turn into a loop of the worker's `rebalance()` calls.
+      this.#unmovable.add(victim);
       this.#vacate(victim, target);
-      this.#changed();
+      this.#dispatch();
     }
   }
 
@@ -576,14 +614,21 @@ export class Fleet {
     await this.#ledger?.close();
   }
 
-  /** ETA of the n-th job (0-based) still to be placed, from measured render times and free slots. */
-  etaMs(position: number, kind: JobType): number | undefined {
+  /**
+   * ETA of a job of `kind` that starts after jobs of the kinds `ahead` (still to be placed): each
+   * takes the fleet 1 / (sum over healthy backends of 1 / its measured render time of that kind),
+   * after what already waits on the backends and in this process.
+   */
+  etaMs(ahead: JobType[], kind: JobType): number | undefined {
     const healthy = this.backends.filter((b) => b.healthy);
     if (healthy.length === 0) return undefined;
-    const fallback = this.#typicalMs(kind);
-    const rate = healthy.reduce((sum, b) => sum + 1 / b.expectedMs(kind, fallback), 0);
-    const ahead = position + healthy.reduce((sum, b) => sum + Math.max(0, b.slots.size - 1), 0) + this.#waiting.length;
-    return Math.round((ahead + 1) / rate);
+    const each = (k: JobType): number => {
+      const fallback = this.#typicalMs(k);
+      return 1 / healthy.reduce((sum, b) => sum + 1 / b.expectedMs(k, fallback), 0);
+    };
+    const placed = healthy.reduce((sum, b) => sum + Math.max(0, b.slots.size - 1), 0) + this.#waiting.length;
+    const work = ahead.reduce((sum, k) => sum + each(k), 0) + (placed + 1) * each(kind);
+    return Math.round(work);
   }
 
   stats(): FleetStats {

@@ -764,11 +764,15 @@ export class ComfyUIRenderer implements Renderer {
     this.fleet.onCapacity(listener);
   }
 
+  rebalance(): void {
+    if (!this.closed) this.fleet.rebalance();
+  }
+
   fleetStats(): FleetStats {
     return this.fleet.stats();
   }
 
-  etaMs(ahead: number, type: JobType): number | undefined {
+  etaMs(ahead: JobType[], type: JobType): number | undefined {
     return this.fleet.etaMs(ahead, type);
   }
 

@@ -13,15 +13,25 @@ import { openRedis } from '../../db/redis.js';
 export interface SlotCount {
   held: number;
   version: number;
+  /** the backend's depth for every worker (the first live worker's setting), when one is set */
+  depth?: number;
 }
 
 export interface SlotLedger {
-  /** takes one of the `cap` places of `backend` for `token` if one is free (expired leases first cleared) */
-  reserve(backend: string, token: string, cap: number): Promise<SlotCount & { ok: boolean }>;
+  /**
+   * takes a place of `backend` for `token` if one is free (expired leases first cleared): its
+   * fleet-wide depth, one more for an urgent run. `depth` is this worker's setting; the fleet's
+   * (the answer's) wins while any worker holds leases there.
+   */
+  reserve(backend: string, token: string, depth: number, urgent: boolean): Promise<SlotCount & { ok: boolean }>;
   /** gives the place back (no-op when it had already expired) */
   release(backend: string, token: string): Promise<SlotCount>;
   /** the current counts, clearing expired leases */
   count(backends: string[]): Promise<SlotCount[]>;
+  /** a worker's mean render time of a job kind on a backend, for every process's ETAs */
+  recordRenderMs(backend: string, kind: string, ms: number): Promise<void>;
+  /** per backend: the mean render time per job kind the workers last recorded */
+  renderTimes(backends: string[]): Promise<Record<string, number>[]>;
   /** told of every change any worker makes (a place taken, given back, or expired) */
   onChange(listener: (backend: string, count: SlotCount) => void): void;
   close(): Promise<void>;
@@ -42,21 +52,27 @@ local function sweep(key, versionKey, channel, backend, now)
   if redis.call('ZREMRANGEBYSCORE', key, '-inf', now) > 0 then changed(key, versionKey, channel, backend) end
 end`;
 
-/** KEYS: leases, version. ARGV: token, cap, lease ms, channel, backend → ok, held, version */
+/**
+ * KEYS: leases, version, depth. ARGV: token, depth, urgent (0/1), lease ms, channel, backend → ok,
+ * held, version, depth. The depth key is the fleet's: set by the first worker to reserve, kept
+ * while leases are, so every worker fills a backend to one depth.
+ */
 const RESERVE = `${NOW} ${SWEEP}
-sweep(KEYS[1], KEYS[2], ARGV[4], ARGV[5], now)
-local lease = tonumber(ARGV[3])
+sweep(KEYS[1], KEYS[2], ARGV[5], ARGV[6], now)
+local lease = tonumber(ARGV[4])
+local depth = tonumber(redis.call('GET', KEYS[3]) or ARGV[2])
+redis.call('SET', KEYS[3], depth, 'PX', lease * 2)
 local ok = 0
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
   ok = 1
-elseif redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+elseif redis.call('ZCARD', KEYS[1]) < depth + tonumber(ARGV[3]) then
   redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-  changed(KEYS[1], KEYS[2], ARGV[4], ARGV[5])
+  changed(KEYS[1], KEYS[2], ARGV[5], ARGV[6])
   ok = 1
 end
 redis.call('PEXPIRE', KEYS[1], lease * 2)
-return { ok, redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0') }`;
+return { ok, redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), depth }`;
 
 /** KEYS: leases, version. ARGV: token, channel, backend → held, version */
 const RELEASE = `${NOW} ${SWEEP}
@@ -65,7 +81,7 @@ sweep(KEYS[1], KEYS[2], ARGV[2], ARGV[3], now)
 return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0') }`;
 
 /**
- * KEYS: leases, version. ARGV: lease ms, channel, backend, tokens… → how many had been lost.
+ * KEYS: leases, version, depth. ARGV: lease ms, channel, backend, tokens… → how many had been lost.
  * A lost lease (a stalled worker, Redis restarted without its data) is taken again even above the
  * cap: its prompt is on the backend, so the count must say so.
  */
@@ -78,21 +94,22 @@ for i = 4, #ARGV do
 end
 if lost > 0 then changed(KEYS[1], KEYS[2], ARGV[2], ARGV[3]) end
 redis.call('PEXPIRE', KEYS[1], lease * 2)
+redis.call('PEXPIRE', KEYS[3], lease * 2)
 return lost`;
 
-/** KEYS: leases, version. ARGV: channel, backend → held, version */
+/** KEYS: leases, version, depth. ARGV: channel, backend → held, version, depth (0: none set) */
 const COUNT = `${NOW} ${SWEEP}
 sweep(KEYS[1], KEYS[2], ARGV[1], ARGV[2], now)
-return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0') }`;
+return { redis.call('ZCARD', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0'), tonumber(redis.call('GET', KEYS[3]) or '0') }`;
 
 /** How long a command waits for the first connection before it is tried (and fails) anyway. */
 const CONNECT_WAIT_MS = 2_000;
 
 interface LeaseCommands {
-  fleetReserve(leases: string, version: string, token: string, cap: number, leaseMs: number, channel: string, backend: string): Promise<[number, number, number]>;
+  fleetReserve(leases: string, version: string, depthKey: string, token: string, depth: number, urgent: number, leaseMs: number, channel: string, backend: string): Promise<[number, number, number, number]>;
   fleetRelease(leases: string, version: string, token: string, channel: string, backend: string): Promise<[number, number]>;
-  fleetRenew(leases: string, version: string, leaseMs: number, channel: string, backend: string, ...tokens: string[]): Promise<number>;
-  fleetCount(leases: string, version: string, channel: string, backend: string): Promise<[number, number]>;
+  fleetRenew(leases: string, version: string, depthKey: string, leaseMs: number, channel: string, backend: string, ...tokens: string[]): Promise<number>;
+  fleetCount(leases: string, version: string, depthKey: string, channel: string, backend: string): Promise<[number, number, number]>;
 }
 
 export interface RedisSlotLedgerOptions {
@@ -120,21 +137,21 @@ export class RedisSlotLedger implements SlotLedger {
     this.#leaseMs = options.leaseMs;
     this.#channel = `${options.prefix}fleet:slots`;
     const redis = openRedis(options.url, options.prefix);
-    redis.defineCommand('fleetReserve', { numberOfKeys: 2, lua: RESERVE });
+    redis.defineCommand('fleetReserve', { numberOfKeys: 3, lua: RESERVE });
     redis.defineCommand('fleetRelease', { numberOfKeys: 2, lua: RELEASE });
-    redis.defineCommand('fleetRenew', { numberOfKeys: 2, lua: RENEW });
-    redis.defineCommand('fleetCount', { numberOfKeys: 2, lua: COUNT });
+    redis.defineCommand('fleetRenew', { numberOfKeys: 3, lua: RENEW });
+    redis.defineCommand('fleetCount', { numberOfKeys: 3, lua: COUNT });
     this.#redis = redis as Redis & LeaseCommands;
     this.#stopListening = options.bus.subscribe(this.#channel, (message) => this.#announce(message));
     this.#renewTimer = setInterval(() => void this.#renew(), Math.max(50, Math.floor(options.leaseMs / 3)));
     this.#renewTimer.unref();
   }
 
-  async reserve(backend: string, token: string, cap: number): Promise<SlotCount & { ok: boolean }> {
+  async reserve(backend: string, token: string, depth: number, urgent: boolean): Promise<SlotCount & { ok: boolean }> {
     await this.#connected();
-    const [ok, held, version] = await this.#redis.fleetReserve(...keys(backend), token, cap, this.#leaseMs, this.#channel, backend);
+    const [ok, held, version, fleetDepth] = await this.#redis.fleetReserve(...keys(backend), depthKey(backend), token, depth, urgent ? 1 : 0, this.#leaseMs, this.#channel, backend);
     if (ok === 1) this.#tokens(backend).add(token);
-    return { ok: ok === 1, held, version };
+    return { ok: ok === 1, held, version, depth: fleetDepth };
   }
 
   async release(backend: string, token: string): Promise<SlotCount> {
@@ -148,8 +165,24 @@ export class RedisSlotLedger implements SlotLedger {
     await this.#connected();
     return Promise.all(
       backends.map(async (backend) => {
-        const [held, version] = await this.#redis.fleetCount(...keys(backend), this.#channel, backend);
-        return { held, version };
+        const [held, version, depth] = await this.#redis.fleetCount(...keys(backend), depthKey(backend), this.#channel, backend);
+        return depth > 0 ? { held, version, depth } : { held, version };
+      }),
+    );
+  }
+
+  async recordRenderMs(backend: string, kind: string, ms: number): Promise<void> {
+    await this.#connected();
+    await this.#redis.hset(renderKey(backend), kind, String(Math.round(ms)));
+  }
+
+  async renderTimes(backends: string[]): Promise<Record<string, number>[]> {
+    await this.#connected();
+    return Promise.all(
+      backends.map(async (backend) => {
+        const times: Record<string, number> = {};
+        for (const [kind, ms] of Object.entries(await this.#redis.hgetall(renderKey(backend)))) if (Number(ms) > 0) times[kind] = Number(ms);
+        return times;
       }),
     );
   }
@@ -192,7 +225,7 @@ export class RedisSlotLedger implements SlotLedger {
     for (const [backend, tokens] of this.#held) {
       if (tokens.size === 0) continue;
       // A failed renewal is retried on the next tick, well within the lease.
-      await this.#redis.fleetRenew(...keys(backend), this.#leaseMs, this.#channel, backend, ...tokens).catch(() => undefined);
+      await this.#redis.fleetRenew(...keys(backend), depthKey(backend), this.#leaseMs, this.#channel, backend, ...tokens).catch(() => undefined);
     }
   }
 
@@ -212,4 +245,12 @@ export class RedisSlotLedger implements SlotLedger {
 
 function keys(backend: string): [string, string] {
   return [`fleet:slots:${backend}`, `fleet:slots-version:${backend}`];
+}
+
+function renderKey(backend: string): string {
+  return `fleet:render-ms:${backend}`;
+}
+
+function depthKey(backend: string): string {
+  return `fleet:depth:${backend}`;
 }

@@ -1,5 +1,5 @@
 import { beforeEach, expect, it } from 'vitest';
-import { claimFair, recordGpuUse } from '../../../src/production/fleet/fair-share.js';
+import { claimFair, fairSharePolicy, recordGpuUse } from '../../../src/production/fleet/fair-share.js';
 import { signIn, useTestApp, type SignedIn } from '../../support/app.js';
 import { describeEachDialect } from '../../support/dialects.js';
 import { expectProblem, generate, ROOMY_LIMITS, type Json } from '../helpers.js';
@@ -8,7 +8,7 @@ const LEASE = () => new Date(Date.now() + 60_000).toISOString();
 
 describeEachDialect('fair-share claims', (dialect) => {
   // No embedded worker: the tests claim by hand.
-  const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { worker: false });
+  const t = useTestApp(dialect, { limits: ROOMY_LIMITS, fleetRoleWeights: { admin: 2 } }, { worker: false });
   const store = () => t.app.services.store;
 
   beforeEach(async () => {
@@ -26,10 +26,10 @@ describeEachDialect('fair-share claims', (dialect) => {
     return ids;
   }
 
-  async function claimOwners(count: number, owners: Map<string, string>): Promise<string[]> {
+  async function claimOwners(count: number, owners: Map<string, string>, policy?: ReturnType<typeof fairSharePolicy>): Promise<string[]> {
     const got: string[] = [];
     for (let i = 0; i < count; i++) {
-      const job = await claimFair(store(), 'w-test', new Date(), LEASE());
+      const job = await claimFair(store(), 'w-test', new Date(), LEASE(), policy);
       got.push(job ? owners.get(job.user_id)! : '-');
     }
     return got;
@@ -64,7 +64,7 @@ describeEachDialect('fair-share claims', (dialect) => {
     await submit(a, 6);
     const put = await t.app.inject({ method: 'PUT', url: `/api/anime/admin/users/${a.userId}/share`, headers: admin.authorization, payload: { weight: 2, max_running: null } });
     expect(put.statusCode).toBe(200);
-    expect(put.json()).toEqual({ user_id: a.userId, weight: 2, max_running: null, gpu_seconds: 0 });
+    expect(put.json()).toEqual({ user_id: a.userId, weight: 2, weight_from: 'user', max_running: null, gpu_seconds: 0 });
     // B's jobs are older, but A weighs twice as much: two of A's for one of B's.
     expect(await claimOwners(6, owners)).toEqual(['B', 'A', 'A', 'B', 'A', 'A']);
 
@@ -76,6 +76,31 @@ describeEachDialect('fair-share claims', (dialect) => {
     expect(waiting.map((row) => owners.get(row.user_id))).toEqual(['B', 'B', 'B', 'B']);
     const audited = () => store().db.selectFrom('audit_log').selectAll().where('action', '=', 'admin.user.share').where('target', '=', b.userId).execute();
     await expect.poll(async () => (await audited()).length, { timeout: 10_000 }).toBe(1);
+  });
+
+  it("a role's configured weight applies to its users; a weight an admin set for the user wins", async () => {
+    const policy = fairSharePolicy(t.app.config);
+    const admin = await signIn(t.app, { role: 'admin' });
+    const user = await signIn(t.app);
+    const owners = new Map([
+      [admin.userId, 'admin'],
+      [user.userId, 'user'],
+    ]);
+    // GPU accounting alone writes a share row: it sets no weight.
+    await recordGpuUse(store().db, admin.userId, 1, new Date());
+    await submit(user, 6);
+    await submit(admin, 6);
+    const share = async (id: string) => (await t.app.inject({ url: `/api/anime/admin/users/${id}/share`, headers: admin.authorization })).json();
+    expect(await share(admin.userId)).toMatchObject({ weight: 2, weight_from: 'role' });
+    // The user's jobs are older, but admins weigh 2 (CELFORGE_FLEET_ROLE_WEIGHTS=admin=2): two of theirs for one.
+    expect(await claimOwners(6, owners, policy)).toEqual(['user', 'admin', 'admin', 'user', 'admin', 'admin']);
+
+    await store().db.updateTable('jobs').set({ status: 'canceled' }).where('status', 'in', ['queued', 'running']).execute();
+    await submit(user, 4);
+    await submit(admin, 4);
+    const put = await t.app.inject({ method: 'PUT', url: `/api/anime/admin/users/${admin.userId}/share`, headers: admin.authorization, payload: { weight: 1, max_running: null } });
+    expect(put.json()).toMatchObject({ weight: 1, weight_from: 'user' });
+    expect(await claimOwners(4, owners, policy)).toEqual(['user', 'admin', 'user', 'admin']);
   });
 
   it('between users with nothing running, the one with less recent GPU use goes first', async () => {
@@ -129,7 +154,7 @@ describeEachDialect('fair-share claims', (dialect) => {
       await t.app.inject({ method: 'PUT', url: '/api/anime/admin/users/nobody/share', headers: admin.authorization, payload: { weight: 1, max_running: null } }),
       404,
     );
-    expect((await t.app.inject({ url, headers: admin.authorization })).json()).toEqual({ user_id: user.userId, weight: 1, max_running: null, gpu_seconds: 0 });
+    expect((await t.app.inject({ url, headers: admin.authorization })).json()).toEqual({ user_id: user.userId, weight: 1, weight_from: 'role', max_running: null, gpu_seconds: 0 });
   });
 });
 

@@ -78,6 +78,34 @@ describeEachDialect('jobs on a ComfyUI fleet', (dialect) => {
     });
   });
 
+  describe('ETA', () => {
+    const fleet = useFleet(2);
+    const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
+
+    it("a queued job's ETA counts the jobs fair share starts before it, not those created before it", async () => {
+      const [a, b] = fleet.doubles as [ComfyUIDouble, ComfyUIDouble];
+      a.hold(true);
+      b.hold(true);
+      const heavy = await signIn(t.app);
+      const light = await signIn(t.app);
+      const heavyIds = await submit(t.app, heavy.authorization, 10);
+      await expect.poll(() => a.promptCount + b.promptCount, { timeout: 10_000 }).toBe(4);
+      // The light user's first job starts at once (nothing of theirs runs); the second waits, with 1 running against 4.
+      const [, lightId] = await submit(t.app, light.authorization, 2);
+      const eta = async (user: typeof heavy, id: string) => (await t.app.inject({ url: `/api/anime/jobs/${id}`, headers: user.authorization })).json().eta_seconds as number;
+      const queued = heavyIds.slice(4);
+      const heavyEtas = await Promise.all(queued.map((id) => eta(heavy, id)));
+      // It starts before every queued job of the heavy user, though created after them.
+      expect(await eta(light, lightId!)).toBeLessThanOrEqual(heavyEtas[0]!);
+      expect(await eta(light, lightId!)).toBeLessThan(heavyEtas.at(-1)!);
+      expect(heavyEtas).toEqual([...heavyEtas].sort((x, y) => x - y));
+      a.hold(false);
+      b.hold(false);
+      for (const id of heavyIds) expect((await waitFor(t.app, heavy.authorization, id, ['succeeded', 'failed'])).status).toBe('succeeded');
+      expect((await waitFor(t.app, light.authorization, lightId!, ['succeeded', 'failed'])).status).toBe('succeeded');
+    });
+  });
+
   describe('a light user', () => {
     const fleet = useFleet(2);
     const t = useTestApp(dialect, { limits: ROOMY_LIMITS }, { get renderer() { return fleet.renderer; } });
