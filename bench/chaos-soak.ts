@@ -18,7 +18,10 @@ interface Sample {
 
 export interface SoakMinute {
   minute: number;
+  /** the median of the minute's samples */
   rss_mb: number;
+  /** the least JS heap in use seen in the minute (after a collection): what the server keeps */
+  heap_used_floor_mb: number | null;
   requests: number;
   errors: number;
   p50_ms: number;
@@ -38,10 +41,19 @@ function rssMb(pid: number): number {
   return Math.round(Number(line?.split(/\s+/)[1] ?? 0) / 1024);
 }
 
+/** The server's JS heap in use, from its Prometheus metrics. */
+async function heapUsedMb(url: string, metricsToken: string): Promise<number | null> {
+  const text = await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${metricsToken}` } })
+    .then((response) => response.text())
+    .catch(() => '');
+  const line = text.split('\n').find((l) => l.startsWith('celforge_nodejs_heap_size_used_bytes '));
+  return line ? Math.round(Number(line.split(' ')[1]) / 1024 / 1024) : null;
+}
+
 /** Runs the load for `seconds` against `url`, as the users behind `tokens`; `pid` is the server's. */
-export async function soak(url: string, pid: number, tokens: string[], seconds: number, log: (text: string) => void) {
+export async function soak(url: string, pid: number, tokens: string[], seconds: number, log: (text: string) => void, metricsToken: string) {
   const samples: Sample[] = [];
-  const rss: { at: number; mb: number; load: number }[] = [];
+  const rss: { at: number; mb: number; load: number; heap: number | null }[] = [];
   const t0 = Date.now();
   const until = t0 + seconds * 1000;
   const finished: { id: string; token: string }[] = [];
@@ -83,7 +95,12 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     }
   };
 
-  const rssTimer = setInterval(() => rss.push({ at: Date.now(), mb: rssMb(pid), load: loadavg()[0]! }), 5000);
+  const rssTimer = setInterval(() => {
+    const at = Date.now();
+    const mb = rssMb(pid);
+    const load = loadavg()[0]!;
+    void heapUsedMb(url, metricsToken).then((heap) => rss.push({ at, mb, load, heap }));
+  }, 5000);
   const pending = new Set<Promise<unknown>>();
   const spawnTask = (task: Promise<unknown>) => {
     pending.add(task);
@@ -139,7 +156,8 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     const rssInMinute = rss.filter((r) => r.at >= from && r.at < to);
     minutes.push({
       minute: m + 1,
-      rss_mb: rssInMinute.at(-1)?.mb ?? rssMb(pid),
+      rss_mb: rssInMinute.length ? percentile(rssInMinute.map((r) => r.mb), 50) : rssMb(pid),
+      heap_used_floor_mb: rssInMinute.some((r) => r.heap !== null) ? Math.min(...rssInMinute.flatMap((r) => (r.heap === null ? [] : [r.heap]))) : null,
       requests: inMinute.length,
       errors: inMinute.filter((s) => s.status === 0 || s.status >= 500).length,
       p50_ms: percentile(inMinute.map((s) => s.ms), 50),
@@ -151,6 +169,10 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
   // the first minute warms up (JIT, caches, pools); flatness is judged on the minutes after it
   const steady = minutes.length > 2 ? minutes.slice(1) : minutes;
   const rssValues = steady.map((m) => m.rss_mb);
+  const heapValues = steady.flatMap((m) => (m.heap_used_floor_mb === null ? [] : [m.heap_used_floor_mb]));
+  // drift: the last three minutes against the first three after the warm-up
+  const drift = (values: number[]) =>
+    values.length >= 6 ? Number(((100 * (percentile(values.slice(-3), 50) - percentile(values.slice(0, 3), 50))) / percentile(values.slice(0, 3), 50)).toFixed(1)) : null;
   const p99Values = steady.map((m) => m.p99_ms);
   const statuses: Record<string, number> = {};
   for (const sample of samples) statuses[sample.status] = (statuses[sample.status] ?? 0) + 1;
@@ -162,6 +184,12 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     minutes,
     rss_spread_pct: Number(((100 * (Math.max(...rssValues) - Math.min(...rssValues))) / Math.min(...rssValues)).toFixed(1)),
     rss_flat_within_10pct: Math.max(...rssValues) <= Math.min(...rssValues) * 1.1,
+    rss_min_mb: Math.min(...rssValues),
+    rss_max_mb: Math.max(...rssValues),
+    rss_drift_pct: drift(rssValues),
+    heap_floor_min_mb: heapValues.length ? Math.min(...heapValues) : null,
+    heap_floor_max_mb: heapValues.length ? Math.max(...heapValues) : null,
+    heap_floor_drift_pct: drift(heapValues),
     p99_min_ms: Math.min(...p99Values),
     p99_max_ms: Math.max(...p99Values),
     p99_median_ms: percentile(p99Values, 50),

@@ -443,12 +443,19 @@ async function fullDisk(where: 'assets' | 'data dir') {
     const readyWhileFull = await get('/api/anime/ready', token);
     const whileFull = await Promise.all([0, 1, 2].map((i) => submitOne(server.url, token, `while full ${i}`, 2)));
     const reads: number[] = [];
-    // full for 15 s: longer than a job's save waits for room (0.5 + 1 + 2 + 4 s), so the jobs then rendering fail
-    const fullUntil = Date.now() + 15_000;
-    while (Date.now() < fullUntil) {
+    // The asset disk stays full until the jobs have ended (a save waits for room, the job is run
+    // again later, then it fails); the full data dir for 15 s, then the jobs go on.
+    const ended = async () => {
+      const ids = [...before, ...whileFull].filter((s) => s.jobId).map((s) => s.jobId!);
+      const rows = await store.db.selectFrom('jobs').select('status').where('id', 'in', ids).execute();
+      return rows.every((row) => TERMINAL.includes(row.status));
+    };
+    const fullSince = Date.now();
+    while (where === 'assets' ? Date.now() - fullSince < 90_000 && !(await ended()) : Date.now() - fullSince < 15_000) {
       reads.push(await get('/api/anime/jobs', token), await get(`/api/anime/jobs/${before[0]!.jobId}`, token), await get('/api/anime/gallery', token));
       await sleep(250);
     }
+    const fullS = Number(((Date.now() - fullSince) / 1000).toFixed(1));
     disk.free();
     const freed = Date.now();
     let readyAfterS: number | null = null;
@@ -471,6 +478,7 @@ async function fullDisk(where: 'assets' | 'data dir') {
     const describe = (s: Submission) => (s.status === 202 ? '202' : `${s.status}${s.problem ? ` problem+json ${s.type}` : ' (not problem+json)'}`);
     return {
       where,
+      full_s: fullS,
       ready_while_full: readyWhileFull,
       submissions_while_full: whileFull.map(describe),
       reads_while_full: { total: reads.length, non_200: reads.filter((s) => s !== 200).length, statuses: [...new Set(reads)] },
@@ -491,10 +499,11 @@ async function soakRun() {
   log(`soak: ${SOAK_SECONDS} s of mixed load on one embedded server`);
   const storage = sqliteStorage();
   const store = openStore({ dataDir: storage.dataDir });
-  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5' }, entry: ENTRY });
+  const metricsToken = randomBytes(16).toString('hex');
+  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken }, entry: ENTRY });
   try {
     const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
-    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log);
+    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken);
   } finally {
     await server.stop('SIGTERM');
     await store.close();
@@ -569,8 +578,8 @@ function markdown(report: Record<string, any>): string {
       lines.push(`### ${d.where === 'assets' ? 'The asset directory' : 'The whole data dir (SQLite store, audit trail, assets)'} full`, '');
       lines.push(
         ...table(
-          ['/ready while full', 'submissions while full', 'reads while full (non-200 of all)', '/ready 200 again after freeing, s', 'a submission after freeing', 'lost'],
-          [[d.ready_while_full, d.submissions_while_full.join(', '), `${d.reads_while_full.non_200} of ${d.reads_while_full.total} (${d.reads_while_full.statuses.join(', ')})`, d.ready_again_after_freeing_s, d.submission_after_freeing, d.lost]],
+          ['full for s', '/ready while full', 'submissions while full', 'reads while full (non-200 of all)', '/ready 200 again after freeing, s', 'a submission after freeing', 'lost'],
+          [[d.full_s, d.ready_while_full, d.submissions_while_full.join(', '), `${d.reads_while_full.non_200} of ${d.reads_while_full.total} (${d.reads_while_full.statuses.join(', ')})`, d.ready_again_after_freeing_s, d.submission_after_freeing, d.lost]],
         ),
         '',
       );
@@ -583,10 +592,11 @@ function markdown(report: Record<string, any>): string {
     lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
     lines.push(
       ...table(
-        ['minute', 'RSS MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
+        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
         k.minutes.map((m: any) => [
           m.minute,
           m.rss_mb,
+          m.heap_used_floor_mb,
           m.requests,
           m.errors,
           m.p50_ms,
@@ -597,7 +607,11 @@ function markdown(report: Record<string, any>): string {
       ),
       '',
     );
-    lines.push(`After the first minute: RSS spread ${k.rss_spread_pct} % (flat within 10 %: ${k.rss_flat_within_10pct}); p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`, '');
+    lines.push(
+      `After the first minute: RSS ${k.rss_min_mb}–${k.rss_max_mb} MB, spread ${k.rss_spread_pct} % (within 10 %: ${k.rss_flat_within_10pct}), drift of the last three minutes against the first three ${k.rss_drift_pct} %; ` +
+        `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
+      '',
+    );
   }
   return `${lines.join('\n')}\n`;
 }
