@@ -1,42 +1,64 @@
 /**
- * `npm run chaos`: Celforge under faults, with real processes on loopback, in a few minutes.
+ * `npm run chaos`: Celforge under faults, with real processes on loopback (the built `dist/`, as
+ * `npm start` runs it; the npm script builds first).
  *
- * 1. scale-out: an API and two workers on PostgreSQL and Redis (each reached through a TCP proxy
- *    this script can cut), under a steady 5 jobs/s from 3 users: a worker kill -9, a Redis outage,
- *    a PostgreSQL outage (every connection reset, new ones refused), a SIGTERM of the API.
- * 2. embedded: 60 jobs from 3 users on SQLite with two kill -9 of the server; the audit chain checked.
+ * 1. scale-out: an API and two workers on a PostgreSQL and a Redis of this run's own (started in
+ *    temporary directories, never the shared servers), under a steady 5 jobs/s from 3 users: a
+ *    worker kill -9, a real Redis restart, a real PostgreSQL restart, a SIGTERM of a worker with
+ *    jobs running and a SIGTERM of the API with requests in flight.
+ * 2. embedded: CHAOS_JOBS (300) jobs from 3 users on SQLite with two kill -9 of the server; the
+ *    audit chain checked.
  * 3. a full asset disk (a real tmpfs, where the machine lets us mount one).
+ * 4. a soak: CHAOS_SOAK_SECONDS (600) of mixed load on one server, RSS and p99 per minute.
  *
- * For every accepted job: did it end exactly once (lost / doubled / stuck); per fault: 5xx answers
- * (and whether each was problem+json), how long they lasted, and the time from the dependency's
- * return to /ready answering 200. The report goes to bench/results/chaos-<time>.json and .md.
+ * CHAOS_PARTS (e.g. "scale-out,soak") runs some parts only. For every accepted job: did it end
+ * exactly once (lost / doubled / stuck); per fault: 5xx answers (and whether each was
+ * problem+json), whether any came for a request sent after the dependency was back, and the time
+ * from its return to /ready answering 200. The report goes to bench/results/chaos-<time>.json and .md.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Redis } from 'ioredis';
 import { openStore, type Store } from '../src/db/database.js';
 import { mintToken, renderedBy, startWorker, type WorkerProcess } from '../test/production/real-process.js';
 import { runCli } from '../test/support/cli.js';
-import { createTestStorage, type TestStorage } from '../test/support/dialects.js';
 import { startServer, type RunningServer } from '../test/support/server.js';
-import { startTcpProxy } from '../test/support/tcp-proxy.js';
 import { canMountTmpfs, mountTmpfs } from '../test/support/tmpfs.js';
+import { soak } from './chaos-soak.js';
+import { createDatabase, startPrivatePostgres, startPrivateRedis } from './private-servers.js';
 
-const REDIS_URL = process.env.CELFORGE_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const PARTS = new Set((process.env.CHAOS_PARTS ?? 'scale-out,embedded,disk,soak').split(',').map((part) => part.trim()));
+const EMBEDDED_JOBS = Number(process.env.CHAOS_JOBS ?? 300);
+const SOAK_SECONDS = Number(process.env.CHAOS_SOAK_SECONDS ?? 600);
+const ENTRY = 'built' as const;
+/** A data dir of its own for an embedded (SQLite) server, removed by `drop`. */
+function sqliteStorage() {
+  const dataDir = mkdtempSync(path.join(tmpdir(), 'celforge-chaos-'));
+  return { dataDir, drop: async () => rmSync(dataDir, { recursive: true, force: true }) };
+}
+
 const ROOMY = {
   CELFORGE_RATE_LIMITS: 'generation=100000/60s,read=100000/60s,write=100000/60s,anonymous=100000/60s',
   CELFORGE_QUOTA_ACTIVE_JOBS: '100000',
   CELFORGE_QUOTA_JOBS_PER_DAY: '100000',
 };
 const TERMINAL = ['succeeded', 'failed', 'canceled'];
+/** "202 ×8, ECONNREFUSED ×2" */
+function tally(outcomes: (number | string)[]): string {
+  const counts = new Map<number | string, number>();
+  for (const outcome of outcomes) counts.set(outcome, (counts.get(outcome) ?? 0) + 1);
+  return [...counts].map(([outcome, count]) => `${outcome} ×${count}`).join(', ');
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const t0 = Date.now();
 const log = (text: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}`);
 
 interface Answer {
   at: number;
+  done: number;
   /** 0: no HTTP answer (connection refused or reset, timeout) */
   status: number;
   problem: boolean;
@@ -49,10 +71,11 @@ interface Answer {
 function steadyLoad(target: () => string, tokens: string[], perSecond: number) {
   const answers: Answer[] = [];
   let n = 0;
-  const inFlight = new Set<Promise<void>>();
-  const timer = setInterval(() => {
+  const inFlight = new Set<Promise<number | string>>();
+  /** resolves to the status, or to why there was none (ECONNREFUSED: it never reached the server) */
+  const submit = (token: string): Promise<number | string> => {
     const i = n++;
-    const headers = { authorization: `Bearer ${tokens[i % tokens.length]}`, 'content-type': 'application/json' };
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
     const body = JSON.stringify(
       i % 10 === 9 ? { prompt: `chaos ${i}`, type: 'video', width: 64, height: 64, frames: 4 } : { prompt: `chaos ${i}`, type: 'image', width: 64, height: 64, steps: 4 },
     );
@@ -63,18 +86,26 @@ function steadyLoad(target: () => string, tokens: string[], perSecond: number) {
         const json = (await response.json().catch(() => ({}))) as { job_id?: string; type?: string };
         answers.push({
           at,
+          done: Date.now(),
           status: response.status,
           problem,
           type: response.status >= 500 ? json.type?.replace('urn:celforge:problem:', '') : undefined,
           jobId: response.status === 202 ? json.job_id : undefined,
         });
+        return response.status;
       })
-      .catch(() => void answers.push({ at, status: 0, problem: false }))
+      .catch((error: Error & { cause?: { code?: string } }) => {
+        answers.push({ at, done: Date.now(), status: 0, problem: false });
+        return error.cause?.code ?? error.name;
+      })
       .finally(() => inFlight.delete(request));
     inFlight.add(request);
-  }, 1000 / perSecond);
+    return request;
+  };
+  const timer = setInterval(() => void submit(tokens[n % tokens.length]!), 1000 / perSecond);
   return {
     answers,
+    submitNow: submit,
     async stop() {
       clearInterval(timer);
       await Promise.all(inFlight);
@@ -110,6 +141,8 @@ function faultFigures(fault: Fault, answers: Answer[], ready: { at: number; stat
   const refused = inWindow.filter((a) => a.status === 0);
   const firstReady = ready.find((s) => s.at >= fault.restored && s.status === 200);
   const outageSeen = ready.some((s) => s.at >= fault.start && s.at <= fault.restored && s.status !== 200);
+  // requests already in flight when the fault began, and whether each was answered
+  const inFlight = answers.filter((a) => a.at < fault.start && a.done > fault.start);
   return {
     fault: fault.name,
     outage_s: Number(((fault.restored - fault.start) / 1000).toFixed(1)),
@@ -119,9 +152,14 @@ function faultFigures(fault: Fault, answers: Answer[], ready: { at: number; stat
     '5xx_problem_json': fives.filter((a) => a.problem).length,
     '5xx_statuses': [...new Set(fives.map((a) => a.status))],
     '5xx_types': [...new Set(fives.map((a) => a.type ?? 'not a problem'))],
-    '5xx_duration_s': fives.length ? Number(((fives.at(-1)!.at - fives[0]!.at) / 1000).toFixed(1)) : 0,
-    '5xx_after_restore': fives.filter((a) => a.at > fault.restored + 1000).length,
+    '5xx_duration_s': fives.length ? Number(((fives.at(-1)!.done - fives[0]!.at) / 1000).toFixed(1)) : 0,
+    // a 5xx for a request sent after the dependency was back is one too many
+    '5xx_sent_after_return': fives.filter((a) => a.at > fault.restored).length,
+    '5xx_sent_after_return_at_s': fives.filter((a) => a.at > fault.restored).map((a) => Number(((a.at - fault.restored) / 1000).toFixed(2))),
+    last_5xx_after_return_s: fives.length ? Number(((fives.at(-1)!.done - fault.restored) / 1000).toFixed(1)) : null,
     no_answer: refused.length,
+    in_flight_at_fault: inFlight.length,
+    in_flight_unanswered: inFlight.filter((a) => a.status === 0).length,
     ready_reported_outage: outageSeen,
     time_to_ready_s: firstReady ? Number(((firstReady.at - fault.restored) / 1000).toFixed(1)) : null,
     ...fault.extra,
@@ -129,24 +167,29 @@ function faultFigures(fault: Fault, answers: Answer[], ready: { at: number; stat
 }
 
 /** What became of every accepted job: polled until all ended or `timeoutMs` passed. */
-async function outcome(store: Store, ids: string[], logs: string[], timeoutMs: number) {
+async function outcome(store: Store, ids: string[], logs: () => string[], timeoutMs: number) {
   const until = Date.now() + timeoutMs;
-  let rows: { id: string; status: string; attempts: number; error: string | null }[] = [];
+  let rows: { id: string; type: string; status: string; attempts: number; error: string | null }[] = [];
   for (;;) {
     rows = [];
     for (let i = 0; i < ids.length; i += 500) {
-      rows.push(...(await store.db.selectFrom('jobs').select(['id', 'status', 'attempts', 'error']).where('id', 'in', ids.slice(i, i + 500)).execute()));
+      rows.push(...(await store.db.selectFrom('jobs').select(['id', 'type', 'status', 'attempts', 'error']).where('id', 'in', ids.slice(i, i + 500)).execute()));
     }
     if (rows.every((row) => TERMINAL.includes(row.status)) || Date.now() > until) break;
     await sleep(500);
   }
   const rendered = new Map<string, number>();
-  for (const id of logs.flatMap(renderedBy)) rendered.set(id, (rendered.get(id) ?? 0) + 1);
+  for (const id of logs().flatMap(renderedBy)) rendered.set(id, (rendered.get(id) ?? 0) + 1);
   const assets = new Map<string, number>();
   for (let i = 0; i < ids.length; i += 500) {
     for (const row of await store.db.selectFrom('assets').select('job_id').where('job_id', 'in', ids.slice(i, i + 500)).execute()) {
       assets.set(row.job_id, (assets.get(row.job_id) ?? 0) + 1);
     }
+  }
+  const audited = new Map<string, number>();
+  for (let i = 0; i < ids.length; i += 500) {
+    const rows = await store.db.selectFrom('audit_log').select('target').where('action', '=', 'job.create').where('target', 'in', ids.slice(i, i + 500)).execute();
+    for (const row of rows) audited.set(row.target!, (audited.get(row.target!) ?? 0) + 1);
   }
   const failed = rows.filter((row) => row.status === 'failed');
   return {
@@ -157,38 +200,37 @@ async function outcome(store: Store, ids: string[], logs: string[], timeoutMs: n
     lost: ids.length - rows.length,
     stuck: rows.filter((row) => !TERMINAL.includes(row.status)).length,
     doubled: [...rendered.values()].filter((count) => count > 1).length,
-    succeeded_without_one_asset: rows.filter((row) => row.status === 'succeeded' && (assets.get(row.id) ?? 0) !== 1).length,
+    // an image has one asset, a video its frames and perhaps an MP4
+    succeeded_without_its_assets: rows.filter((row) => row.status === 'succeeded' && (row.type === 'image' ? assets.get(row.id) !== 1 : !assets.get(row.id))).length,
     rerun_after_fault: rows.filter((row) => row.attempts > 1).length,
+    without_one_create_audit_row: ids.filter((id) => audited.get(id) !== 1).length,
   };
 }
 
 async function scaleOut() {
-  log('scale-out: PostgreSQL + Redis through proxies, an API and two workers');
-  const storage = await createTestStorage('postgres');
-  const prefix = `cf-chaos-${randomBytes(4).toString('hex')}:`;
-  const pgTarget = new URL(storage.databaseUrl!);
-  const pgProxy = await startTcpProxy(pgTarget.hostname, Number(pgTarget.port || 5432));
-  const redisTarget = new URL(REDIS_URL);
-  const redisProxy = await startTcpProxy(redisTarget.hostname, Number(redisTarget.port || 6379));
-  const proxied = { dataDir: storage.dataDir, databaseUrl: pgProxy.url(storage.databaseUrl!) };
+  log('scale-out: a private PostgreSQL and Redis, an API and two workers');
+  const redis = await startPrivateRedis();
+  const postgres = await startPrivatePostgres();
+  const storage = { dataDir: mkdtempSync(path.join(tmpdir(), 'celforge-chaos-')), databaseUrl: await createDatabase(postgres, 'celforge_chaos') };
   const env = {
     ...ROOMY,
-    REDIS_URL: redisProxy.url(REDIS_URL),
-    CELFORGE_REDIS_PREFIX: prefix,
+    REDIS_URL: redis.url,
+    CELFORGE_REDIS_PREFIX: `cf-chaos-${randomBytes(4).toString('hex')}:`,
     CELFORGE_JOB_LEASE: '3s',
-    CELFORGE_PREVIEW_STEP_MS: '5',
+    CELFORGE_PREVIEW_STEP_MS: '100',
     CELFORGE_SHUTDOWN_GRACE: '5s',
+    CELFORGE_LOG_LEVEL: 'info',
   };
-  const store = openStore({ dataDir: storage.dataDir, databaseUrl: storage.databaseUrl });
+  const store = openStore(storage);
   const logs: (() => string)[] = [];
   const processes: { stop(signal?: NodeJS.Signals): Promise<number | null> }[] = [];
   const startApi = async () => {
-    const api = await startServer(proxied, { args: ['serve', '--only', 'api'], env: { ...env, CELFORGE_LOG_LEVEL: 'info' } });
+    const api = await startServer(storage, { args: ['serve', '--only', 'api'], env, entry: ENTRY });
     processes.push(api);
     return api;
   };
   const startOneWorker = async () => {
-    const worker = await startWorker(proxied, { ...env, CELFORGE_LOG_LEVEL: 'info' });
+    const worker = await startWorker(storage, env, ENTRY);
     logs.push(worker.output);
     processes.push(worker);
     return worker;
@@ -200,42 +242,60 @@ async function scaleOut() {
   const ready = readyProbe(target);
   const load = steadyLoad(target, tokens, 5);
   const faults: Fault[] = [];
+  let runningAtFault = 0;
+  const faultBegins = async (what: string) => {
+    log(`fault: ${what}`);
+    runningAtFault = (await store.db.selectFrom('jobs').select('id').where('status', '=', 'running').execute()).length;
+    return Date.now();
+  };
   const mark = (name: string, start: number, restored: number, extra?: Record<string, unknown>) => {
     if (faults.length) faults.at(-1)!.end = start;
-    faults.push({ name, start, restored, end: Number.MAX_SAFE_INTEGER, extra });
+    faults.push({ name, start, restored, end: Number.MAX_SAFE_INTEGER, extra: { jobs_running_at_fault: runningAtFault, load_1m: Number(loadavg()[0]!.toFixed(2)), ...extra } });
   };
+  /** submissions sent together just before a signal, so that some are in flight when it lands */
+  const burst = () => Array.from({ length: 10 }, (_, i) => load.submitNow(tokens[i % tokens.length]!));
   try {
     await sleep(8000);
-    log('fault: kill -9 of a worker (restarted 5 s later)');
-    let start = Date.now();
+    let start = await faultBegins('kill -9 of a worker (restarted 5 s later)');
     await workers[0]!.stop('SIGKILL');
     await sleep(5000);
     workers[0] = await startOneWorker();
     mark('worker kill -9', start, Date.now());
     await sleep(10_000);
 
-    log('fault: Redis unreachable for 5 s');
-    start = Date.now();
-    redisProxy.cut();
+    start = await faultBegins('Redis restart (SIGTERM, 5 s down, started again)');
+    await redis.stop();
     await sleep(5000);
-    redisProxy.restore();
-    mark('Redis outage', start, Date.now());
-    await sleep(12_000);
+    await redis.start();
+    mark('Redis restart', start, Date.now());
+    await sleep(15_000);
 
-    log('fault: PostgreSQL unreachable for 5 s (every connection reset)');
-    start = Date.now();
-    pgProxy.cut();
+    start = await faultBegins('PostgreSQL restart (fast shutdown, 5 s down, started again)');
+    await postgres.stop();
     await sleep(5000);
-    pgProxy.restore();
-    mark('PostgreSQL outage', start, Date.now());
-    await sleep(12_000);
+    await postgres.start();
+    mark('PostgreSQL restart', start, Date.now());
+    await sleep(15_000);
 
-    log('fault: SIGTERM of the API under load (restarted when it has exited)');
-    start = Date.now();
-    const code = await api.stop('SIGTERM');
-    const exitMs = Date.now() - start;
+    start = await faultBegins('SIGTERM of a worker with jobs running (restarted when it has exited)');
+    let code = await workers[1]!.stop('SIGTERM');
+    let exitMs = Date.now() - start;
+    workers[1] = await startOneWorker();
+    mark('worker SIGTERM + restart', start, Date.now(), { exit_code: code, exit_ms: exitMs });
+    await sleep(8000);
+
+    start = await faultBegins('SIGTERM of the API with requests in flight (restarted when it has exited)');
+    const inFlight = burst();
+    await sleep(30);
+    code = await api.stop('SIGTERM');
+    exitMs = Date.now() - start;
+    const burstAnswers = await Promise.all(inFlight);
     api = await startApi();
-    mark('API SIGTERM + restart', start, Date.now(), { exit_code: code, exit_ms: exitMs });
+    mark('API SIGTERM + restart', start, Date.now(), {
+      exit_code: code,
+      exit_ms: exitMs,
+      burst_at_signal: tally(burstAnswers),
+    });
     await sleep(8000);
   } finally {
     await load.stop();
@@ -243,18 +303,14 @@ async function scaleOut() {
   }
   log('load stopped; waiting for every accepted job to end');
   const ids = load.answers.filter((a) => a.jobId).map((a) => a.jobId!);
-  const jobs = await outcome(store, ids, logs.map((l) => l()), 60_000);
+  const jobs = await outcome(store, ids, () => logs.map((l) => l()), 90_000);
   const figures = faults.map((fault) => faultFigures(fault, load.answers, ready.samples));
   const baseline = load.answers.filter((a) => faults.length && a.at < faults[0]!.start);
   await Promise.all(processes.map((p) => p.stop('SIGKILL')));
-  await pgProxy.close();
-  await redisProxy.close();
   await store.close();
-  await storage.drop();
-  const redis = new Redis(REDIS_URL);
-  const keys = await redis.keys(`${prefix.replace(/:$/, '')}*`);
-  if (keys.length) await redis.del(...keys);
-  redis.disconnect();
+  await redis.destroy();
+  await postgres.destroy();
+  rmSync(storage.dataDir, { recursive: true, force: true });
   const statuses: Record<string, number> = {};
   for (const answer of load.answers) statuses[answer.status] = (statuses[answer.status] ?? 0) + 1;
   return {
@@ -267,92 +323,169 @@ async function scaleOut() {
 }
 
 async function embedded() {
-  log('embedded: 60 jobs on SQLite, two kill -9 of the server');
-  const storage = await createTestStorage('sqlite');
-  const env = { ...ROOMY, CELFORGE_LOG_LEVEL: 'info', CELFORGE_JOB_LEASE: '2s', CELFORGE_PREVIEW_STEP_MS: '20' };
+  log(`embedded: ${EMBEDDED_JOBS} jobs on SQLite, two kill -9 of the server`);
+  const storage = sqliteStorage();
+  const env = { ...ROOMY, CELFORGE_LOG_LEVEL: 'info', CELFORGE_JOB_LEASE: '2s', CELFORGE_PREVIEW_STEP_MS: '25', CELFORGE_SHUTDOWN_GRACE: '10s' };
   const store = openStore({ dataDir: storage.dataDir });
   const logs: string[] = [];
-  let server = await startServer(storage, { env });
+  const began = Date.now();
+  let server = await startServer(storage, { env, entry: ENTRY });
+  const firstStartMs = Date.now() - began;
   const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
   const ids: string[] = [];
   let refused = 0;
-  const submit = async (i: number) => {
+  const submit = async (i: number): Promise<number | string> => {
+    let failure = '';
     const response = await fetch(`${server.url}/api/anime/generate`, {
       method: 'POST',
       headers: { authorization: `Bearer ${tokens[i % 3]}`, 'content-type': 'application/json' },
       body: JSON.stringify({ prompt: `embedded ${i}`, type: 'image', width: 64, height: 64, steps: 8 }),
-    }).catch(() => null);
+    }).catch((error: Error & { cause?: { code?: string } }) => void (failure = error.cause?.code ?? error.name));
     if (response?.status === 202) ids.push(((await response.json()) as { job_id: string }).job_id);
     else refused++;
+    return response?.status ?? failure;
   };
-  const kills: number[] = [];
-  for (let round = 0; round < 3; round++) {
-    await Promise.all(Array.from({ length: 20 }, (_, k) => submit(round * 20 + k)));
-    if (round < 2) {
-      await sleep(1500);
-      logs.push(server.output());
-      await server.stop('SIGKILL');
-      kills.push(Date.now());
-      const restart = Date.now();
-      server = await startServer(storage, { env });
-      kills[kills.length - 1] = Date.now() - restart;
+  const restarts: { signal: string; running_at_signal: number; exit_code: number | null; exit_s: number; signal_to_listening_s: number; burst_at_signal?: string; load_1m: number }[] = [];
+  const restart = async (signal: NodeJS.Signals, inFlight: Promise<number | string>[] = []) => {
+    const running = await store.db.selectFrom('jobs').select('id').where('status', '=', 'running').execute();
+    const signalled = Date.now();
+    const code = await server.stop(signal);
+    const exitS = Number(((Date.now() - signalled) / 1000).toFixed(2));
+    const burst = await Promise.all(inFlight);
+    logs.push(server.output());
+    server = await startServer(storage, { env, entry: ENTRY });
+    restarts.push({
+      signal,
+      running_at_signal: running.length,
+      exit_code: code,
+      exit_s: exitS,
+      signal_to_listening_s: Number(((Date.now() - signalled) / 1000).toFixed(2)),
+      ...(inFlight.length && { burst_at_signal: tally(burst) }),
+      load_1m: Number(loadavg()[0]!.toFixed(2)),
+    });
+  };
+  const round = Math.ceil(EMBEDDED_JOBS / 3);
+  for (let r = 0; r < 3; r++) {
+    const count = Math.min(round, EMBEDDED_JOBS - r * round);
+    // the last round keeps 10 to send together just before the SIGTERM
+    const batch = r === 2 ? count - 10 : count;
+    // 10 at a time, as a few busy users would
+    for (let i = 0; i < batch; i += 10) await Promise.all(Array.from({ length: Math.min(10, batch - i) }, (_, k) => submit(r * round + i + k)));
+    await sleep(1500);
+    if (r < 2) await restart('SIGKILL');
+    else {
+      const inFlight = Array.from({ length: 10 }, (_, k) => submit(r * round + batch + k));
+      await sleep(30);
+      await restart('SIGTERM', inFlight);
     }
   }
-  const result = await (async () => {
-    const until = Date.now() + 60_000;
-    while (Date.now() < until) {
-      const open = await store.db.selectFrom('jobs').select('id').where('status', 'in', ['queued', 'running']).execute();
-      if (open.length === 0) break;
-      await sleep(500);
-    }
-    logs.push(server.output());
-    return outcome(store, ids, logs, 1000);
-  })();
+  const result = await outcome(store, ids, () => [...logs, server.output()], 300_000);
+  const allEndedS = Number(((Date.now() - began) / 1000).toFixed(1));
   await server.stop('SIGTERM');
   const verify = await runCli(['audit', 'verify'], storage);
   await store.close();
   await storage.drop();
-  return { ...result, refused_submissions: refused, restart_to_listening_s: kills.map((ms) => Number((ms / 1000).toFixed(1))), audit_verify: verify.code === 0 ? verify.stdout.trim() : `FAILED: ${verify.stderr.trim()}` };
+  return {
+    ...result,
+    refused_submissions: refused,
+    first_start_s: Number((firstStartMs / 1000).toFixed(2)),
+    restarts,
+    all_ended_after_s: allEndedS,
+    audit_verify: verify.code === 0 ? verify.stdout.trim() : `FAILED: ${verify.stderr.trim()}`,
+  };
 }
 
-async function fullDisk() {
+interface Submission {
+  status: number;
+  problem: boolean;
+  type?: string;
+  jobId?: string;
+}
+
+async function submitOne(url: string, token: string, prompt: string, steps: number): Promise<Submission> {
+  const response = await fetch(`${url}/api/anime/generate`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt, type: 'image', width: 64, height: 64, steps }),
+  }).catch(() => null);
+  if (!response) return { status: 0, problem: false };
+  const json = (await response.json().catch(() => ({}))) as { job_id?: string; type?: string };
+  return {
+    status: response.status,
+    problem: (response.headers.get('content-type') ?? '').startsWith('application/problem+json'),
+    type: json.type?.replace('urn:celforge:problem:', ''),
+    jobId: response.status === 202 ? json.job_id : undefined,
+  };
+}
+
+/**
+ * A disk that fills up under a running server: only the asset directory, or the whole data dir
+ * (the SQLite store, its journal and the audit trail with it). Jobs are running when it fills;
+ * more are submitted while it is full; then room is made again.
+ */
+async function fullDisk(where: 'assets' | 'data dir') {
   if (!canMountTmpfs) return { skipped: 'cannot mount a tmpfs on this machine' };
-  log('full disk: the asset directory on a 512 KiB tmpfs, filled up');
-  const storage = await createTestStorage('sqlite');
-  const disk = mountTmpfs(path.join(storage.dataDir, 'assets'), '512k');
+  log(`full disk: ${where === 'assets' ? 'the asset directory' : 'the whole data dir'} on a tmpfs, filled up`);
+  const storage = sqliteStorage();
+  const disk = mountTmpfs(where === 'assets' ? path.join(storage.dataDir, 'assets') : storage.dataDir, where === 'assets' ? '512k' : '64m');
   const store = openStore({ dataDir: storage.dataDir });
-  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '2' } });
+  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '100' }, entry: ENTRY });
+  const get = (route: string, token: string) =>
+    fetch(`${server.url}${route}`, { headers: { authorization: `Bearer ${token}` } })
+      .then((response) => response.status)
+      .catch(() => 0);
   try {
-    const headers = { authorization: `Bearer ${await mintToken(store, storage)}`, 'content-type': 'application/json' };
+    const token = await mintToken(store, storage);
+    const before = await Promise.all([0, 1, 2].map((i) => submitOne(server.url, token, `before ${i}`, 20)));
+    await sleep(500);
     disk.fill();
     await sleep(1200);
-    const readyWhileFull = (await fetch(`${server.url}/api/anime/ready`)).status;
-    const ids: string[] = [];
-    for (let i = 0; i < 2; i++) {
-      const response = await fetch(`${server.url}/api/anime/generate`, {
-        method: 'POST',
-        headers,
-        body: JSON.stringify({ prompt: `full ${i}`, type: 'image', width: 64, height: 64, steps: 2 }),
-      });
-      if (response.status === 202) ids.push(((await response.json()) as { job_id: string }).job_id);
+    const readyWhileFull = await get('/api/anime/ready', token);
+    const whileFull = await Promise.all([0, 1, 2].map((i) => submitOne(server.url, token, `while full ${i}`, 2)));
+    const reads: number[] = [];
+    // The asset disk stays full until the jobs have ended (a save waits for room, the job is run
+    // again later, then it fails); the full data dir for 15 s, then the jobs go on.
+    const ended = async () => {
+      const ids = [...before, ...whileFull].filter((s) => s.jobId).map((s) => s.jobId!);
+      const rows = await store.db.selectFrom('jobs').select('status').where('id', 'in', ids).execute();
+      return rows.every((row) => TERMINAL.includes(row.status));
+    };
+    const fullSince = Date.now();
+    while (where === 'assets' ? Date.now() - fullSince < 90_000 && !(await ended()) : Date.now() - fullSince < 15_000) {
+      reads.push(await get('/api/anime/jobs', token), await get(`/api/anime/jobs/${before[0]!.jobId}`, token), await get('/api/anime/gallery', token));
+      await sleep(250);
     }
-    const statuses: number[] = [];
+    const fullS = Number(((Date.now() - fullSince) / 1000).toFixed(1));
+    disk.free();
+    const freed = Date.now();
+    let readyAfterS: number | null = null;
+    while (Date.now() - freed < 20_000) {
+      if ((await get('/api/anime/ready', token)) === 200) {
+        readyAfterS = Number(((Date.now() - freed) / 1000).toFixed(1));
+        break;
+      }
+      await sleep(250);
+    }
+    const after = await submitOne(server.url, token, 'after freeing', 2);
+    const accepted = [...before, ...whileFull, after].filter((s) => s.jobId).map((s) => s.jobId!);
     const until = Date.now() + 60_000;
-    let rows: { status: string; error: string | null }[] = [];
+    let rows: { id: string; prompt: string; status: string; error: string | null }[] = [];
     while (Date.now() < until) {
-      statuses.push((await fetch(`${server.url}/api/anime/jobs`, { headers })).status);
-      rows = await store.db.selectFrom('jobs').select(['status', 'error']).where('id', 'in', ids).execute();
-      if (rows.every((row) => TERMINAL.includes(row.status))) break;
+      rows = await store.db.selectFrom('jobs').select(['id', 'prompt', 'status', 'error']).where('id', 'in', accepted).execute();
+      if (rows.length === accepted.length && rows.every((row) => TERMINAL.includes(row.status))) break;
       await sleep(500);
     }
-    disk.free();
-    await sleep(1200);
-    const readyAfter = (await fetch(`${server.url}/api/anime/ready`)).status;
+    const describe = (s: Submission) => (s.status === 202 ? '202' : `${s.status}${s.problem ? ` problem+json ${s.type}` : ' (not problem+json)'}`);
     return {
+      where,
+      full_s: fullS,
       ready_while_full: readyWhileFull,
-      ready_after_freeing: readyAfter,
-      jobs: rows,
-      reads_while_full: { total: statuses.length, non_200: statuses.filter((s) => s !== 200).length },
+      submissions_while_full: whileFull.map(describe),
+      reads_while_full: { total: reads.length, non_200: reads.filter((s) => s !== 200).length, statuses: [...new Set(reads)] },
+      ready_again_after_freeing_s: readyAfterS,
+      submission_after_freeing: describe(after),
+      accepted_jobs: rows.map((row) => ({ prompt: row.prompt, status: row.status, error: row.error })),
+      lost: accepted.length - rows.length,
     };
   } finally {
     await server.stop('SIGKILL');
@@ -362,29 +495,136 @@ async function fullDisk() {
   }
 }
 
-function markdown(report: Record<string, any>): string {
-  const lines = [`# Celforge chaos run ${report.started}`, '', `${report.duration_s} s in all; loopback only; real processes.`, ''];
-  const s = report.scale_out;
-  lines.push('## Scale-out (API + 2 workers, PostgreSQL + Redis through proxies, 5 jobs/s from 3 users)', '');
-  lines.push(`Answers by status (0: no answer): ${JSON.stringify(s.statuses)}.`, '');
-  lines.push(`Submissions: ${s.submissions}. Before any fault: ${s.baseline_before_faults.submissions} submissions, ${s.baseline_before_faults['5xx']} 5xx, ${s.baseline_before_faults.no_answer} without answer.`, '');
-  lines.push('| accepted | succeeded | failed | lost | doubled | stuck | re-run after a fault |', '|---|---|---|---|---|---|---|');
-  lines.push(`| ${s.jobs.accepted} | ${s.jobs.succeeded} | ${s.jobs.failed} | ${s.jobs.lost} | ${s.jobs.doubled} | ${s.jobs.stuck} | ${s.jobs.rerun_after_fault} |`, '');
-  lines.push('| fault | outage s | submissions | 5xx | of them problem+json | 5xx for s | 5xx > 1 s after return | no answer | /ready said so | time to ready s |', '|---|---|---|---|---|---|---|---|---|---|');
-  for (const f of s.faults) {
-    lines.push(`| ${f.fault} | ${f.outage_s} | ${f.submissions} | ${f['5xx']} ${f['5xx_types'].length ? `(${f['5xx_statuses'].join(', ')}: ${f['5xx_types'].join(', ')})` : ''} | ${f['5xx_problem_json']} | ${f['5xx_duration_s']} | ${f['5xx_after_restore']} | ${f.no_answer} | ${f.ready_reported_outage} | ${f.time_to_ready_s} |`);
+async function soakRun() {
+  log(`soak: ${SOAK_SECONDS} s of mixed load on one embedded server`);
+  const storage = sqliteStorage();
+  const store = openStore({ dataDir: storage.dataDir });
+  const metricsToken = randomBytes(16).toString('hex');
+  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken }, entry: ENTRY });
+  try {
+    const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
+    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken);
+  } finally {
+    await server.stop('SIGTERM');
+    await store.close();
+    await storage.drop();
   }
-  lines.push('', '## Embedded (SQLite, 60 jobs, two kill -9)', '', '```json', JSON.stringify(report.embedded, null, 2), '```', '');
-  lines.push('## Full asset disk (tmpfs)', '', '```json', JSON.stringify(report.full_disk, null, 2), '```', '');
+}
+
+const table = (header: string[], rows: unknown[][]) =>
+  [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.map((cell) => String(cell ?? '')).join(' | ')} |`)];
+
+function jobsTable(jobs: Record<string, any>) {
+  return table(
+    ['accepted', 'succeeded', 'failed', 'lost', 'doubled', 'stuck', 'succeeded without its assets', 'without one job.create audit row', 're-run after a fault'],
+    [[jobs.accepted, jobs.succeeded, jobs.failed, jobs.lost, jobs.doubled, jobs.stuck, jobs.succeeded_without_its_assets, jobs.without_one_create_audit_row, jobs.rerun_after_fault]],
+  );
+}
+
+function markdown(report: Record<string, any>): string {
+  const lines = [`# Celforge chaos run ${report.started}`, '', `${report.duration_s} s in all; loopback only; real processes (\`dist/cli.js\`); ${report.cores} cores, load average at the end ${report.load_average.join(' / ')}.`, ''];
+  const s = report.scale_out;
+  if (s) {
+    lines.push('## Scale-out (API + 2 workers, a private PostgreSQL and Redis restarted for real, 5 jobs/s from 3 users)', '');
+    lines.push(`Answers by status (0: no answer): ${JSON.stringify(s.statuses)}.`, '');
+    lines.push(`Submissions: ${s.submissions}. Before any fault: ${s.baseline_before_faults.submissions} submissions, ${s.baseline_before_faults['5xx']} 5xx, ${s.baseline_before_faults.no_answer} without answer.`, '');
+    lines.push(...jobsTable(s.jobs), '');
+    lines.push(
+      ...table(
+        ['fault', 'down s', 'submissions', '5xx', 'of them problem+json', '5xx types', '5xx for s', '5xx for requests sent after return', 'no answer', 'in flight at fault / unanswered', 'jobs running at fault', '/ready said so', 'time to ready s', 'exit', 'load'],
+        s.faults.map((f: any) => [
+          f.fault,
+          f.outage_s,
+          f.submissions,
+          f['5xx'],
+          f['5xx_problem_json'],
+          f['5xx_types'].length ? `${f['5xx_statuses'].join(', ')}: ${f['5xx_types'].join(', ')}` : '',
+          f['5xx_duration_s'],
+          f['5xx_sent_after_return'],
+          f.no_answer,
+          `${f.in_flight_at_fault} / ${f.in_flight_unanswered}`,
+          f.jobs_running_at_fault,
+          f.ready_reported_outage,
+          f.time_to_ready_s,
+          f.exit_code === undefined ? '' : `code ${f.exit_code} in ${(f.exit_ms / 1000).toFixed(1)} s${f.burst_at_signal ? `; burst at the signal: ${f.burst_at_signal}` : ''}`,
+          f.load_1m,
+        ]),
+      ),
+      '',
+    );
+  }
+  const e = report.embedded;
+  if (e) {
+    lines.push(`## Embedded (SQLite, ${e.accepted + e.refused_submissions} submissions from 3 users, two kill -9 and a SIGTERM of the server)`, '');
+    lines.push(...jobsTable(e), '');
+    lines.push(`Refused submissions: ${e.refused_submissions}. Failed with: ${JSON.stringify(e.failed_errors)}. All ended ${e.all_ended_after_s} s after the first start.`, '');
+    lines.push(`First start to listening: ${e.first_start_s} s.`, '');
+    lines.push(
+      ...table(
+        ['restart', 'signal', 'jobs running at the signal', 'exit (grace 10 s)', 'signal to listening again s', 'submissions sent with the signal', 'load'],
+        e.restarts.map((r: any, i: number) => [i + 1, r.signal, r.running_at_signal, `code ${r.exit_code} in ${r.exit_s} s`, r.signal_to_listening_s, r.burst_at_signal ?? '', r.load_1m]),
+      ),
+      '',
+    );
+    lines.push(`Audit: ${e.audit_verify}`, '');
+  }
+  if (report.full_disk) {
+    lines.push('## A full disk (a real tmpfs, filled while jobs run)', '');
+    for (const d of report.full_disk) {
+      if (d.skipped) {
+        lines.push(`Skipped: ${d.skipped}.`, '');
+        continue;
+      }
+      lines.push(`### ${d.where === 'assets' ? 'The asset directory' : 'The whole data dir (SQLite store, audit trail, assets)'} full`, '');
+      lines.push(
+        ...table(
+          ['full for s', '/ready while full', 'submissions while full', 'reads while full (non-200 of all)', '/ready 200 again after freeing, s', 'a submission after freeing', 'lost'],
+          [[d.full_s, d.ready_while_full, d.submissions_while_full.join(', '), `${d.reads_while_full.non_200} of ${d.reads_while_full.total} (${d.reads_while_full.statuses.join(', ')})`, d.ready_again_after_freeing_s, d.submission_after_freeing, d.lost]],
+        ),
+        '',
+      );
+      lines.push(...table(['accepted job', 'ended', 'error'], d.accepted_jobs.map((j: any) => [j.prompt, j.status, j.error ?? ''])), '');
+    }
+  }
+  const k = report.soak;
+  if (k) {
+    lines.push(`## Soak (${k.seconds} s of mixed load on one embedded server: submissions, reads, event streams, gallery, publishing)`, '');
+    lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
+    lines.push(
+      ...table(
+        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
+        k.minutes.map((m: any) => [
+          m.minute,
+          m.rss_mb,
+          m.heap_used_floor_mb,
+          m.requests,
+          m.errors,
+          m.p50_ms,
+          m.p99_ms,
+          ['submit', 'read', 'events', 'gallery', 'publish'].map((c) => m.p99_by_class_ms[c] ?? '-').join(' / '),
+          m.load_1m,
+        ]),
+      ),
+      '',
+    );
+    lines.push(
+      `After the first minute: RSS ${k.rss_min_mb}–${k.rss_max_mb} MB, spread ${k.rss_spread_pct} % (within 10 %: ${k.rss_flat_within_10pct}), drift of the last three minutes against the first three ${k.rss_drift_pct} %; ` +
+        `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
+      '',
+    );
+  }
   return `${lines.join('\n')}\n`;
 }
 
 const started = new Date().toISOString();
 const report: Record<string, unknown> = { started };
-report.scale_out = await scaleOut();
-report.embedded = await embedded();
-report.full_disk = await fullDisk();
+if (PARTS.has('scale-out')) report.scale_out = await scaleOut();
+if (PARTS.has('embedded')) report.embedded = await embedded();
+if (PARTS.has('disk')) report.full_disk = [await fullDisk('assets'), await fullDisk('data dir')];
+if (PARTS.has('soak')) report.soak = await soakRun();
 report.duration_s = Math.round((Date.now() - t0) / 1000);
+report.cores = cpus().length;
+report.load_average = loadavg().map((value) => Number(value.toFixed(2)));
 const directory = fileURLToPath(new URL('./results', import.meta.url));
 mkdirSync(directory, { recursive: true });
 const stem = path.join(directory, `chaos-${started.replace(/[:.]/g, '-')}`);

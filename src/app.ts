@@ -46,7 +46,10 @@ function server(config: Config) {
     genReqId: requestId,
     bodyLimit: config.bodyLimit,
     trustProxy: config.trustProxy.length > 0 ? config.trustProxy : false,
-    return503OnClosing: true,
+    // A request that reaches a closing server on a connection it still holds is served (with
+    // `Connection: close`): the store closes only after the last connection, and Fastify's own 503
+    // for it would be neither needed nor problem+json. New connections are refused by then.
+    return503OnClosing: false,
     forceCloseConnections: 'idle',
     routerOptions: { maxParamLength: 200 },
     frameworkErrors: frameworkErrors(() => recordRefusal),

@@ -24,7 +24,7 @@ declare module 'fastify' {
 export const assets = fp(
   async (app: FastifyInstance) => {
     const { config } = app;
-    const storage = new AssetStorage(openObjectStore(config));
+    const storage = new AssetStorage(await openObjectStore(config));
     const signer = new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
     app.decorate('assets', { storage, signer });
     app.addHook('onClose', () => storage.close());

@@ -8,7 +8,6 @@ import { pipeline } from 'node:stream/promises';
 import type { Config } from '../config/config.js';
 import { DiskObjectStore } from './backends/disk.js';
 import type { ByteRange, ObjectStore } from './backends/object-store.js';
-import { S3ObjectStore } from './backends/s3.js';
 import { imageThumbnail, stripImageMetadata, stripVideoFile, videoPoster } from './derivatives.js';
 
 /** Content types a result may have, and the extension its file gets. Anything else is refused. */
@@ -61,9 +60,12 @@ export function ownerOfKey(key: string): { storageKey: string | null; stem: stri
   return null;
 }
 
-export function openObjectStore(config: Config): ObjectStore {
+/** The configured object store; the S3 client is loaded only when S3 is configured (it is slow to load). */
+export async function openObjectStore(config: Config): Promise<ObjectStore> {
   const { s3 } = config.assets;
-  return s3 ? new S3ObjectStore(s3) : new DiskObjectStore(config.dataDir, [ORIGINALS, THUMBNAILS]);
+  if (!s3) return new DiskObjectStore(config.dataDir, [ORIGINALS, THUMBNAILS]);
+  const { S3ObjectStore } = await import('./backends/s3.js');
+  return new S3ObjectStore(s3);
 }
 
 /**

@@ -29,6 +29,7 @@ export interface Store {
 pg.types.setTypeParser(20, (value) => Number(value));
 
 const STATEMENT_CACHE_LIMIT = 500;
+const NOTHING = 'select 1 where 0';
 
 /**
  * Kysely's SQLite driver prepares every query anew; preparing costs more than running a small
@@ -38,13 +39,17 @@ const STATEMENT_CACHE_LIMIT = 500;
  * Its transactions begin IMMEDIATE: other connections write the same file (the audit writer
  * thread, other processes), and a deferred transaction that reads, then writes after another
  * connection committed fails at once with SQLITE_BUSY_SNAPSHOT instead of waiting its turn.
+ *
+ * SQLite rolls a transaction back by itself on some errors (SQLITE_FULL when the disk fills,
+ * SQLITE_IOERR, SQLITE_NOMEM); Kysely's rollback after that would fail with "no transaction is
+ * active" and replace the error that says what happened, so it becomes a statement that does nothing.
  */
 function withStatementCache(database: SQLite.Database): SqliteDatabase {
   const cache = new Map<string, SQLite.Statement>();
   return {
     close: () => database.close(),
     prepare: (text: string) => {
-      const sql = text === 'begin' ? 'begin immediate' : text;
+      const sql = text === 'begin' ? 'begin immediate' : text === 'rollback' && !database.inTransaction ? NOTHING : text;
       const cached = cache.get(sql);
       if (cached && !cached.busy) return cached;
       const statement = database.prepare(sql);

@@ -1,5 +1,5 @@
 import { Redis } from 'ioredis';
-import { openRedis, reportErrors, type RedisLog } from './redis.js';
+import { openRedis, reconnectDelayMs, reportErrors, type RedisLog } from './redis.js';
 
 export type MessageHandler = (message: string) => void;
 
@@ -70,6 +70,7 @@ export class EventBus {
       maxRetriesPerRequest: null,
       enableOfflineQueue: false,
       autoResubscribe: false,
+      retryStrategy: reconnectDelayMs,
     });
     this.#subscriber = reportErrors(subscriber, options.log, 'event bus (subscribe)');
     subscriber.on('ready', () => this.#connected());

@@ -4,7 +4,7 @@ import type { FastifyBaseLogger } from 'fastify';
 import type { Store } from '../db/database.js';
 import type { EventBus } from '../db/event-bus.js';
 import type { StoreOutage } from '../db/outage.js';
-import { reportErrors, type RedisLog } from '../db/redis.js';
+import { reconnectDelayMs, reportErrors, type RedisLog } from '../db/redis.js';
 import { JobEvents, type JobEvent } from './events.js';
 import type { JobQueue } from './queue.js';
 import { countQueued, queuedJobs, type JobRow } from './store.js';
@@ -51,7 +51,8 @@ export interface RedisSettings {
 
 function redisOptions(forWorker: boolean): RedisOptions {
   // BullMQ needs its own connections without a key prefix; workers must wait out Redis restarts.
-  return forWorker ? { maxRetriesPerRequest: null } : { maxRetriesPerRequest: 2, connectTimeout: 2000 };
+  const reconnect = { retryStrategy: reconnectDelayMs };
+  return forWorker ? { ...reconnect, maxRetriesPerRequest: null } : { ...reconnect, maxRetriesPerRequest: 2, connectTimeout: 2000 };
 }
 
 /** Disconnects; resolves once the client can report nothing more and what it reported has been handled. */

@@ -9,7 +9,7 @@ import { StoreOutage } from '../db/outage.js';
 import { RedisSlotLedger } from '../renderers/comfyui/slot-leases.js';
 import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
-import { BullMQQueue, BullMQWorkerHost, RedisJobEvents } from './bullmq-queue.js';
+import type { BullMQWorkerHost } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
 import { claimFair, fairSharePolicy, recordGpuUse } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
@@ -71,10 +71,12 @@ export async function createProduction(config: Config, store: Store, log: Fastif
   // an API process reads them (fleet-wide prompts in flight, render times for ETAs).
   const sharedSlots = redis ? () => new RedisSlotLedger({ url: redis.url, prefix: redis.prefix, leaseMs, bus: redis.bus }) : undefined;
   const renderer = options.renderer ?? createRenderer(config, { sharedSlots });
-  const assets = options.storage?.assets ?? new AssetStorage(openObjectStore(config));
+  const assets = options.storage?.assets ?? new AssetStorage(await openObjectStore(config));
   const signer = options.storage?.signer ?? new UrlSigner(loadUrlSigningKey({ dataDir: config.dataDir, urlSigningKey: config.secrets.urlSigningKey }));
-  const events = redis ? new RedisJobEvents(redis) : new JobEvents();
-  const bullQueue = redis ? new BullMQQueue(store, redis) : null;
+  // BullMQ is loaded only in scale-out (it is slow to load, and embedded has no use for it)
+  const bull = redis ? await import('./bullmq-queue.js') : null;
+  const events = bull && redis ? new bull.RedisJobEvents(redis) : new JobEvents();
+  const bullQueue = bull && redis ? new bull.BullMQQueue(store, redis) : null;
   const localQueue = redis ? null : new LocalQueue(store);
   const queue: JobQueue = bullQueue ?? localQueue!;
   const ownOutage = options.outage ? null : new StoreOutage(store, log);
@@ -135,14 +137,14 @@ export async function createProduction(config: Config, store: Store, log: Fastif
       await housekeeping?.sweep().catch((err: unknown) => log.warn({ err }, 'asset sweep failed'));
       housekeeping?.start();
       await worker.start();
-      if (bullQueue && redis) host = new BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
+      if (bull && bullQueue && redis) host = new bull.BullMQWorkerHost(worker, bullQueue, { ...redis, concurrency: config.workerConcurrency, leaseMs, log, outage });
     },
     quiesce,
     async stop() {
       await housekeeping?.stop();
       await quiesce();
       await queue.close();
-      if (events instanceof RedisJobEvents) events.close();
+      if (bull && events instanceof bull.RedisJobEvents) events.close();
       await renderer.close?.();
       ownOutage?.close();
       ownBus?.close();

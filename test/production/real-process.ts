@@ -4,7 +4,7 @@ import { loadSigningKeys } from '../../src/identity/keys.js';
 import { insertSession, insertUser } from '../../src/identity/store.js';
 import { issueAccessToken } from '../../src/identity/tokens.js';
 import { testSharedSecrets } from '../support/cli.js';
-import { startCelforge, type RunningProcess } from '../support/server.js';
+import { startCelforge, type Entry, type RunningProcess } from '../support/server.js';
 
 /**
  * A user, a live session and a token, written straight into a server's store. The token is signed
@@ -51,8 +51,8 @@ export interface WorkerProcess extends RunningProcess {
 }
 
 /** Starts `celforge worker` as a real process and waits for its ready line. */
-export async function startWorker(storage: { dataDir: string; databaseUrl?: string }, env: Record<string, string>): Promise<WorkerProcess> {
-  const { match, ...running } = await startCelforge(storage, { args: ['worker'], env, ready: /celforge worker (\S+) ready/ });
+export async function startWorker(storage: { dataDir: string; databaseUrl?: string }, env: Record<string, string>, entry?: Entry): Promise<WorkerProcess> {
+  const { match, ...running } = await startCelforge(storage, { args: ['worker'], env, entry, ready: /celforge worker (\S+) ready/ });
   return { id: match[1]!, ...running };
 }
 

@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../../src/db/database.js';
 import { createTestStorage, describeEachDialect, type TestStorage } from '../support/dialects.js';
 import { startServer, type RunningServer } from '../support/server.js';
@@ -83,5 +83,65 @@ describeEachDialect('SIGTERM with running jobs, an event stream and a stalled cl
       { status: 'succeeded', attempts: 1 },
       { status: 'succeeded', attempts: 1 },
     ]);
+  });
+});
+
+/** Resolves once nothing accepts connections on the server's port any more (it has begun to close). */
+async function refusesConnections(url: string): Promise<void> {
+  const { hostname, port } = new URL(url);
+  for (;;) {
+    const refused = await new Promise<boolean>((resolve) => {
+      const probe = net.connect(Number(port), hostname);
+      probe.once('connect', () => {
+        probe.destroy();
+        resolve(false);
+      });
+      probe.once('error', () => resolve(true));
+    });
+    if (refused) return;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe('a request that completes on an open connection after SIGTERM', () => {
+  let storage: TestStorage;
+  let store: Store;
+  let server: RunningServer | undefined;
+
+  beforeAll(async () => {
+    storage = await createTestStorage('sqlite');
+  });
+  afterAll(async () => {
+    await server?.stop('SIGKILL');
+    await store?.close();
+    await storage.drop();
+  });
+
+  it('is served to the end (the job is accepted and kept), with the connection closed after it', { timeout: 60_000 }, async () => {
+    server = await startServer(storage, { env: ENV });
+    store = openStore({ dataDir: storage.dataDir });
+    const token = await mintToken(store, storage);
+    const { hostname, port } = new URL(server.url);
+    const socket = net.connect(Number(port), hostname);
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk.toString()));
+    const closed = new Promise((resolve) => socket.on('close', resolve));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    // half a request: the connection is busy, so the shutdown waits for it rather than dropping it as idle
+    socket.write(`POST /api/anime/generate HTTP/1.1\r\nHost: ${hostname}\r\n`);
+
+    const exited = server.stop('SIGTERM');
+    await refusesConnections(server.url);
+    const body = JSON.stringify({ prompt: 'after the signal', type: 'image', width: 64, height: 64, steps: 2 });
+    socket.write(`Authorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    await closed;
+    expect(await exited).toBe(0);
+
+    const [head, json] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 202 /);
+    expect(head).toMatch(/\r\nconnection: close\r\n/i);
+    const { job_id: jobId } = JSON.parse(json!) as Json;
+    const row = await store.db.selectFrom('jobs').select('status').where('id', '=', jobId).executeTakeFirst();
+    expect(row?.status).toBe('queued');
   });
 });

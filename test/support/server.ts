@@ -11,15 +11,20 @@ export interface RunningServer extends RunningProcess {
   url: string;
 }
 
+/** From the sources through tsx, or the built `dist/cli.js` (after `npm run build`), as `npm start` runs it. */
+export type Entry = 'sources' | 'built';
+
+const ENTRY_ARGS: Record<Entry, string[]> = { sources: ['--import', 'tsx', 'src/cli.ts'], built: ['dist/cli.js'] };
+
 /**
  * Starts a long-running `celforge` command as a real process and resolves once its output matches
  * `ready` (with that match); fails if it exits first or takes longer than `timeoutMs`.
  */
 export function startCelforge(
   storage: { dataDir: string; databaseUrl?: string },
-  options: { args: string[]; env?: Record<string, string>; ready: RegExp; timeoutMs?: number },
+  options: { args: string[]; env?: Record<string, string>; ready: RegExp; timeoutMs?: number; entry?: Entry },
 ): Promise<RunningProcess & { match: RegExpExecArray }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', ...options.args], {
+  const child = spawn(process.execPath, [...ENTRY_ARGS[options.entry ?? 'sources'], ...options.args], {
     cwd: ROOT,
     env: cliEnv(storage, options.env),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -56,9 +61,10 @@ export function startCelforge(
 /** Starts `celforge serve` (or another serving command) as a real process on a free port. */
 export async function startServer(
   storage: { dataDir: string; databaseUrl?: string },
-  options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number } = {},
+  options: { args?: string[]; env?: Record<string, string>; timeoutMs?: number; entry?: Entry } = {},
 ): Promise<RunningServer> {
   const { match, ...running } = await startCelforge(storage, {
+    entry: options.entry,
     args: options.args ?? ['serve'],
     env: { CELFORGE_PORT: '0', ...options.env },
     timeoutMs: options.timeoutMs,

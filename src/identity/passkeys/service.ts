@@ -1,12 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type PublicKeyCredentialCreationOptionsJSON,
-  type PublicKeyCredentialRequestOptionsJSON,
+import type {
+  AuthenticationResponseJSON,
+  PublicKeyCredentialCreationOptionsJSON,
+  PublicKeyCredentialRequestOptionsJSON,
 } from '@simplewebauthn/server';
 import { isIP } from 'node:net';
 import type { Principal } from '../../access/principal.js';
@@ -18,6 +14,9 @@ import { STEP_UP_SECONDS } from '../service.js';
 import { findUserById, setSessionMfa } from '../store.js';
 import { asAuthentication, asRegistration, type Assertion, type CredentialJson } from './credential.js';
 import * as db from './store.js';
+
+/** The WebAuthn library, loaded at the first ceremony rather than at every start (it is slow to load). */
+const webauthn = () => import('@simplewebauthn/server');
 
 /** A ceremony must be finished this soon after its options were handed out. */
 export const CHALLENGE_SECONDS = 5 * 60;
@@ -145,7 +144,7 @@ export class PasskeyService {
     await this.deps.identity.confirmPassword(user, password, 'auth.passkey.register', ctx);
     const existing = await db.listPasskeys(this.db, user.id);
     const { id, challenge } = await this.newChallenge('register', { userId: user.id, sessionId: principal.sessionId });
-    const options = await generateRegistrationOptions({
+    const options = await (await webauthn()).generateRegistrationOptions({
       rpName: 'Celforge',
       rpID,
       userName: user.email,
@@ -167,7 +166,7 @@ export class PasskeyService {
     const row = await this.takeChallenge(input.attempt_id, ['register'], { userId: principal.userId, sessionId: principal.sessionId });
     let info;
     try {
-      const result = await verifyRegistrationResponse({
+      const result = await (await webauthn()).verifyRegistrationResponse({
         response: asRegistration(input.response),
         expectedChallenge: row.challenge,
         expectedOrigin: this.origin,
@@ -250,7 +249,7 @@ export class PasskeyService {
   async signInOptions(): Promise<Attempt<PublicKeyCredentialRequestOptionsJSON>> {
     const rpID = this.requireRpId();
     const { id, challenge } = await this.newChallenge('signin', {});
-    const options = await generateAuthenticationOptions({ rpID, challenge: Buffer.from(challenge, 'base64url'), timeout: CHALLENGE_SECONDS * 1000, userVerification: 'required' });
+    const options = await (await webauthn()).generateAuthenticationOptions({ rpID, challenge: Buffer.from(challenge, 'base64url'), timeout: CHALLENGE_SECONDS * 1000, userVerification: 'required' });
     return { attempt_id: id, options };
   }
 
@@ -269,7 +268,7 @@ export class PasskeyService {
     const rpID = this.requireRpId();
     const passkeys = await db.listPasskeys(this.db, userId);
     const { id, challenge } = await this.newChallenge(purpose, { userId, sessionId });
-    const options = await generateAuthenticationOptions({
+    const options = await (await webauthn()).generateAuthenticationOptions({
       rpID,
       challenge: Buffer.from(challenge, 'base64url'),
       timeout: CHALLENGE_SECONDS * 1000,
@@ -326,7 +325,7 @@ export class PasskeyService {
     const stored = Number(passkey.counter);
     let info;
     try {
-      const result = await verifyAuthenticationResponse({
+      const result = await (await webauthn()).verifyAuthenticationResponse({
         response,
         expectedChallenge: row.challenge,
         expectedOrigin: this.origin,
