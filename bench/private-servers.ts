@@ -10,6 +10,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { postgresAnswers } from '../test/support/postgres-probe.js';
 
 const REDIS_SERVER = process.env.CHAOS_REDIS_SERVER ?? '/usr/bin/redis-server';
 const POSTGRES_BIN = process.env.CHAOS_POSTGRES_BIN ?? '/usr/lib/postgresql/15/bin';
@@ -102,18 +103,7 @@ export async function startPrivatePostgres(): Promise<PrivateServer> {
   await run('initdb', ['-D', data, '-A', 'trust', '-U', 'postgres', '-E', 'UTF8', '--no-sync']);
   const options = `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off`;
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  const answers = async () => {
-    const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 1000 });
-    try {
-      await client.connect();
-      await client.query('select 1');
-      return true;
-    } catch {
-      return false;
-    } finally {
-      await client.end().catch(() => {});
-    }
-  };
+  const answers = () => postgresAnswers(url, 1000);
   const start = async () => {
     await run('pg_ctl', ['start', '-D', data, '-l', path.join(dir, 'postgres.log'), '-o', options, '-w']);
     await waitUntil('postgres', answers);

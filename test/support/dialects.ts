@@ -4,26 +4,14 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import { describe } from 'vitest';
+import { postgresAnswers } from './postgres-probe.js';
 
 export type DialectName = 'sqlite' | 'postgres';
 
 /** The server every PostgreSQL test uses; each test suite gets a database of its own on it. */
 export const POSTGRES_BASE_URL = process.env.CELFORGE_TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
 
-async function probePostgres(): Promise<boolean> {
-  const client = new pg.Client({ connectionString: POSTGRES_BASE_URL, connectionTimeoutMillis: 2000 });
-  try {
-    await client.connect();
-    await client.query('select 1');
-    return true;
-  } catch {
-    return false;
-  } finally {
-    await client.end().catch(() => {});
-  }
-}
-
-const postgresReachable = await probePostgres();
+const postgresReachable = await postgresAnswers(POSTGRES_BASE_URL, 2000);
 if (!postgresReachable) {
   if (process.env.CI) throw new Error(`PostgreSQL is required in CI and is not reachable at ${POSTGRES_BASE_URL}`);
   console.warn(`\n  NOTICE: PostgreSQL is not reachable at ${POSTGRES_BASE_URL}; its tests are SKIPPED on this machine.\n`);
