@@ -2793,6 +2793,7 @@ export interface paths {
                                     ok: boolean;
                                     depth: number;
                                     in_flight: number;
+                                    in_flight_here: number;
                                     utilization: number;
                                     idle_gap_ms: {
                                         count: number;
@@ -2848,6 +2849,7 @@ export interface paths {
                         "application/json": {
                             user_id: string;
                             weight: number;
+                            weight_from: "user" | "role";
                             max_running: number | null;
                             gpu_seconds: number;
                         };
@@ -2882,6 +2884,7 @@ export interface paths {
                         "application/json": {
                             user_id: string;
                             weight: number;
+                            weight_from: "user" | "role";
                             max_running: number | null;
                             gpu_seconds: number;
                         };
