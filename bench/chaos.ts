@@ -27,11 +27,14 @@ import { runCli } from '../test/support/cli.js';
 import { startServer, type RunningServer } from '../test/support/server.js';
 import { canMountTmpfs, mountTmpfs } from '../test/support/tmpfs.js';
 import { soak } from './chaos-soak.js';
+import { connectInspector, inspectorUrl } from './inspector.js';
 import { createDatabase, startPrivatePostgres, startPrivateRedis } from './private-servers.js';
 
 const PARTS = new Set((process.env.CHAOS_PARTS ?? 'scale-out,embedded,disk,soak').split(',').map((part) => part.trim()));
 const EMBEDDED_JOBS = Number(process.env.CHAOS_JOBS ?? 300);
 const SOAK_SECONDS = Number(process.env.CHAOS_SOAK_SECONDS ?? 600);
+/** a folder for the soak's heap snapshots (first, middle and last minute); none without it */
+const SOAK_SNAPSHOTS = process.env.CHAOS_SOAK_SNAPSHOTS;
 const ENTRY = 'built' as const;
 /** A data dir of its own for an embedded (SQLite) server, removed by `drop`. */
 function sqliteStorage() {
@@ -500,11 +503,16 @@ async function soakRun() {
   const storage = sqliteStorage();
   const store = openStore({ dataDir: storage.dataDir });
   const metricsToken = randomBytes(16).toString('hex');
-  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken }, entry: ENTRY });
+  // the inspector forces a full collection at the end of each minute, so the heap the server keeps is measured, not guessed from a floor
+  const nodeOptions = `${process.env.NODE_OPTIONS ?? ''} --inspect=127.0.0.1:0`.trim();
+  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken, NODE_OPTIONS: nodeOptions }, entry: ENTRY });
+  const inspector = await connectInspector(inspectorUrl(server.output())!);
   try {
     const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
-    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken);
+    if (SOAK_SNAPSHOTS) mkdirSync(SOAK_SNAPSHOTS, { recursive: true });
+    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken, { inspector, snapshots: SOAK_SNAPSHOTS });
   } finally {
+    inspector.close();
     await server.stop('SIGTERM');
     await store.close();
     await storage.drop();
@@ -592,11 +600,12 @@ function markdown(report: Record<string, any>): string {
     lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
     lines.push(
       ...table(
-        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
+        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'after a full GC: JS heap used / V8 heap total / RSS / external / libvips cache MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
         k.minutes.map((m: any) => [
           m.minute,
           m.rss_mb,
           m.heap_used_floor_mb,
+          m.after_gc ? [m.after_gc.heap_used_mb, m.after_gc.heap_total_mb, m.after_gc.rss_mb, m.after_gc.external_mb, m.after_gc.vips_cache_mb ?? '-'].join(' / ') : '-',
           m.requests,
           m.errors,
           m.p50_ms,
@@ -610,6 +619,10 @@ function markdown(report: Record<string, any>): string {
     lines.push(
       `After the first minute: RSS ${k.rss_min_mb}–${k.rss_max_mb} MB, spread ${k.rss_spread_pct} % (within 10 %: ${k.rss_flat_within_10pct}), drift of the last three minutes against the first three ${k.rss_drift_pct} %; ` +
         `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
+      '',
+      `After a full GC at each minute's end (minutes 2–${k.minutes.length}, ${k.requests_after_warm_up} requests): JS heap used ${k.heap_after_gc_min_mb}–${k.heap_after_gc_max_mb} MB (drift ${k.heap_after_gc_drift_pct} %), ` +
+        `V8 heap total ${k.heap_total_after_gc_min_mb}–${k.heap_total_after_gc_max_mb} MB, RSS ${k.rss_after_gc_min_mb}–${k.rss_after_gc_max_mb} MB (drift ${k.rss_after_gc_drift_pct} %). ` +
+        'What the server keeps is the heap after a full GC; the floor of the sampled heap and the RSS also hold garbage not yet collected and memory V8 or the allocator has not given back.',
       '',
     );
   }
