@@ -19,15 +19,17 @@ function jobsTable(jobs: Record<string, any>) {
 const KEPT_HEAP_DRIFT_PCT = 5;
 
 function leakVerdict(k: Record<string, any>): string {
-  const drift = k.heap_after_gc_drift_pct as number | null;
+  const forced = k.heap_after_gc_drift_pct !== null && k.heap_after_gc_drift_pct !== undefined;
+  const drift = (forced ? k.heap_after_gc_drift_pct : k.heap_after_v8_majors_drift_pct) as number | null | undefined;
+  const kept = forced ? 'the heap kept after a full GC' : "the heap kept after V8's own major collections";
   if (drift === null || drift === undefined) return 'too short to tell (it needs seven minutes or more).';
   if (Math.abs(drift) <= KEPT_HEAP_DRIFT_PCT) {
     return (
-      `the heap kept after a full GC moved ${drift} % while ${k.requests_after_warm_up} requests were served (within ±${KEPT_HEAP_DRIFT_PCT} %): ` +
+      `${kept} moved ${drift} % while ${k.requests_after_warm_up} requests were served (within ±${KEPT_HEAP_DRIFT_PCT} %): ` +
       'it does not grow with the work, so there is no leak in the JS heap; what the RSS adds over it is garbage awaiting collection and memory V8 and the allocator keep for reuse.'
     );
   }
-  return `the heap kept after a full GC moved ${drift} % while ${k.requests_after_warm_up} requests were served (beyond ±${KEPT_HEAP_DRIFT_PCT} %): compare heap snapshots (CHAOS_SOAK_SNAPSHOTS) to find what holds it.`;
+  return `${kept} moved ${drift} % while ${k.requests_after_warm_up} requests were served (beyond ±${KEPT_HEAP_DRIFT_PCT} %): compare heap snapshots (CHAOS_SOAK_SNAPSHOTS) to find what holds it.`;
 }
 
 export function markdown(report: Record<string, any>): string {
@@ -101,12 +103,14 @@ export function markdown(report: Record<string, any>): string {
     lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
     lines.push(
       ...table(
-        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'after a full GC: JS heap used / V8 heap total / RSS / external / libvips cache MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
+        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'after a full GC: JS heap used / V8 heap total / RSS / external / libvips cache MB',
+          "V8's own major GCs: count, heap used after them (median) MB", 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
         k.minutes.map((m: any) => [
           m.minute,
           m.rss_mb,
           m.heap_used_floor_mb,
           m.after_gc ? [m.after_gc.heap_used_mb, m.after_gc.heap_total_mb, m.after_gc.rss_mb, m.after_gc.external_mb, m.after_gc.vips_cache_mb ?? '-'].join(' / ') : '-',
+          m.v8_major_gcs ? `${m.v8_major_gcs.count}, ${m.v8_major_gcs.heap_used_median_mb ?? '-'}` : '-',
           m.requests,
           m.errors,
           m.p50_ms,
@@ -121,9 +125,14 @@ export function markdown(report: Record<string, any>): string {
       `After the first minute: RSS ${k.rss_min_mb}–${k.rss_max_mb} MB, spread ${k.rss_spread_pct} % (within 10 %: ${k.rss_flat_within_10pct}), drift of the last three minutes against the first three ${k.rss_drift_pct} %; ` +
         `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
       '',
-      `After a full GC at each minute's end (minutes 2–${k.minutes.length}, ${k.requests_after_warm_up} requests): JS heap used ${k.heap_after_gc_min_mb}–${k.heap_after_gc_max_mb} MB (drift ${k.heap_after_gc_drift_pct} %), ` +
-        `V8 heap total ${k.heap_total_after_gc_min_mb}–${k.heap_total_after_gc_max_mb} MB, RSS ${k.rss_after_gc_min_mb}–${k.rss_after_gc_max_mb} MB (drift ${k.rss_after_gc_drift_pct} %). ` +
-        'What the server keeps is the heap after a full GC; the floor of the sampled heap and the RSS also hold garbage not yet collected and memory V8 or the allocator has not given back.',
+      (k.heap_after_gc_min_mb === null || k.heap_after_gc_min_mb === undefined
+        ? 'No full GC was forced (CHAOS_SOAK_FORCE_GC=0): V8 alone decided when to collect. '
+        : `After a full GC at each minute's end (minutes 2–${k.minutes.length}, ${k.requests_after_warm_up} requests): JS heap used ${k.heap_after_gc_min_mb}–${k.heap_after_gc_max_mb} MB (drift ${k.heap_after_gc_drift_pct} %), ` +
+          `V8 heap total ${k.heap_total_after_gc_min_mb}–${k.heap_total_after_gc_max_mb} MB, RSS ${k.rss_after_gc_min_mb}–${k.rss_after_gc_max_mb} MB (drift ${k.rss_after_gc_drift_pct} %); the forced collection of a minute counts among the next one's major GCs. `) +
+        (k.heap_after_v8_majors_min_mb === null || k.heap_after_v8_majors_min_mb === undefined
+          ? ''
+          : `After V8's major collections: JS heap used ${k.heap_after_v8_majors_min_mb}–${k.heap_after_v8_majors_max_mb} MB (drift ${k.heap_after_v8_majors_drift_pct} %). `) +
+        'What the server keeps is the heap after a major GC; the floor of the sampled heap and the RSS also hold garbage not yet collected and memory V8 or the allocator has not given back.',
       '',
       `Leak check: ${leakVerdict(k)}`,
       '',

@@ -26,6 +26,8 @@ export interface SoakMinute {
   heap_used_floor_mb: number | null;
   /** at the minute's end, after a full collection forced through the inspector: what the server keeps */
   after_gc: MemoryAfterGc | null;
+  /** the major collections V8 started of its own accord in the minute, and the heap in use after them (median) */
+  v8_major_gcs: { count: number; heap_used_median_mb: number | null } | null;
   requests: number;
   errors: number;
   p50_ms: number;
@@ -58,6 +60,8 @@ export interface SoakProbe {
   inspector: Awaited<ReturnType<typeof connectInspector>>;
   /** a folder for heap snapshots at the end of the first, the middle and the last minute; none without it */
   snapshots?: string;
+  /** false: no full GC forced at each minute's end, so V8 alone decides when to collect */
+  forceGc: boolean;
 }
 
 /** Runs the load for `seconds` against `url`, as the users behind `tokens`; `pid` is the server's. */
@@ -119,10 +123,15 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
   let lastLog = t0;
   const count = Math.ceil(seconds / 60);
   const afterGc: (MemoryAfterGc | null)[] = [];
+  const majorGcs: (number[] | null)[] = [];
+  await probe?.inspector.watchMajorGcs();
   const snapshotMinutes = new Set([1, Math.ceil(count / 2), count]);
   /** at the end of each minute: a full collection, then the memory the server still holds */
   const measureMinute = async (minute: number) => {
     if (!probe) return;
+    majorGcs[minute - 1] = await probe.inspector.majorGcs().catch(() => null);
+    log(`soak: minute ${minute}, heap in use after V8's major collections ${JSON.stringify(majorGcs[minute - 1])}`);
+    if (!probe.forceGc) return;
     const memory = await probe.inspector.memoryAfterGc().catch(() => null);
     afterGc[minute - 1] = memory;
     log(`soak: minute ${minute}, after a full collection ${JSON.stringify(memory)}`);
@@ -185,6 +194,7 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
       rss_mb: rssInMinute.length ? percentile(rssInMinute.map((r) => r.mb), 50) : rssMb(pid),
       heap_used_floor_mb: rssInMinute.some((r) => r.heap !== null) ? Math.min(...rssInMinute.flatMap((r) => (r.heap === null ? [] : [r.heap]))) : null,
       after_gc: afterGc[m] ?? null,
+      v8_major_gcs: majorGcs[m] ? { count: majorGcs[m]!.length, heap_used_median_mb: majorGcs[m]!.length ? percentile(majorGcs[m]!, 50) : null } : null,
       requests: inMinute.length,
       errors: inMinute.filter((s) => s.status === 0 || s.status >= 500).length,
       p50_ms: percentile(inMinute.map((s) => s.ms), 50),
@@ -203,6 +213,7 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
   const heapAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.heap_used_mb] : []));
   const rssAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.rss_mb] : []));
   const heapTotalAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.heap_total_mb] : []));
+  const heapAfterMajors = steady.flatMap((m) => (m.v8_major_gcs?.heap_used_median_mb == null ? [] : [m.v8_major_gcs.heap_used_median_mb]));
   const p99Values = steady.map((m) => m.p99_ms);
   const statuses: Record<string, number> = {};
   for (const sample of samples) statuses[sample.status] = (statuses[sample.status] ?? 0) + 1;
@@ -230,6 +241,9 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     rss_after_gc_min_mb: rssAfterGc.length ? Math.min(...rssAfterGc) : null,
     rss_after_gc_max_mb: rssAfterGc.length ? Math.max(...rssAfterGc) : null,
     rss_after_gc_drift_pct: drift(rssAfterGc),
+    heap_after_v8_majors_min_mb: heapAfterMajors.length ? Math.min(...heapAfterMajors) : null,
+    heap_after_v8_majors_max_mb: heapAfterMajors.length ? Math.max(...heapAfterMajors) : null,
+    heap_after_v8_majors_drift_pct: drift(heapAfterMajors),
     p99_min_ms: Math.min(...p99Values),
     p99_max_ms: Math.max(...p99Values),
     p99_median_ms: percentile(p99Values, 50),

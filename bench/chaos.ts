@@ -36,6 +36,8 @@ const EMBEDDED_JOBS = Number(process.env.CHAOS_JOBS ?? 300);
 const SOAK_SECONDS = Number(process.env.CHAOS_SOAK_SECONDS ?? 600);
 /** a folder for the soak's heap snapshots (first, middle and last minute); none without it */
 const SOAK_SNAPSHOTS = process.env.CHAOS_SOAK_SNAPSHOTS;
+/** "0": no full GC forced at each minute's end (the RSS as V8 alone leaves it) */
+const SOAK_FORCE_GC = process.env.CHAOS_SOAK_FORCE_GC !== '0';
 const ENTRY = 'built' as const;
 /** A data dir of its own for an embedded (SQLite) server, removed by `drop`. */
 function sqliteStorage() {
@@ -511,7 +513,7 @@ async function soakRun() {
   try {
     const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
     if (SOAK_SNAPSHOTS) mkdirSync(SOAK_SNAPSHOTS, { recursive: true });
-    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken, { inspector, snapshots: SOAK_SNAPSHOTS });
+    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken, { inspector, snapshots: SOAK_SNAPSHOTS, forceGc: SOAK_FORCE_GC });
   } finally {
     inspector.close();
     await server.stop('SIGTERM');

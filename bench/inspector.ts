@@ -22,6 +22,18 @@ const MEMORY_EXPRESSION = `JSON.stringify({
   vips: (() => { try { return require('module').createRequire(process.cwd() + '/')('sharp').cache().memory.current; } catch { return null; } })(),
 })`;
 
+/** Run inside the server: a `gc` performance observer that keeps the heap in use after each major collection. */
+const WATCH_MAJOR_GCS = `JSON.stringify((() => {
+  const { PerformanceObserver, constants } = require('perf_hooks');
+  globalThis.soakMajorGcs = [];
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      if (entry.detail?.kind === constants.NODE_PERFORMANCE_GC_MAJOR) globalThis.soakMajorGcs.push(process.memoryUsage().heapUsed);
+    }
+  }).observe({ entryTypes: ['gc'] });
+  return true;
+})())`;
+
 const mb = (bytes: number) => Math.round((bytes / 1024 / 1024) * 10) / 10;
 
 /** The `ws://…` address the inspector printed on the server's output. */
@@ -54,12 +66,25 @@ export async function connectInspector(url: string) {
       socket.send(JSON.stringify({ id, method, params }));
     });
 
+  const evaluate = async (expression: string): Promise<unknown> => {
+    const { result } = await call('Runtime.evaluate', { expression, includeCommandLineAPI: true, returnByValue: true });
+    return JSON.parse(result.value as string);
+  };
+
   return {
+    /** From now on, notes the JS heap in use after each major collection V8 starts of its own accord. */
+    async watchMajorGcs(): Promise<void> {
+      await evaluate(WATCH_MAJOR_GCS);
+    },
+    /** The heap in use (MB) after each major collection since the last call. */
+    async majorGcs(): Promise<number[]> {
+      const bytes = (await evaluate('JSON.stringify(globalThis.soakMajorGcs.splice(0))')) as number[];
+      return bytes.map(mb);
+    },
     /** Collects all garbage, then reads `process.memoryUsage()` inside the server. */
     async memoryAfterGc(): Promise<MemoryAfterGc> {
       await call('HeapProfiler.collectGarbage');
-      const { result } = await call('Runtime.evaluate', { expression: MEMORY_EXPRESSION, includeCommandLineAPI: true, returnByValue: true });
-      const { usage, vips } = JSON.parse(result.value as string) as { usage: NodeJS.MemoryUsage; vips: number | null };
+      const { usage, vips } = (await evaluate(MEMORY_EXPRESSION)) as { usage: NodeJS.MemoryUsage; vips: number | null };
       return {
         heap_used_mb: mb(usage.heapUsed),
         heap_total_mb: mb(usage.heapTotal),
