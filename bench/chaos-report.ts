@@ -22,7 +22,7 @@ function leakVerdict(k: Record<string, any>): string {
   const forced = k.heap_after_gc_drift_pct !== null && k.heap_after_gc_drift_pct !== undefined;
   const drift = (forced ? k.heap_after_gc_drift_pct : k.heap_after_v8_majors_drift_pct) as number | null | undefined;
   const kept = forced ? 'the heap kept after a full GC' : "the heap kept after V8's own major collections";
-  if (drift === null || drift === undefined) return 'too short to tell (it needs seven minutes or more).';
+  if (drift === null || drift === undefined) return 'too short to tell (it needs six figures after the first minute).';
   if (Math.abs(drift) <= KEPT_HEAP_DRIFT_PCT) {
     return (
       `${kept} moved ${drift} % while ${k.requests_after_warm_up} requests were served (within ±${KEPT_HEAP_DRIFT_PCT} %): ` +
@@ -30,6 +30,13 @@ function leakVerdict(k: Record<string, any>): string {
     );
   }
   return `${kept} moved ${drift} % while ${k.requests_after_warm_up} requests were served (beyond ±${KEPT_HEAP_DRIFT_PCT} %): compare heap snapshots (CHAOS_SOAK_SNAPSHOTS) to find what holds it.`;
+}
+
+function memoryCell(m: Record<string, any>): string {
+  const memory = m.after_gc ?? m.as_found;
+  if (!memory) return '-';
+  const figures = [memory.heap_used_mb, memory.heap_total_mb, memory.rss_mb, memory.external_mb, memory.vips_cache_mb ?? '-'].join(' / ');
+  return m.after_gc ? figures : `${figures} *`;
 }
 
 export function markdown(report: Record<string, any>): string {
@@ -103,14 +110,14 @@ export function markdown(report: Record<string, any>): string {
     lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
     lines.push(
       ...table(
-        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'after a full GC: JS heap used / V8 heap total / RSS / external / libvips cache MB',
-          "V8's own major GCs: count, heap used after them (median) MB", 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
+        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'at the end, after a full GC (* as found): JS heap used / V8 heap total / RSS / external / libvips cache MB',
+          "V8's own major GCs: heap used after each, MB", 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
         k.minutes.map((m: any) => [
           m.minute,
           m.rss_mb,
           m.heap_used_floor_mb,
-          m.after_gc ? [m.after_gc.heap_used_mb, m.after_gc.heap_total_mb, m.after_gc.rss_mb, m.after_gc.external_mb, m.after_gc.vips_cache_mb ?? '-'].join(' / ') : '-',
-          m.v8_major_gcs ? `${m.v8_major_gcs.count}, ${m.v8_major_gcs.heap_used_median_mb ?? '-'}` : '-',
+          memoryCell(m),
+          m.v8_major_gcs ? m.v8_major_gcs.join(', ') || 'none' : '-',
           m.requests,
           m.errors,
           m.p50_ms,
@@ -126,12 +133,12 @@ export function markdown(report: Record<string, any>): string {
         `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
       '',
       (k.heap_after_gc_min_mb === null || k.heap_after_gc_min_mb === undefined
-        ? 'No full GC was forced (CHAOS_SOAK_FORCE_GC=0): V8 alone decided when to collect. '
+        ? `No full GC was forced (CHAOS_SOAK_FORCE_GC=0): V8 alone decided when to collect; V8 heap total as found at the minutes' ends ${k.heap_total_found_min_mb}–${k.heap_total_found_max_mb} MB. `
         : `After a full GC at each minute's end (minutes 2–${k.minutes.length}, ${k.requests_after_warm_up} requests): JS heap used ${k.heap_after_gc_min_mb}–${k.heap_after_gc_max_mb} MB (drift ${k.heap_after_gc_drift_pct} %), ` +
           `V8 heap total ${k.heap_total_after_gc_min_mb}–${k.heap_total_after_gc_max_mb} MB, RSS ${k.rss_after_gc_min_mb}–${k.rss_after_gc_max_mb} MB (drift ${k.rss_after_gc_drift_pct} %); the forced collection of a minute counts among the next one's major GCs. `) +
         (k.heap_after_v8_majors_min_mb === null || k.heap_after_v8_majors_min_mb === undefined
           ? ''
-          : `After V8's major collections: JS heap used ${k.heap_after_v8_majors_min_mb}–${k.heap_after_v8_majors_max_mb} MB (drift ${k.heap_after_v8_majors_drift_pct} %). `) +
+          : `After V8's own major collections (minutes 2–${k.minutes.length}): JS heap used ${k.heap_after_v8_majors_min_mb}–${k.heap_after_v8_majors_max_mb} MB (drift ${k.heap_after_v8_majors_drift_pct} %). `) +
         'What the server keeps is the heap after a major GC; the floor of the sampled heap and the RSS also hold garbage not yet collected and memory V8 or the allocator has not given back.',
       '',
       `Leak check: ${leakVerdict(k)}`,

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { connectInspector, MemoryAfterGc } from './inspector.js';
+import type { connectInspector, MemoryFigures } from './inspector.js';
 
 export type SoakClass = 'submit' | 'read' | 'events' | 'gallery' | 'publish';
 
@@ -25,9 +25,11 @@ export interface SoakMinute {
   /** the least JS heap in use seen in the minute (after a collection): what the server keeps */
   heap_used_floor_mb: number | null;
   /** at the minute's end, after a full collection forced through the inspector: what the server keeps */
-  after_gc: MemoryAfterGc | null;
-  /** the major collections V8 started of its own accord in the minute, and the heap in use after them (median) */
-  v8_major_gcs: { count: number; heap_used_median_mb: number | null } | null;
+  after_gc: MemoryFigures | null;
+  /** at the minute's end as found, when no full GC is forced (CHAOS_SOAK_FORCE_GC=0) */
+  as_found: MemoryFigures | null;
+  /** the heap in use (MB) after each major collection V8 started of its own accord in the minute */
+  v8_major_gcs: number[] | null;
   requests: number;
   errors: number;
   p50_ms: number;
@@ -122,7 +124,8 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
   };
   let lastLog = t0;
   const count = Math.ceil(seconds / 60);
-  const afterGc: (MemoryAfterGc | null)[] = [];
+  const afterGc: (MemoryFigures | null)[] = [];
+  const asFound: (MemoryFigures | null)[] = [];
   const majorGcs: (number[] | null)[] = [];
   await probe?.inspector.watchMajorGcs();
   const snapshotMinutes = new Set([1, Math.ceil(count / 2), count]);
@@ -131,10 +134,9 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     if (!probe) return;
     majorGcs[minute - 1] = await probe.inspector.majorGcs().catch(() => null);
     log(`soak: minute ${minute}, heap in use after V8's major collections ${JSON.stringify(majorGcs[minute - 1])}`);
-    if (!probe.forceGc) return;
-    const memory = await probe.inspector.memoryAfterGc().catch(() => null);
-    afterGc[minute - 1] = memory;
-    log(`soak: minute ${minute}, after a full collection ${JSON.stringify(memory)}`);
+    const memory = await probe.inspector.memory(probe.forceGc).catch(() => null);
+    (probe.forceGc ? afterGc : asFound)[minute - 1] = memory;
+    log(`soak: minute ${minute}, ${probe.forceGc ? 'after a full collection' : 'as found'} ${JSON.stringify(memory)}`);
     if (probe.snapshots && snapshotMinutes.has(minute)) {
       const file = path.join(probe.snapshots, `soak-minute-${String(minute).padStart(2, '0')}.heapsnapshot`);
       await probe.inspector.snapshot(file).then(() => log(`soak: heap snapshot ${file}`), (error: Error) => log(`soak: no heap snapshot: ${error.message}`));
@@ -194,7 +196,8 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
       rss_mb: rssInMinute.length ? percentile(rssInMinute.map((r) => r.mb), 50) : rssMb(pid),
       heap_used_floor_mb: rssInMinute.some((r) => r.heap !== null) ? Math.min(...rssInMinute.flatMap((r) => (r.heap === null ? [] : [r.heap]))) : null,
       after_gc: afterGc[m] ?? null,
-      v8_major_gcs: majorGcs[m] ? { count: majorGcs[m]!.length, heap_used_median_mb: majorGcs[m]!.length ? percentile(majorGcs[m]!, 50) : null } : null,
+      as_found: asFound[m] ?? null,
+      v8_major_gcs: majorGcs[m] ?? null,
       requests: inMinute.length,
       errors: inMinute.filter((s) => s.status === 0 || s.status >= 500).length,
       p50_ms: percentile(inMinute.map((s) => s.ms), 50),
@@ -213,7 +216,9 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
   const heapAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.heap_used_mb] : []));
   const rssAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.rss_mb] : []));
   const heapTotalAfterGc = steady.flatMap((m) => (m.after_gc ? [m.after_gc.heap_total_mb] : []));
-  const heapAfterMajors = steady.flatMap((m) => (m.v8_major_gcs?.heap_used_median_mb == null ? [] : [m.v8_major_gcs.heap_used_median_mb]));
+  // V8 collects every minute or two of its own accord: each collection counts, not each minute
+  const heapTotalFound = steady.flatMap((m) => (m.as_found ? [m.as_found.heap_total_mb] : []));
+  const heapAfterMajors = steady.flatMap((m) => m.v8_major_gcs ?? []);
   const p99Values = steady.map((m) => m.p99_ms);
   const statuses: Record<string, number> = {};
   for (const sample of samples) statuses[sample.status] = (statuses[sample.status] ?? 0) + 1;
@@ -241,6 +246,8 @@ export async function soak(url: string, pid: number, tokens: string[], seconds: 
     rss_after_gc_min_mb: rssAfterGc.length ? Math.min(...rssAfterGc) : null,
     rss_after_gc_max_mb: rssAfterGc.length ? Math.max(...rssAfterGc) : null,
     rss_after_gc_drift_pct: drift(rssAfterGc),
+    heap_total_found_min_mb: heapTotalFound.length ? Math.min(...heapTotalFound) : null,
+    heap_total_found_max_mb: heapTotalFound.length ? Math.max(...heapTotalFound) : null,
     heap_after_v8_majors_min_mb: heapAfterMajors.length ? Math.min(...heapAfterMajors) : null,
     heap_after_v8_majors_max_mb: heapAfterMajors.length ? Math.max(...heapAfterMajors) : null,
     heap_after_v8_majors_drift_pct: drift(heapAfterMajors),

@@ -5,7 +5,7 @@
 import { createWriteStream } from 'node:fs';
 import WebSocket from 'ws';
 
-export interface MemoryAfterGc {
+export interface MemoryFigures {
   heap_used_mb: number;
   /** what V8 holds from the system for its heap, used or not */
   heap_total_mb: number;
@@ -81,9 +81,9 @@ export async function connectInspector(url: string) {
       const bytes = (await evaluate('JSON.stringify(globalThis.soakMajorGcs.splice(0))')) as number[];
       return bytes.map(mb);
     },
-    /** Collects all garbage, then reads `process.memoryUsage()` inside the server. */
-    async memoryAfterGc(): Promise<MemoryAfterGc> {
-      await call('HeapProfiler.collectGarbage');
+    /** Reads `process.memoryUsage()` inside the server, after collecting all garbage when `collect`. */
+    async memory(collect: boolean): Promise<MemoryFigures> {
+      if (collect) await call('HeapProfiler.collectGarbage');
       const { usage, vips } = (await evaluate(MEMORY_EXPRESSION)) as { usage: NodeJS.MemoryUsage; vips: number | null };
       return {
         heap_used_mb: mb(usage.heapUsed),
