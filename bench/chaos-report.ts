@@ -32,6 +32,15 @@ function leakVerdict(k: Record<string, any>): string {
   return `${kept} moved ${drift} % while ${k.requests_after_warm_up} requests were served (beyond ±${KEPT_HEAP_DRIFT_PCT} %): compare heap snapshots (CHAOS_SOAK_SNAPSHOTS) to find what holds it.`;
 }
 
+/** RSS less V8's heap total at the minutes' ends after the first: the part of the RSS that is not V8's (native code, SQLite, libvips, allocator). */
+function outsideV8(k: Record<string, any>): string {
+  const outside = (k.minutes as Record<string, any>[]).slice(1).flatMap((m) => {
+    const memory = m.after_gc ?? m.as_found;
+    return memory ? [Math.round((memory.rss_mb - memory.heap_total_mb) * 10) / 10] : [];
+  });
+  return outside.length ? `RSS less V8's heap total at the minutes' ends: ${Math.min(...outside)}–${Math.max(...outside)} MB. ` : '';
+}
+
 function memoryCell(m: Record<string, any>): string {
   const memory = m.after_gc ?? m.as_found;
   if (!memory) return '-';
@@ -139,6 +148,7 @@ export function markdown(report: Record<string, any>): string {
         (k.heap_after_v8_majors_min_mb === null || k.heap_after_v8_majors_min_mb === undefined
           ? ''
           : `After V8's own major collections (minutes 2–${k.minutes.length}): JS heap used ${k.heap_after_v8_majors_min_mb}–${k.heap_after_v8_majors_max_mb} MB (drift ${k.heap_after_v8_majors_drift_pct} %). `) +
+        outsideV8(k) +
         'What the server keeps is the heap after a major GC; the floor of the sampled heap and the RSS also hold garbage not yet collected and memory V8 or the allocator has not given back.',
       '',
       `Leak check: ${leakVerdict(k)}`,
