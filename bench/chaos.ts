@@ -26,12 +26,18 @@ import { mintToken, renderedBy, startWorker, type WorkerProcess } from '../test/
 import { runCli } from '../test/support/cli.js';
 import { startServer, type RunningServer } from '../test/support/server.js';
 import { canMountTmpfs, mountTmpfs } from '../test/support/tmpfs.js';
+import { markdown } from './chaos-report.js';
 import { soak } from './chaos-soak.js';
+import { connectInspector, inspectorUrl } from './inspector.js';
 import { createDatabase, startPrivatePostgres, startPrivateRedis } from './private-servers.js';
 
 const PARTS = new Set((process.env.CHAOS_PARTS ?? 'scale-out,embedded,disk,soak').split(',').map((part) => part.trim()));
 const EMBEDDED_JOBS = Number(process.env.CHAOS_JOBS ?? 300);
 const SOAK_SECONDS = Number(process.env.CHAOS_SOAK_SECONDS ?? 600);
+/** a folder for the soak's heap snapshots (first, middle and last minute); none without it */
+const SOAK_SNAPSHOTS = process.env.CHAOS_SOAK_SNAPSHOTS;
+/** "0": no full GC forced at each minute's end (the RSS as V8 alone leaves it) */
+const SOAK_FORCE_GC = process.env.CHAOS_SOAK_FORCE_GC !== '0';
 const ENTRY = 'built' as const;
 /** A data dir of its own for an embedded (SQLite) server, removed by `drop`. */
 function sqliteStorage() {
@@ -500,120 +506,20 @@ async function soakRun() {
   const storage = sqliteStorage();
   const store = openStore({ dataDir: storage.dataDir });
   const metricsToken = randomBytes(16).toString('hex');
-  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken }, entry: ENTRY });
+  // the inspector forces a full collection at the end of each minute, so the heap the server keeps is measured, not guessed from a floor
+  const nodeOptions = `${process.env.NODE_OPTIONS ?? ''} --inspect=127.0.0.1:0`.trim();
+  const server = await startServer(storage, { env: { ...ROOMY, CELFORGE_PREVIEW_STEP_MS: '5', CELFORGE_METRICS_TOKEN: metricsToken, NODE_OPTIONS: nodeOptions }, entry: ENTRY });
+  const inspector = await connectInspector(inspectorUrl(server.output())!);
   try {
     const tokens = [await mintToken(store, storage), await mintToken(store, storage), await mintToken(store, storage)];
-    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken);
+    if (SOAK_SNAPSHOTS) mkdirSync(SOAK_SNAPSHOTS, { recursive: true });
+    return await soak(server.url, server.process.pid!, tokens, SOAK_SECONDS, log, metricsToken, { inspector, snapshots: SOAK_SNAPSHOTS, forceGc: SOAK_FORCE_GC });
   } finally {
+    inspector.close();
     await server.stop('SIGTERM');
     await store.close();
     await storage.drop();
   }
-}
-
-const table = (header: string[], rows: unknown[][]) =>
-  [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...rows.map((row) => `| ${row.map((cell) => String(cell ?? '')).join(' | ')} |`)];
-
-function jobsTable(jobs: Record<string, any>) {
-  return table(
-    ['accepted', 'succeeded', 'failed', 'lost', 'doubled', 'stuck', 'succeeded without its assets', 'without one job.create audit row', 're-run after a fault'],
-    [[jobs.accepted, jobs.succeeded, jobs.failed, jobs.lost, jobs.doubled, jobs.stuck, jobs.succeeded_without_its_assets, jobs.without_one_create_audit_row, jobs.rerun_after_fault]],
-  );
-}
-
-function markdown(report: Record<string, any>): string {
-  const lines = [`# Celforge chaos run ${report.started}`, '', `${report.duration_s} s in all; loopback only; real processes (\`dist/cli.js\`); ${report.cores} cores, load average at the end ${report.load_average.join(' / ')}.`, ''];
-  const s = report.scale_out;
-  if (s) {
-    lines.push('## Scale-out (API + 2 workers, a private PostgreSQL and Redis restarted for real, 5 jobs/s from 3 users)', '');
-    lines.push(`Answers by status (0: no answer): ${JSON.stringify(s.statuses)}.`, '');
-    lines.push(`Submissions: ${s.submissions}. Before any fault: ${s.baseline_before_faults.submissions} submissions, ${s.baseline_before_faults['5xx']} 5xx, ${s.baseline_before_faults.no_answer} without answer.`, '');
-    lines.push(...jobsTable(s.jobs), '');
-    lines.push(
-      ...table(
-        ['fault', 'down s', 'submissions', '5xx', 'of them problem+json', '5xx types', '5xx for s', '5xx for requests sent after return', 'no answer', 'in flight at fault / unanswered', 'jobs running at fault', '/ready said so', 'time to ready s', 'exit', 'load'],
-        s.faults.map((f: any) => [
-          f.fault,
-          f.outage_s,
-          f.submissions,
-          f['5xx'],
-          f['5xx_problem_json'],
-          f['5xx_types'].length ? `${f['5xx_statuses'].join(', ')}: ${f['5xx_types'].join(', ')}` : '',
-          f['5xx_duration_s'],
-          f['5xx_sent_after_return'],
-          f.no_answer,
-          `${f.in_flight_at_fault} / ${f.in_flight_unanswered}`,
-          f.jobs_running_at_fault,
-          f.ready_reported_outage,
-          f.time_to_ready_s,
-          f.exit_code === undefined ? '' : `code ${f.exit_code} in ${(f.exit_ms / 1000).toFixed(1)} s${f.burst_at_signal ? `; burst at the signal: ${f.burst_at_signal}` : ''}`,
-          f.load_1m,
-        ]),
-      ),
-      '',
-    );
-  }
-  const e = report.embedded;
-  if (e) {
-    lines.push(`## Embedded (SQLite, ${e.accepted + e.refused_submissions} submissions from 3 users, two kill -9 and a SIGTERM of the server)`, '');
-    lines.push(...jobsTable(e), '');
-    lines.push(`Refused submissions: ${e.refused_submissions}. Failed with: ${JSON.stringify(e.failed_errors)}. All ended ${e.all_ended_after_s} s after the first start.`, '');
-    lines.push(`First start to listening: ${e.first_start_s} s.`, '');
-    lines.push(
-      ...table(
-        ['restart', 'signal', 'jobs running at the signal', 'exit (grace 10 s)', 'signal to listening again s', 'submissions sent with the signal', 'load'],
-        e.restarts.map((r: any, i: number) => [i + 1, r.signal, r.running_at_signal, `code ${r.exit_code} in ${r.exit_s} s`, r.signal_to_listening_s, r.burst_at_signal ?? '', r.load_1m]),
-      ),
-      '',
-    );
-    lines.push(`Audit: ${e.audit_verify}`, '');
-  }
-  if (report.full_disk) {
-    lines.push('## A full disk (a real tmpfs, filled while jobs run)', '');
-    for (const d of report.full_disk) {
-      if (d.skipped) {
-        lines.push(`Skipped: ${d.skipped}.`, '');
-        continue;
-      }
-      lines.push(`### ${d.where === 'assets' ? 'The asset directory' : 'The whole data dir (SQLite store, audit trail, assets)'} full`, '');
-      lines.push(
-        ...table(
-          ['full for s', '/ready while full', 'submissions while full', 'reads while full (non-200 of all)', '/ready 200 again after freeing, s', 'a submission after freeing', 'lost'],
-          [[d.full_s, d.ready_while_full, d.submissions_while_full.join(', '), `${d.reads_while_full.non_200} of ${d.reads_while_full.total} (${d.reads_while_full.statuses.join(', ')})`, d.ready_again_after_freeing_s, d.submission_after_freeing, d.lost]],
-        ),
-        '',
-      );
-      lines.push(...table(['accepted job', 'ended', 'error'], d.accepted_jobs.map((j: any) => [j.prompt, j.status, j.error ?? ''])), '');
-    }
-  }
-  const k = report.soak;
-  if (k) {
-    lines.push(`## Soak (${k.seconds} s of mixed load on one embedded server: submissions, reads, event streams, gallery, publishing)`, '');
-    lines.push(`${k.requests} requests (by status: ${JSON.stringify(k.statuses)}), ${k.jobs_submitted} jobs.`, '');
-    lines.push(
-      ...table(
-        ['minute', 'RSS MB (median)', 'JS heap in use, floor MB', 'requests', 'errors', 'p50 ms', 'p99 ms', 'p99 submit / read / events / gallery / publish ms', 'load'],
-        k.minutes.map((m: any) => [
-          m.minute,
-          m.rss_mb,
-          m.heap_used_floor_mb,
-          m.requests,
-          m.errors,
-          m.p50_ms,
-          m.p99_ms,
-          ['submit', 'read', 'events', 'gallery', 'publish'].map((c) => m.p99_by_class_ms[c] ?? '-').join(' / '),
-          m.load_1m,
-        ]),
-      ),
-      '',
-    );
-    lines.push(
-      `After the first minute: RSS ${k.rss_min_mb}–${k.rss_max_mb} MB, spread ${k.rss_spread_pct} % (within 10 %: ${k.rss_flat_within_10pct}), drift of the last three minutes against the first three ${k.rss_drift_pct} %; ` +
-        `JS heap floor ${k.heap_floor_min_mb}–${k.heap_floor_max_mb} MB, drift ${k.heap_floor_drift_pct} %; p99 from ${k.p99_min_ms} to ${k.p99_max_ms} ms, median ${k.p99_median_ms} ms.`,
-      '',
-    );
-  }
-  return `${lines.join('\n')}\n`;
 }
 
 const started = new Date().toISOString();
