@@ -1,6 +1,7 @@
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import S3rver from 's3rver';
@@ -35,6 +36,7 @@ export interface TestS3 {
 export async function startTestS3(): Promise<TestS3> {
   const directory = mkdtempSync(path.join(tmpdir(), 'celforge-s3-'));
   const server = new S3rver({ address: '127.0.0.1', port: 0, silent: true, directory, configureBuckets: [{ name: BUCKET }] });
+  keepEmptyDirectories(server);
   const { port } = await server.run();
   const endpoint = `http://127.0.0.1:${port}`;
   const client = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: ACCESS_KEY, secretAccessKey: ACCESS_KEY } });
@@ -79,6 +81,24 @@ export async function startTestS3(): Promise<TestS3> {
   };
   afterAll(() => handle.close());
   return handle;
+}
+
+interface S3rverFilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  deleteObject(bucket: string, key: string): Promise<void>;
+}
+
+/**
+ * s3rver removes the directories a delete leaves empty. A put into the same directory that has
+ * created it but not yet opened its file then fails in a write stream nobody listens to, which
+ * crashes the process. Empty directories never show in s3rver's listings, so a delete here
+ * removes the object's files only.
+ */
+function keepEmptyDirectories(server: S3rver): void {
+  const store = (server as unknown as { store: S3rverFilesystemStore }).store;
+  store.deleteObject = async (bucket, key) => {
+    await Promise.all(['object', 'object.md5', 'metadata.json'].map((resource) => rm(store.getResourcePath(bucket, key, resource), { force: true })));
+  };
 }
 
 /** The `assets` part of a config for a back end: the data dir, or a fresh prefix in the test bucket. */
