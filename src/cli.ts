@@ -71,11 +71,10 @@ async function worker(args: string[], config: Config): Promise<number> {
   const { createProduction } = await import('./production/runtime.js');
   const { housekeepingFor } = await import('./lifecycle/housekeeping.js');
   const { StorageQuota } = await import('./limits/storage-quota.js');
-  const storageQuota = new StorageQuota(store, config.assets.storageQuotaBytes);
   const production = await createProduction(config, store, log, {
     worker: true,
     housekeeping: housekeepingFor(store, config.assets, log),
-    admitResults: (trx, userId, bytes) => storageQuota.admitResults(trx, userId, bytes),
+    resultQuota: new StorageQuota(store, config.assets.storageQuotaBytes),
   });
   await production.start();
   // The worker's timers do not hold the process (inside `serve` the server does): with the store's

@@ -1,13 +1,12 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { createReadStream } from 'node:fs';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Readable } from 'node:stream';
-import { buffer } from 'node:stream/consumers';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import type { Config } from '../config/config.js';
+import type { ResultData } from '../renderers/renderer.js';
 import { DiskObjectStore } from './backends/disk.js';
 import type { ByteRange, ObjectStore } from './backends/object-store.js';
+import { makeScratchDir } from './scratch.js';
 import { imageThumbnail, stripImageMetadata, stripVideoFile, videoPoster } from './derivatives.js';
 
 /** Content types a result may have, and the extension its file gets. Anything else is refused. */
@@ -36,10 +35,15 @@ export interface StoredFile {
   byteSize: number;
 }
 
-/** What a render produced: the bytes in memory, or a stream (a large video) that is never buffered. */
+/** What a render produced: the bytes in memory, or a file (a large video) that is never read into memory whole. */
 export interface ResultBody {
   contentType: string;
-  data: Buffer | Readable;
+  data: ResultData;
+}
+
+export interface WriteOptions {
+  /** told the size of the result as it will be stored, before anything is uploaded; may refuse it by throwing */
+  admit?: (byteSize: number) => Promise<void>;
 }
 
 /** The object key of a result's original, and of its thumbnail (image) or poster (video). */
@@ -78,13 +82,14 @@ export async function openObjectStore(config: Config): Promise<ObjectStore> {
 export class AssetStorage {
   constructor(readonly objects: ObjectStore) {}
 
-  async write(jobId: string, position: number, output: ResultBody): Promise<StoredFile> {
+  async write(jobId: string, position: number, output: ResultBody, options: WriteOptions = {}): Promise<StoredFile> {
     const contentType = output.contentType.toLowerCase();
     const extension = TYPES[contentType];
     if (!extension) throw new Error(`renderer produced an unsupported content type`);
     const storageKey = `${jobId}-${position}.${extension}`;
-    if (contentType.startsWith('video/')) return this.#writeVideo(storageKey, contentType, output.data);
-    const data = await stripImageMetadata(Buffer.isBuffer(output.data) ? output.data : await buffer(output.data), contentType);
+    if (contentType.startsWith('video/')) return this.#writeVideo(storageKey, contentType, output.data, options);
+    const data = await stripImageMetadata(Buffer.isBuffer(output.data) ? output.data : await readFile(output.data.path), contentType);
+    await options.admit?.(data.length);
     // The derivative first: a result visible in the store always has its thumbnail.
     await this.objects.put(thumbnailKey(storageKey), await imageThumbnail(data), 'image/webp');
     const byteSize = await this.objects.put(originalKey(storageKey), data, contentType);
@@ -92,18 +97,24 @@ export class AssetStorage {
   }
 
   /**
-   * A video, given as bytes or as a stream, goes through a temporary file: ffmpeg strips it there
-   * and takes its poster from it, and it is uploaded from there as a stream, so a long video is
-   * never held in memory whole.
+   * A video, given as bytes or as a file, is stripped by ffmpeg into a temporary file, its poster
+   * taken from that, and it is uploaded from there as a stream, so a long video is never held in
+   * memory whole.
    */
-  async #writeVideo(storageKey: string, contentType: string, body: Buffer | Readable): Promise<StoredFile> {
-    const dir = await mkdtemp(path.join(tmpdir(), 'celforge-result-'));
+  async #writeVideo(storageKey: string, contentType: string, data: ResultData, options: WriteOptions): Promise<StoredFile> {
+    const dir = await makeScratchDir();
     try {
-      const input = path.join(dir, 'rendered');
-      await pipeline(Buffer.isBuffer(body) ? Readable.from([body]) : body, createWriteStream(input, { mode: 0o600 }));
+      let input: string;
+      if (Buffer.isBuffer(data)) {
+        input = path.join(dir, 'rendered');
+        await writeFile(input, data, { mode: 0o600 });
+      } else {
+        input = data.path;
+      }
       const stripped = path.join(dir, `stripped.${TYPES[contentType]}`);
       // kept as it is when ffmpeg is missing or cannot read it: nothing plays it then either
       const file = (await stripVideoFile(input, stripped, contentType)) ? stripped : input;
+      await options.admit?.((await stat(file)).size);
       await this.objects.put(thumbnailKey(storageKey), await videoPoster(file), 'image/webp');
       const byteSize = await this.objects.put(originalKey(storageKey), createReadStream(file), contentType);
       return { storageKey, contentType, byteSize };

@@ -48,7 +48,7 @@ export const production = fp(
       bus: app.bus,
       storage: { assets: app.assets.storage, signer: app.assets.signer },
       housekeeping: options.housekeeping?.(store, config.assets, app.log),
-      admitResults: (trx, userId, bytes) => limits.storage.admitResults(trx, userId, bytes),
+      resultQuota: limits.storage,
     });
     const { queue, events, renderer } = runtime;
     const service = new ProductionService({

@@ -46,8 +46,8 @@ export interface ProductionOptions {
   storage?: { assets: AssetStorage; signer: UrlSigner };
   /** the periodic clean-up a worker runs over the storage it writes (lifecycle's housekeeping) */
   housekeeping?: (storage: AssetStorage) => Sweeper;
-  /** may refuse a job's results in the transaction that would commit them (limits' storage quota) */
-  admitResults: NonNullable<WorkerOptions['admitResults']>;
+  /** may refuse a job's results before they are uploaded and when they are committed (limits' storage quota) */
+  resultQuota: NonNullable<WorkerOptions['resultQuota']>;
 }
 
 /** A periodic clean-up: one pass now, then on a timer until stopped. */
@@ -97,11 +97,12 @@ export async function createProduction(config: Config, store: Store, log: Fastif
         onRequeue: bullQueue ? () => void bullQueue.reconcile().catch(() => 0) : undefined,
         outage,
         claimNext: (workerId, now, leaseUntil, claim) => claimFair(store, workerId, now, leaseUntil, policy, claim),
-        admitResults: options.admitResults,
-        finishOutputs: async (job, outputs, signal) => {
+        resultQuota: options.resultQuota,
+        finishOutputs: async (job, outputs, { signal, scratchDir }) => {
           if (job.type !== 'video') return outputs;
           try {
-            return await toVideoAssets(outputs, parseParams(job.params).fps, { timeoutMs: Math.min(120_000, config.jobTimeoutSeconds * 1000) }, signal);
+            const timeoutMs = Math.min(120_000, config.jobTimeoutSeconds * 1000);
+            return await toVideoAssets(outputs, parseParams(job.params).fps, await scratchDir(), { timeoutMs }, signal);
           } catch (err) {
             signal.throwIfAborted();
             // The job still yields what the renderer made; ffmpeg missing or failing is the operator's to see.

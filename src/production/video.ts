@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { randomUUID } from 'node:crypto';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
-import type { RenderOutput } from '../renderers/renderer.js';
+import type { RenderOutput, ResultData } from '../renderers/renderer.js';
 
 /**
  * Video files people can use: whatever frames a renderer made (an animated WebP or GIF, or a batch
@@ -48,10 +48,12 @@ interface Frames {
 const ANIMATED = new Set(['image/webp', 'image/gif']);
 const STILLS = new Set(['image/png', 'image/jpeg', 'image/webp']);
 
+const sharpInput = (data: ResultData): Buffer | string => (Buffer.isBuffer(data) ? data : data.path);
+
 /** The frames of a renderer's outputs: one animation, or every still in order (sized as the first). */
 async function framesOf(outputs: RenderOutput[], maxRawBytes: number): Promise<Frames | undefined> {
   if (outputs.length === 1 && ANIMATED.has(outputs[0]!.contentType)) {
-    const image = sharp(outputs[0]!.data, { pages: -1, animated: true });
+    const image = sharp(sharpInput(outputs[0]!.data), { pages: -1, animated: true });
     const meta = await image.metadata();
     const count = meta.pages ?? 1;
     const width = meta.width ?? 0;
@@ -62,11 +64,11 @@ async function framesOf(outputs: RenderOutput[], maxRawBytes: number): Promise<F
   }
   const stills = outputs.filter((o) => STILLS.has(o.contentType));
   if (stills.length === 0 || stills.length !== outputs.length) return undefined;
-  const first = await sharp(stills[0]!.data).metadata();
+  const first = await sharp(sharpInput(stills[0]!.data)).metadata();
   const width = first.width ?? 0;
   const height = first.height ?? 0;
   if (width === 0 || height === 0 || width * height * 3 * stills.length > maxRawBytes) return undefined;
-  const raws = await Promise.all(stills.map((s) => sharp(s.data).resize(width, height, { fit: 'fill' }).removeAlpha().raw().toBuffer()));
+  const raws = await Promise.all(stills.map((s) => sharp(sharpInput(s.data)).resize(width, height, { fit: 'fill' }).removeAlpha().raw().toBuffer()));
   return { width, height, count: stills.length, raw: Buffer.concat(raws) };
 }
 
@@ -104,35 +106,35 @@ function runFfmpeg(binary: string, args: string[], input: Buffer, timeoutMs: num
 }
 
 /**
- * The MP4 of a video job's outputs, followed by the outputs themselves; the outputs
+ * The MP4 of a video job's outputs (a file written in `directory`), followed by the outputs themselves; the outputs
  * unchanged when they already hold a video or hold no frames that can be read.
  */
-export async function toVideoAssets(outputs: RenderOutput[], fps: number, options: VideoOptions = {}, signal?: AbortSignal): Promise<RenderOutput[]> {
+export async function toVideoAssets(
+  outputs: RenderOutput[],
+  fps: number,
+  directory: string,
+  options: VideoOptions = {},
+  signal?: AbortSignal,
+): Promise<RenderOutput[]> {
   const settings = { ...DEFAULTS, ...options };
   if (outputs.some((o) => o.contentType.startsWith('video/'))) return outputs;
   const frames = await framesOf(outputs, settings.maxRawBytes);
   if (!frames) return outputs;
-  const dir = await mkdtemp(path.join(tmpdir(), 'celforge-video-'));
-  try {
-    const file = path.join(dir, 'video.mp4');
-    const rate = String(Math.max(1, Math.min(120, Math.round(fps))));
-    const args = [
-      '-hide_banner', '-loglevel', 'error',
-      '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${frames.width}x${frames.height}`, '-r', rate, '-i', 'pipe:0',
-      // yuv420p needs even sides
-      '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2',
-      '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p',
-      // no container tags (encoder name included) and no x264 settings SEI in the stream
-      '-map_metadata', '-1', '-fflags', '+bitexact', '-bsf:v', 'filter_units=remove_types=6',
-      '-movflags', '+faststart', '-fs', String(settings.maxBytes), '-threads', '1',
-      '-y', file,
-    ];
-    await runFfmpeg(settings.ffmpeg, args, frames.raw, settings.timeoutMs, signal);
-    const size = (await stat(file)).size;
-    if (size === 0 || size >= settings.maxBytes) throw new VideoError('the video is larger than allowed');
-    const mp4 = await readFile(file);
-    return [{ data: mp4, contentType: 'video/mp4', extension: 'mp4' }, ...outputs];
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const file = path.join(directory, `video-${randomUUID()}.mp4`);
+  const rate = String(Math.max(1, Math.min(120, Math.round(fps))));
+  const args = [
+    '-hide_banner', '-loglevel', 'error',
+    '-f', 'rawvideo', '-pix_fmt', 'rgb24', '-s', `${frames.width}x${frames.height}`, '-r', rate, '-i', 'pipe:0',
+    // yuv420p needs even sides
+    '-vf', 'pad=ceil(iw/2)*2:ceil(ih/2)*2',
+    '-c:v', 'libx264', '-preset', 'veryfast', '-crf', '20', '-pix_fmt', 'yuv420p',
+    // no container tags (encoder name included) and no x264 settings SEI in the stream
+    '-map_metadata', '-1', '-fflags', '+bitexact', '-bsf:v', 'filter_units=remove_types=6',
+    '-movflags', '+faststart', '-fs', String(settings.maxBytes), '-threads', '1',
+    '-y', file,
+  ];
+  await runFfmpeg(settings.ffmpeg, args, frames.raw, settings.timeoutMs, signal);
+  const size = (await stat(file)).size;
+  if (size === 0 || size >= settings.maxBytes) throw new VideoError('the video is larger than allowed');
+  return [{ data: { path: file }, contentType: 'video/mp4', extension: 'mp4' }, ...outputs];
 }

@@ -2,12 +2,13 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Transaction } from 'kysely';
-import type { AssetStorage } from '../assets/storage.js';
+import { RunScratch, sweepScratchDirs } from '../assets/scratch.js';
+import { STALE_TEMP_MS, type AssetStorage } from '../assets/storage.js';
 import type { Store } from '../db/database.js';
 import type { Database } from '../db/schema.js';
 import { describeFault, isTemporaryFault } from '../db/faults.js';
 import type { StoreOutage } from '../db/outage.js';
-import { RendererError, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
+import { RendererError, type RenderContext, type RenderOutput, type RenderRequest, type Renderer } from '../renderers/renderer.js';
 import type { JobEvents } from './events.js';
 import type { ClaimOptions } from './fleet/fair-share.js';
 import { previewRelay } from './fleet/previews.js';
@@ -59,13 +60,21 @@ export interface WorkerOptions {
   claimNext?: (workerId: string, now: Date, leaseUntil: string, options?: ClaimOptions) => Promise<JobRow | undefined>;
   /** a render ended (any outcome) after `renderMs` of GPU time (as the renderer measured it, else the render's duration) */
   onRendered?: (job: JobRow, renderMs: number) => void;
-  /** turns what the renderer made into the files kept (e.g. video → MP4 + the animation) */
-  finishOutputs?: (job: JobRow, outputs: RenderOutput[], signal: AbortSignal) => Promise<RenderOutput[]>;
-  /** may refuse a job's results (throwing ResultRefused) in the transaction that would commit them, e.g. over the user's storage quota */
-  admitResults?: (trx: Transaction<Database>, userId: string, bytes: number) => Promise<void>;
+  /** turns what the renderer made into the files kept (e.g. video → MP4 + the animation); new files go in `scratchDir` */
+  finishOutputs?: (job: JobRow, outputs: RenderOutput[], run: Pick<RenderContext, 'signal' | 'scratchDir'>) => Promise<RenderOutput[]>;
+  /** may refuse a job's results, e.g. over the user's storage quota */
+  resultQuota?: ResultQuota;
 }
 
-type Hooks = 'onRequeue' | 'outage' | 'claimNext' | 'onRendered' | 'finishOutputs' | 'admitResults';
+/** Refuses (throwing ResultRefused) results of `bytes` in all that would not fit. */
+export interface ResultQuota {
+  /** before a result is uploaded, with the job's results so far */
+  checkResults(userId: string, bytes: number): Promise<void>;
+  /** in the transaction that commits them: the check that counts */
+  admitResults(trx: Transaction<Database>, userId: string, bytes: number): Promise<void>;
+}
+
+type Hooks = 'onRequeue' | 'outage' | 'claimNext' | 'onRendered' | 'finishOutputs' | 'resultQuota';
 
 /** With a renderer that tells its free slots, never more jobs than this in one worker anyway. */
 const MAX_IN_FLIGHT = 256;
@@ -130,7 +139,9 @@ export class JobWorker implements LocalWorkerHandle {
   async start(): Promise<void> {
     this.#stopped = false;
     await this.#recover();
-    const { pollMs, leaseMs, source } = this.#options;
+    const { pollMs, leaseMs, source, jobTimeoutMs, log } = this.#options;
+    // a run's scratch directory lives no longer than the run: older ones are a killed worker's
+    void sweepScratchDirs(jobTimeoutMs + STALE_TEMP_MS).catch((err: unknown) => log.warn({ err }, 'could not sweep scratch directories'));
     this.#timers.push(setInterval(() => void this.#recover(), Math.max(leaseMs / 2, 250)));
     if (source === 'store' || this.#options.claimNext) this.#timers.push(setInterval(() => this.wake(), pollMs));
     for (const timer of this.#timers) timer.unref();
@@ -323,13 +334,16 @@ export class JobWorker implements LocalWorkerHandle {
     const onGpuTime = (ms: number) => {
       gpuMs = (gpuMs ?? 0) + ms;
     };
+    const scratch = new RunScratch();
     try {
       const onPreview = previewRelay(events, job.id);
       const request = { ...toRenderRequest(job), ...(this.#urgent.has(job.id) && { urgent: true }) };
-      let outputs = await renderer.render(request, { signal: entry.controller.signal, onProgress, onPreview, onGpuTime });
+      const signal = entry.controller.signal;
+      const scratchDir = scratch.path;
+      let outputs = await renderer.render(request, { signal, scratchDir, onProgress, onPreview, onGpuTime });
       rendered();
-      entry.controller.signal.throwIfAborted();
-      if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, entry.controller.signal);
+      signal.throwIfAborted();
+      if (this.#options.finishOutputs) outputs = await this.#options.finishOutputs(job, outputs, { signal, scratchDir });
       await this.#save(job, entry, outputs, (rows) => (written = rows));
     } catch (error) {
       rendered();
@@ -340,6 +354,7 @@ export class JobWorker implements LocalWorkerHandle {
     } finally {
       clearTimeout(timeout);
       clearInterval(lease);
+      await scratch.remove().catch((err: unknown) => this.#options.log.warn({ err, job: job.id }, 'could not remove a scratch directory'));
     }
   }
 
@@ -349,7 +364,7 @@ export class JobWorker implements LocalWorkerHandle {
    * again with back-off while the lease is renewed; it ends in a SaveError when it lasts.
    */
   async #save(job: JobRow, entry: Running, outputs: RenderOutput[], onWritten: (rows: AssetRow[]) => void): Promise<void> {
-    const { store, assets, events, log, saveTries, saveRetryMs, admitResults } = this.#options;
+    const { store, assets, events, log, saveTries, saveRetryMs, resultQuota } = this.#options;
     const rows: AssetRow[] = [];
     const createdAt = new Date().toISOString();
     for (let attempt = 1; ; attempt++) {
@@ -357,7 +372,9 @@ export class JobWorker implements LocalWorkerHandle {
         // files written by an earlier try are kept; a write replaces a file whole
         for (const [position, output] of outputs.entries()) {
           if (rows[position]) continue;
-          const file = await assets.write(job.id, position, output);
+          const before = rows.reduce((sum, row) => sum + row.byte_size, 0);
+          const admit = resultQuota && ((byteSize: number) => resultQuota.checkResults(job.user_id, before + byteSize));
+          const file = await assets.write(job.id, position, output, { admit });
           rows[position] = {
             id: randomUUID(),
             job_id: job.id,
@@ -372,7 +389,7 @@ export class JobWorker implements LocalWorkerHandle {
         }
         entry.controller.signal.throwIfAborted();
         const bytes = rows.reduce((sum, row) => sum + row.byte_size, 0);
-        const admit = admitResults && ((trx: Transaction<Database>) => admitResults(trx, job.user_id, bytes));
+        const admit = resultQuota && ((trx: Transaction<Database>) => resultQuota.admitResults(trx, job.user_id, bytes));
         if (await completeJob(store.db, job.id, this.id, rows, new Date().toISOString(), admit)) {
           log.info({ job: job.id, worker: this.id, attempt: job.attempts }, 'job rendered');
           events.publish({ kind: 'status', jobId: job.id, status: 'succeeded', progress: 100 });

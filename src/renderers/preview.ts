@@ -9,7 +9,7 @@ import sharp from 'sharp';
 import {
   RendererError,
   type RenderContext,
-  type RenderOutput,
+  type InMemoryOutput,
   type RenderRequest,
   type Renderer,
   type RendererHealth,
@@ -73,7 +73,7 @@ export class PreviewRenderer implements Renderer {
     this.#stepDelayMs = delay;
   }
 
-  async render(request: RenderRequest, context: RenderContext): Promise<RenderOutput[]> {
+  async render(request: RenderRequest, context: RenderContext): Promise<InMemoryOutput[]> {
     const { signal } = context;
     signal.throwIfAborted();
     validate(request);
@@ -101,7 +101,7 @@ export class PreviewRenderer implements Renderer {
     signal: AbortSignal,
     progress: (percent: number) => void,
     feed: PreviewFeed,
-  ): Promise<RenderOutput> {
+  ): Promise<InMemoryOutput> {
     const { width, height } = request;
     const pixels = Buffer.alloc(width * height * CHANNELS);
     const frame = frameOver(pixels, width, height);
@@ -128,7 +128,7 @@ export class PreviewRenderer implements Renderer {
     signal: AbortSignal,
     progress: (percent: number) => void,
     feed: PreviewFeed,
-  ): Promise<RenderOutput> {
+  ): Promise<InMemoryOutput> {
     const { width, height, frames } = request;
     const frameBytes = width * height * CHANNELS;
     const pixels = Buffer.alloc(frameBytes * frames);

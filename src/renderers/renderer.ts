@@ -21,15 +21,23 @@ export interface RenderRequest {
   urgent?: boolean;
 }
 
+/** A result's bytes: in memory (an image), or a file in the job's scratch directory (a video, which may be large). */
+export type ResultData = Buffer | { path: string };
+
 export interface RenderOutput {
-  data: Buffer;
+  data: ResultData;
   /** e.g. image/png, image/webp, video/mp4 */
   contentType: string;
   /** file extension without dot, e.g. png */
   extension: string;
 }
 
+/** An output whose bytes are in memory (an image; the preview renderer's every output). */
+export type InMemoryOutput = RenderOutput & { data: Buffer };
+
 export interface RenderContext {
+  /** a directory of this run's own (made on the first call), removed when the run ends: large results go there as files */
+  scratchDir(): Promise<string>;
   /** aborted when the job is canceled or times out; the renderer must stop promptly */
   signal: AbortSignal;
   /** 0–100 */

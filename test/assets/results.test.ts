@@ -1,24 +1,21 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { S3ObjectStore } from '../../src/assets/backends/s3.js';
 import { insertJob } from '../../src/production/store.js';
 import type { RenderOutput, RenderRequest, Renderer } from '../../src/renderers/renderer.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
+import { FFMPEG, PROMPT, redMp4, taggedMp4, WORKFLOW } from '../support/media.js';
 import { ASSET_BACKENDS, assetSettingsFor, startTestS3 } from '../support/s3.js';
 import { expectProblem, generate, ROOMY_LIMITS, waitFor, type Json } from '../production/helpers.js';
 
 const s3 = await startTestS3();
-
-const WORKFLOW = JSON.stringify({ '3': { class_type: 'KSampler', inputs: { seed: 42 } }, '4': { inputs: { ckpt_name: '/home/artist/models/secret-model.safetensors' } } });
-const PROMPT = JSON.stringify({ '6': { inputs: { text: 'a private prompt' } } });
 
 function pngChunk(type: string, data: Buffer): Buffer {
   const head = Buffer.alloc(8);
@@ -43,23 +40,6 @@ async function comfyWebp(): Promise<Buffer> {
     .webp({ quality: 90, delay: [100, 100] })
     .withExif({ IFD0: { Make: `workflow:${WORKFLOW}`, Model: `prompt:${PROMPT}` } })
     .toBuffer();
-}
-
-const FFMPEG = existsSync('/usr/bin/ffmpeg');
-
-/** One red second of MP4, made by ffmpeg. */
-function redMp4(): Buffer {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-mp4-')), 'red.mp4');
-  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=red:s=160x120:d=1', '-pix_fmt', 'yuv420p', file]);
-  return readFileSync(file);
-}
-
-/** One red second of MP4 as a video node may write it: the workflow and prompt in its tags. */
-function taggedMp4(): Buffer {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-mp4-')), 'tagged.mp4');
-  const tags = ['-metadata', `comment=${WORKFLOW}`, '-metadata', `title=${PROMPT}`, '-metadata', 'artist=artist@home', '-metadata:s:v', 'handler_name=secret-model'];
-  execFileSync('ffmpeg', ['-v', 'error', '-f', 'lavfi', '-i', 'color=c=red:s=160x120:d=1', '-pix_fmt', 'yuv420p', ...tags, file]);
-  return readFileSync(file);
 }
 
 /** GIF extension sub-blocks: `data` cut in pieces of at most 255 bytes, then the terminator. */
@@ -204,7 +184,7 @@ for (const backend of ASSET_BACKENDS) {
       expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
     });
 
-    it.runIf(FFMPEG)('an MP4 handed to the store as a stream is delivered without its tags, with a poster of its first frame', async () => {
+    it.runIf(FFMPEG)('an MP4 handed to the store as a file is delivered without its tags, with a poster of its first frame; the file is left as it was', async () => {
       const user = await signIn(t.app);
       const jobId = randomUUID();
       const now = new Date().toISOString();
@@ -214,8 +194,11 @@ for (const backend of ASSET_BACKENDS) {
         published_at: null, created_at: now, updated_at: now, started_at: now, finished_at: now,
       });
       const tagged = taggedMp4();
-      const pieces = Array.from({ length: Math.ceil(tagged.length / 1000) }, (_, i) => tagged.subarray(i * 1000, (i + 1) * 1000));
-      const file = await t.app.services.production.assets.write(jobId, 0, { contentType: 'video/mp4', data: Readable.from(pieces) });
+      const rendered = path.join(mkdtempSync(path.join(tmpdir(), 'celforge-rendered-')), 'output-0.mp4');
+      writeFileSync(rendered, tagged);
+      const file = await t.app.services.production.assets.write(jobId, 0, { contentType: 'video/mp4', data: { path: rendered } });
+      // a save tried again reads it once more
+      expect(readFileSync(rendered).equals(tagged)).toBe(true);
       const assetId = randomUUID();
       await t.app.services.store.db
         .insertInto('assets')
@@ -236,8 +219,18 @@ for (const backend of ASSET_BACKENDS) {
       expect([size.width, size.height, data[0]! > 200, data[1]! < 60]).toEqual([160, 120, true, true]);
     });
 
-    it('a result that would take the stored results past the storage quota fails its job, saying so, and nothing of it is kept', async () => {
+    it('a result that would take the stored results past the storage quota fails its job, saying so, and is never uploaded', async () => {
       const { user, job: first } = await finished('image');
+      const objects = t.app.services.production.assets.objects;
+      const uploaded: string[] = [];
+      const put = objects.put.bind(objects);
+      objects.put = (key, body, contentType) => {
+        uploaded.push(key);
+        return put(key, body, contentType);
+      };
+      onTestFinished(() => {
+        objects.put = put;
+      });
       const used = first.assets[0].byte_size as number;
       const admin = await signIn(t.app, { role: 'admin' });
       // room for a few bytes more: the next job is taken, but its result does not fit
@@ -251,6 +244,7 @@ for (const backend of ASSET_BACKENDS) {
       const rows = await t.app.services.store.db.selectFrom('assets').select('id').where('job_id', '=', job.job_id).execute();
       expect(rows).toEqual([]);
       expect((await objectKeys()).filter((key) => key.includes(job.job_id))).toEqual([]);
+      expect(uploaded.filter((key) => key.includes(job.job_id))).toEqual([]);
       expect((await t.app.inject({ url: '/api/anime/storage', headers: user.authorization })).json()).toMatchObject({ used_bytes: used, limit_bytes: used + 100 });
     });
 

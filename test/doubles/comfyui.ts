@@ -80,6 +80,8 @@ export interface ComfyUIDouble {
   viewDelayMs: number;
   /** a fixed time each prompt's sampler takes instead of steps × stepDelayMs (0: off) */
   renderMs: number;
+  /** when set, the video save node saves these bytes as an MP4, listed under `gifs` as VideoHelperSuite's Video Combine does */
+  videoFile: Buffer | undefined;
   /** every execution that ran to its end, in order */
   readonly executions: Execution[];
   /** the most prompts it has held at once, pending + running (whoever sent them) */
@@ -463,7 +465,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
       return;
     }
     const ext = filename.slice(filename.lastIndexOf('.') + 1);
-    const contentType = { png: 'image/png', webp: 'image/webp' }[ext] ?? 'application/octet-stream';
+    const contentType = { png: 'image/png', webp: 'image/webp', mp4: 'video/mp4' }[ext] ?? 'application/octet-stream';
     const size = data.length + double.viewPaddingBytes;
     res.writeHead(200, {
       'content-type': contentType,
@@ -631,6 +633,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
 
   async function saveAnimated(wf: Workflow, prefix: string, fps: number, seed: number): Promise<unknown> {
     const { width, height, frames } = frameSize(wf);
+    if (double.videoFile) return { gifs: [{ ...store(prefix, 'mp4', double.videoFile), format: 'video/h264-mp4', frame_rate: fps }] };
     const data = await renderAnimatedWebp(width, height, frames, fps, seed);
     return { images: [store(prefix, 'webp', data)], animated: [true] };
   }
@@ -661,6 +664,7 @@ export async function startComfyUIDouble(options: ComfyUIDoubleOptions = {}): Pr
     viewTransfer: 'content-length',
     viewDelayMs: 0,
     renderMs: 0,
+    videoFile: undefined,
     executions,
     get peakQueue() {
       return peakQueue;

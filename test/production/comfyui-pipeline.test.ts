@@ -1,9 +1,11 @@
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, onTestFinished } from 'vitest';
 import { startComfyUIDouble, type ComfyUIDouble } from '../doubles/comfyui.js';
 import { signIn, useTestApp } from '../support/app.js';
 import { describeEachDialect } from '../support/dialects.js';
+import { FFMPEG, taggedMp4 } from '../support/media.js';
 import { expectNoPath, generate, ROOMY_LIMITS, waitFor, type Json } from './helpers.js';
 
 let comfyui: ComfyUIDouble;
@@ -44,6 +46,30 @@ describeEachDialect('jobs rendered by ComfyUI', (dialect) => {
     expect(workflow).toContain('SaveAnimatedWEBP');
     expectNoPath(JSON.stringify(doneVideo));
     expect(JSON.stringify(doneVideo)).not.toContain(comfyui.url);
+  });
+
+  it.runIf(FFMPEG)('a video ComfyUI saves as an MP4 is downloaded to a scratch file, stored without its tags, and the scratch directory is gone after', async () => {
+    // this file's process alone: the worker makes its scratch directories in here
+    const scratchRoot = mkdtempSync(path.join(tmpdir(), 'celforge-tmpdir-'));
+    const previous = process.env.TMPDIR;
+    process.env.TMPDIR = scratchRoot;
+    comfyui.videoFile = taggedMp4();
+    onTestFinished(() => {
+      if (previous === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = previous;
+      comfyui.videoFile = undefined;
+      rmSync(scratchRoot, { recursive: true, force: true });
+    });
+    const user = await signIn(t.app);
+    const video = (await generate(t.app, user.authorization, { prompt: 'waves', type: 'video', width: 64, height: 64, frames: 4, fps: 8 })).json() as Json;
+    const done = await waitFor(t.app, user.authorization, video.job_id, ['succeeded', 'failed']);
+    expect(done.assets.map((a: Json) => a.content_type)).toEqual(['video/mp4']);
+    const stored = (await t.app.inject({ url: done.assets[0].url })).rawPayload;
+    expect(stored.length).toBe(done.assets[0].byte_size);
+    expect(stored.subarray(4, 8).toString('latin1')).toBe('ftyp');
+    expect(comfyui.videoFile.toString('latin1')).toContain('secret-model');
+    expect(stored.toString('latin1')).not.toMatch(/secret-model|private prompt|artist@home/);
+    expect(readdirSync(scratchRoot).filter((name) => name.startsWith('celforge-'))).toEqual([]);
   });
 
   it('a hung ComfyUI fails the job after its time limit with a message for people, and never blocks the API', async () => {

@@ -4,6 +4,9 @@ import { ComfyUIRenderer, type ComfyUIRendererOptions } from '../../src/renderer
 import type { PreviewFrame, RenderContext, RenderRequest } from '../../src/renderers/renderer.js';
 import { RendererError } from '../../src/renderers/renderer.js';
 import { startComfyUIDouble, type ComfyUIDouble, type ComfyUIDoubleOptions } from '../doubles/comfyui.js';
+import { testScratchDir } from '../support/scratch.js';
+
+const scratch = testScratchDir();
 
 const doubles: ComfyUIDouble[] = [];
 const renderers: ComfyUIRenderer[] = [];
@@ -32,7 +35,7 @@ function request(overrides: Partial<RenderRequest> = {}): RenderRequest {
 }
 
 function context(onPreview?: (frame: PreviewFrame) => void): RenderContext {
-  return { signal: new AbortController().signal, onProgress: () => {}, onPreview };
+  return { signal: new AbortController().signal, scratchDir: async () => scratch, onProgress: () => {}, onPreview };
 }
 
 async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {

@@ -10,6 +10,7 @@ import type { RenderRequest } from '../../src/renderers/renderer.js';
 import { startComfyUIDouble, type ComfyUIDouble } from '../doubles/comfyui.js';
 import { ROOT } from '../support/cli.js';
 import { removeRedisKeys } from '../support/redis.js';
+import { testScratchDir } from '../support/scratch.js';
 
 /**
  * Fleets of separate processes (or separate Redis connections) share each backend's places
@@ -56,7 +57,8 @@ function request(): RenderRequest {
   return { jobId: `shared-${counter}`, type: 'image', prompt: `prompt ${counter}`, negativePrompt: '', width: 64, height: 64, seed: counter, steps: 2, frames: 1, fps: 8 };
 }
 
-const context = (signal = new AbortController().signal) => ({ signal, onProgress: () => {} });
+const scratch = testScratchDir();
+const context = (signal = new AbortController().signal) => ({ signal, scratchDir: async () => scratch, onProgress: () => {} });
 const leasesOn = (d: ComfyUIDouble) => redis.zcard(`${prefix}fleet:slots:${new URL(d.url).href}`);
 
 async function until(condition: () => boolean, timeoutMs = 5_000): Promise<void> {

@@ -1,9 +1,15 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import sharp from 'sharp';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ComfyUIRenderer, type ComfyUIRendererOptions } from '../../src/renderers/comfyui/renderer.js';
 import { buildWorkflow, SLOTS } from '../../src/renderers/comfyui/workflow.js';
-import { RendererError, type RenderContext, type RenderRequest } from '../../src/renderers/renderer.js';
+import { RendererError, type RenderContext, type RenderRequest, type ResultData } from '../../src/renderers/renderer.js';
 import { startComfyUIDouble, type ComfyUIDouble, type ComfyUIDoubleOptions } from '../doubles/comfyui.js';
+import { testScratchDir } from '../support/scratch.js';
+
+const scratch = testScratchDir();
 
 const doubles: ComfyUIDouble[] = [];
 const renderers: ComfyUIRenderer[] = [];
@@ -57,7 +63,13 @@ function request(overrides: Partial<RenderRequest> = {}): RenderRequest {
 
 function context(signal: AbortSignal = new AbortController().signal): { ctx: RenderContext; progress: number[] } {
   const progress: number[] = [];
-  return { progress, ctx: { signal, onProgress: (p) => progress.push(p) } };
+  return { progress, ctx: { signal, scratchDir: async () => scratch, onProgress: (p) => progress.push(p) } };
+}
+
+/** An image output's bytes: images are handed over in memory. */
+function inMemory(data: ResultData): Buffer {
+  if (!Buffer.isBuffer(data)) throw new Error('expected the bytes in memory');
+  return data;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<RendererError> {
@@ -126,7 +138,7 @@ describe('ComfyUIRenderer against the ComfyUI double', () => {
     expect(rest).toHaveLength(0);
     expect(output!.contentType).toBe('image/png');
     expect(output!.extension).toBe('png');
-    const meta = await sharp(output!.data).metadata();
+    const meta = await sharp(inMemory(output!.data)).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 64, 48]);
     expectMonotonicTo100(progress);
 
@@ -145,7 +157,7 @@ describe('ComfyUIRenderer against the ComfyUI double', () => {
 
     expect(outputs).toHaveLength(1);
     expect(outputs[0]!.contentType).toBe('image/webp');
-    const meta = await sharp(outputs[0]!.data, { animated: true }).metadata();
+    const meta = await sharp(inMemory(outputs[0]!.data), { animated: true }).metadata();
     expect(meta.format).toBe('webp');
     expect(meta.pages).toBe(5);
     expect(meta.delay).toEqual([100, 100, 100, 100, 100]);
@@ -155,6 +167,32 @@ describe('ComfyUIRenderer against the ComfyUI double', () => {
     expect(wf['5']!.inputs!.batch_size).toBe(5);
     expect(wf['10']).toMatchObject({ class_type: 'SaveAnimatedWEBP', inputs: { fps: 10 } });
     expect(Object.values(wf).some((n) => n.class_type === 'SaveImage')).toBe(false);
+  });
+
+  it('downloads a video saved as an MP4 into the scratch directory of the run, as a file', async () => {
+    const d = await comfy();
+    const mp4 = randomBytes(3 * 1024 * 1024 + 17);
+    d.videoFile = mp4;
+    const { ctx } = context();
+    const outputs = await renderer([d.url]).render(request({ type: 'video', frames: 5, fps: 10 }), ctx);
+
+    expect(outputs).toHaveLength(1);
+    expect(outputs[0]).toMatchObject({ contentType: 'video/mp4', extension: 'mp4' });
+    const data = outputs[0]!.data;
+    expect(Buffer.isBuffer(data)).toBe(false);
+    const file = (data as { path: string }).path;
+    expect(path.dirname(file)).toBe(scratch);
+    expect(readFileSync(file).equals(mp4)).toBe(true);
+  });
+
+  it('stops downloading an MP4 past maxOutputBytes, with or without a Content-Length', async () => {
+    const d = await comfy();
+    d.videoFile = randomBytes(256 * 1024);
+    for (const transfer of ['content-length', 'chunked'] as const) {
+      d.viewTransfer = transfer;
+      const failure = await rejection(renderer([d.url], { maxOutputBytes: 100 * 1024 }).render(request({ type: 'video', frames: 5, fps: 10 }), context().ctx));
+      expect([failure.message, failure.retryable]).toEqual(['renderer output is larger than allowed', false]);
+    }
   });
 
   it('passes the negative prompt and any prompt text through byte for byte', async () => {

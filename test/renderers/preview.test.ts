@@ -3,6 +3,9 @@ import sharp from 'sharp';
 import { PreviewRenderer } from '../../src/renderers/preview.js';
 import { RendererError, type RenderContext, type RenderRequest } from '../../src/renderers/renderer.js';
 
+/** The preview renderer keeps its outputs in memory: it never asks for a scratch directory. */
+const scratchDir = () => Promise.reject(new Error('the preview renderer asked for a scratch directory'));
+
 function request(overrides: Partial<RenderRequest> = {}): RenderRequest {
   return {
     jobId: 'job-1',
@@ -21,7 +24,7 @@ function request(overrides: Partial<RenderRequest> = {}): RenderRequest {
 
 function context(signal = new AbortController().signal): RenderContext & { progress: number[] } {
   const progress: number[] = [];
-  return { signal, progress, onProgress: (p) => progress.push(p) };
+  return { signal, scratchDir, progress, onProgress: (p) => progress.push(p) };
 }
 
 async function renderOne(renderer: PreviewRenderer, req: RenderRequest) {
@@ -236,6 +239,7 @@ describe('PreviewRenderer cancellation', () => {
     let abortedAt = 0;
     const ctx: RenderContext = {
       signal: controller.signal,
+      scratchDir,
       // 95 is the last drawing tick; encoding 8 frames of 512×512 then takes well over 50 ms
       onProgress: (p) => {
         if (p !== 95) return;

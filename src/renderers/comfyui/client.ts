@@ -1,3 +1,6 @@
+import { createWriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import WebSocket from 'ws';
 import { RendererError } from '../renderer.js';
 import type { Workflow } from './workflow.js';
@@ -138,9 +141,24 @@ export class ComfyUIClient {
 
   /** GET /view?filename&subfolder&type: the bytes of one output file, at most `maxOutputBytes`. */
   async view(file: OutputFile, signal?: AbortSignal): Promise<Buffer> {
-    const query = { filename: file.filename, subfolder: file.subfolder, type: file.type };
-    const timeoutMs = this.options.downloadTimeoutMs;
-    return this.call('GET', 'view', { query, signal, timeoutMs }, (res) => readCapped(res, this.options.maxOutputBytes));
+    return this.call('GET', 'view', this.#viewOptions(file, signal), async (res) => {
+      const chunks: Uint8Array[] = [];
+      for await (const chunk of cappedBody(res, this.options.maxOutputBytes)) chunks.push(chunk);
+      return Buffer.concat(chunks);
+    });
+  }
+
+  /** GET /view streamed into the file `destination` (a video may be large); its size in bytes. */
+  async viewToFile(file: OutputFile, destination: string, signal?: AbortSignal): Promise<number> {
+    return this.call('GET', 'view', this.#viewOptions(file, signal), async (res) => {
+      const out = createWriteStream(destination, { mode: 0o600 });
+      await pipeline(Readable.from(cappedBody(res, this.options.maxOutputBytes)), out);
+      return out.bytesWritten;
+    });
+  }
+
+  #viewOptions(file: OutputFile, signal?: AbortSignal): CallOptions {
+    return { query: { filename: file.filename, subfolder: file.subfolder, type: file.type }, signal, timeoutMs: this.options.downloadTimeoutMs };
   }
 
   /**
@@ -260,29 +278,22 @@ async function readJson(res: Response, label: string): Promise<unknown> {
 }
 
 /**
- * Refuses a body over `max` bytes, by its Content-Length when it has one and by counting while
- * reading, since that header may be missing, wrong, or count compressed bytes.
+ * The body's chunks, refused past `max` bytes by its Content-Length and by counting while reading,
+ * since that header may be missing, wrong, or count compressed bytes. Leaving early cancels the body.
  */
-async function readCapped(res: Response, max: number): Promise<Buffer> {
+async function* cappedBody(res: Response, max: number): AsyncGenerator<Uint8Array> {
   const declared = Number(res.headers.get('content-length'));
   if (declared > max) {
     await res.body?.cancel().catch(() => undefined);
     throw tooLarge(`GET /view: Content-Length ${declared} exceeds ${max}`);
   }
-  const reader = res.body?.getReader();
-  const chunks: Uint8Array[] = [];
+  if (!res.body) return;
   let size = 0;
-  for (;;) {
-    const chunk = await reader?.read();
-    if (!chunk || chunk.done) break;
-    size += chunk.value.byteLength;
-    if (size > max) {
-      await reader!.cancel().catch(() => undefined);
-      throw tooLarge(`GET /view: body exceeds ${max} bytes`);
-    }
-    chunks.push(chunk.value);
+  for await (const chunk of res.body) {
+    size += chunk.byteLength;
+    if (size > max) throw tooLarge(`GET /view: body exceeds ${max} bytes`);
+    yield chunk;
   }
-  return Buffer.concat(chunks, size);
 }
 
 /** The same file would come back just as large: not retryable. */

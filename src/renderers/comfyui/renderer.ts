@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import WebSocket from 'ws';
 import {
   RendererError,
@@ -637,10 +638,18 @@ class RenderRun implements FleetRun {
     });
     if (files.length === 0) throw new RendererError(JOB_MESSAGES.noResult, false);
     const outputs: RenderOutput[] = [];
-    for (const { file, media } of files) {
-      const data = await backend.client.view(file, this.controller.signal);
-      if (data.length === 0) throw new RendererError(JOB_MESSAGES.noResult, true);
-      outputs.push({ data, ...media });
+    for (const [index, { file, media }] of files.entries()) {
+      // a video may be large: it goes to a file, never whole into memory
+      if (media.contentType.startsWith('video/')) {
+        const destination = path.join(await this.context.scratchDir(), `output-${index}.${media.extension}`);
+        const size = await backend.client.viewToFile(file, destination, this.controller.signal);
+        if (size === 0) throw new RendererError(JOB_MESSAGES.noResult, true);
+        outputs.push({ data: { path: destination }, ...media });
+      } else {
+        const data = await backend.client.view(file, this.controller.signal);
+        if (data.length === 0) throw new RendererError(JOB_MESSAGES.noResult, true);
+        outputs.push({ data, ...media });
+      }
     }
     return outputs;
   }

@@ -1,12 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { toVideoAssets, VideoError } from '../../../src/production/video.js';
 import { PreviewRenderer } from '../../../src/renderers/preview.js';
-import type { RenderOutput, RenderRequest } from '../../../src/renderers/renderer.js';
+import type { RenderOutput, RenderRequest, ResultData } from '../../../src/renderers/renderer.js';
 import { signIn, useTestApp } from '../../support/app.js';
 import { describeEachDialect } from '../../support/dialects.js';
 import { generate, ROOMY_LIMITS, waitFor, type Json } from '../helpers.js';
@@ -19,10 +19,20 @@ interface Probe {
   format: { format_name: string; tags?: Record<string, string> };
 }
 
+/** The bytes of an output (a converted MP4 is a file). */
+function bytesOf(data: ResultData): Buffer {
+  return Buffer.isBuffer(data) ? data : readFileSync(data.path);
+}
+
 /** ffprobe's view of an MP4, counting its frames by decoding them. */
-function probe(data: Buffer): Probe {
-  const file = path.join(dir, `${Math.random().toString(36).slice(2)}.mp4`);
-  writeFileSync(file, data);
+function probe(data: ResultData): Probe {
+  let file: string;
+  if (Buffer.isBuffer(data)) {
+    file = path.join(dir, `${Math.random().toString(36).slice(2)}.mp4`);
+    writeFileSync(file, data);
+  } else {
+    file = data.path;
+  }
   const out = execFileSync('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-show_format', '-of', 'json', file], { encoding: 'utf8' });
   return JSON.parse(out) as Probe;
 }
@@ -46,31 +56,32 @@ function videoRequest(overrides: Partial<RenderRequest> = {}): RenderRequest {
 }
 
 async function previewVideo(overrides: Partial<RenderRequest> = {}): Promise<RenderOutput[]> {
-  return new PreviewRenderer({ stepDelayMs: 0 }).render(videoRequest(overrides), { signal: new AbortController().signal, onProgress: () => {} });
+  return new PreviewRenderer({ stepDelayMs: 0 }).render(videoRequest(overrides), { signal: new AbortController().signal, scratchDir: async () => dir, onProgress: () => {} });
 }
 
 describe('video files', () => {
   it('an animated WebP becomes an H.264 yuv420p MP4 with moov first and every frame, and the WebP kept', async () => {
     const webp = await previewVideo();
-    const outputs = await toVideoAssets(webp, 10);
+    const outputs = await toVideoAssets(webp, 10, dir);
     expect(outputs.map((o) => o.contentType)).toEqual(['video/mp4', 'image/webp']);
     const info = probe(outputs[0]!.data);
     expect(info.streams).toHaveLength(1);
     expect(info.streams[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: 64, height: 48, nb_read_frames: '5' });
     expect(info.format.format_name).toContain('mp4');
-    const order = boxes(outputs[0]!.data);
+    expect(path.dirname((outputs[0]!.data as { path: string }).path)).toBe(dir);
+    const order = boxes(bytesOf(outputs[0]!.data));
     expect(order.indexOf('moov')).toBeGreaterThan(-1);
     expect(order.indexOf('moov')).toBeLessThan(order.indexOf('mdat'));
-    expect(outputs[1]!.data.equals(webp[0]!.data)).toBe(true);
+    expect(outputs[1]).toBe(webp[0]);
   });
 
   it('the MP4 says nothing about its making: no tags, no encoder version, no x264 settings', async () => {
-    const [mp4] = await toVideoAssets(await previewVideo(), 10);
+    const [mp4] = await toVideoAssets(await previewVideo(), 10, dir);
     const info = probe(mp4!.data);
     expect(Object.keys(info.format.tags ?? {}).sort()).toEqual(['compatible_brands', 'major_brand', 'minor_version']);
     // the codec's name stays in the sample description (MP4 players read it), without a version
     expect(info.streams[0]!.tags?.encoder).toBe('Lavc libx264');
-    const text = mp4!.data.toString('latin1');
+    const text = bytesOf(mp4!.data).toString('latin1');
     expect(text).not.toMatch(/Lavf|Lavc\d|x264 - core|options:|waves/);
   });
 
@@ -82,24 +93,24 @@ describe('video files', () => {
         extension: 'png',
       })),
     );
-    const outputs = await toVideoAssets(stills, 8);
+    const outputs = await toVideoAssets(stills, 8, dir);
     expect(probe(outputs[0]!.data).streams[0]).toMatchObject({ codec_name: 'h264', pix_fmt: 'yuv420p', width: 34, height: 22, nb_read_frames: '3' });
     expect(outputs.slice(1)).toEqual(stills);
   });
 
   it('ffmpeg is bounded: a missing binary, the time limit and the size limit each fail plainly', async () => {
     const webp = await previewVideo();
-    await expect(toVideoAssets(webp, 10, { ffmpeg: path.join(dir, 'no-ffmpeg-here') })).rejects.toMatchObject({ name: 'VideoError', missing: true });
-    await expect(toVideoAssets(webp, 10, { timeoutMs: 1 })).rejects.toThrow(VideoError);
-    await expect(toVideoAssets(webp, 10, { maxBytes: 200 })).rejects.toThrow(VideoError);
+    await expect(toVideoAssets(webp, 10, dir, { ffmpeg: path.join(dir, 'no-ffmpeg-here') })).rejects.toMatchObject({ name: 'VideoError', missing: true });
+    await expect(toVideoAssets(webp, 10, dir, { timeoutMs: 1 })).rejects.toThrow(VideoError);
+    await expect(toVideoAssets(webp, 10, dir, { maxBytes: 200 })).rejects.toThrow(VideoError);
     const aborted = new AbortController();
     aborted.abort(new Error('canceled'));
-    await expect(toVideoAssets(webp, 10, {}, aborted.signal)).rejects.toThrow('canceled');
+    await expect(toVideoAssets(webp, 10, dir, {}, aborted.signal)).rejects.toThrow('canceled');
   });
 
   it('what is not frames is left as it is', async () => {
     const mp4 = [{ data: Buffer.from('not really'), contentType: 'video/mp4', extension: 'mp4' }];
-    expect(await toVideoAssets(mp4, 8)).toBe(mp4);
+    expect(await toVideoAssets(mp4, 8, dir)).toBe(mp4);
   });
 });
 
