@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { stat } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import path from 'node:path';
 import sharp from 'sharp';
 import type { RenderOutput, ResultData } from '../renderers/renderer.js';
@@ -41,8 +42,8 @@ interface Frames {
   width: number;
   height: number;
   count: number;
-  /** rgb24, frame after frame */
-  raw: Buffer;
+  /** rgb24, frame after frame: a batch of stills one at a time, an animation's all at once (its decoder reads it from the start) */
+  raw: AsyncIterable<Buffer>;
 }
 
 const ANIMATED = new Set(['image/webp', 'image/gif']);
@@ -59,8 +60,7 @@ async function framesOf(outputs: RenderOutput[], maxRawBytes: number): Promise<F
     const width = meta.width ?? 0;
     const height = meta.pageHeight ?? meta.height ?? 0;
     if (width === 0 || height === 0 || width * height * 3 * count > maxRawBytes) return undefined;
-    const raw = await image.removeAlpha().raw().toBuffer();
-    return { width, height, count, raw };
+    return { width, height, count, raw: decoded([() => image.removeAlpha().raw().toBuffer()]) };
   }
   const stills = outputs.filter((o) => STILLS.has(o.contentType));
   if (stills.length === 0 || stills.length !== outputs.length) return undefined;
@@ -68,12 +68,17 @@ async function framesOf(outputs: RenderOutput[], maxRawBytes: number): Promise<F
   const width = first.width ?? 0;
   const height = first.height ?? 0;
   if (width === 0 || height === 0 || width * height * 3 * stills.length > maxRawBytes) return undefined;
-  const raws = await Promise.all(stills.map((s) => sharp(sharpInput(s.data)).resize(width, height, { fit: 'fill' }).removeAlpha().raw().toBuffer()));
-  return { width, height, count: stills.length, raw: Buffer.concat(raws) };
+  const raw = decoded(stills.map((s) => () => sharp(sharpInput(s.data)).resize(width, height, { fit: 'fill' }).removeAlpha().raw().toBuffer()));
+  return { width, height, count: stills.length, raw };
 }
 
-/** Runs ffmpeg (no shell) with `input` on stdin; rejects on a non-zero exit, the time limit or the signal. */
-function runFfmpeg(binary: string, args: string[], input: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+/** Each decoding's pixels in turn, the next decoded only once ffmpeg has taken the last. */
+async function* decoded(decodings: (() => Promise<Buffer>)[]): AsyncIterable<Buffer> {
+  for (const decode of decodings) yield await decode();
+}
+
+/** Runs ffmpeg (no shell) with `input` on stdin; rejects on a non-zero exit, a frame that cannot be decoded, the time limit or the signal. */
+function runFfmpeg(binary: string, args: string[], input: AsyncIterable<Buffer>, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(binary, args, { stdio: ['pipe', 'ignore', 'pipe'], shell: false, windowsHide: true });
     let stderr = '';
@@ -94,14 +99,17 @@ function runFfmpeg(binary: string, args: string[], input: Buffer, timeoutMs: num
     child.on('error', (error: NodeJS.ErrnoException) => {
       failure ??= error.code === 'ENOENT' ? new VideoError('ffmpeg is not installed', true) : error;
     });
+    const feed = Readable.from(input);
+    feed.once('error', kill);
     child.on('close', (code) => {
+      feed.destroy();
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       if (failure) return reject(failure);
       if (code !== 0) return reject(new VideoError(`ffmpeg exited with ${code}: ${stderr.trim().split('\n').at(-1) ?? ''}`));
       resolve();
     });
-    child.stdin.end(input);
+    feed.pipe(child.stdin);
   });
 }
 

@@ -108,6 +108,12 @@ describe('video files', () => {
     await expect(toVideoAssets(webp, 10, dir, {}, aborted.signal)).rejects.toThrow('canceled');
   });
 
+  it('a still that cannot be decoded, fed to ffmpeg one frame after another, fails the conversion', async () => {
+    const good = await sharp({ create: { width: 32, height: 32, channels: 3, background: '#102030' } }).png().toBuffer();
+    const stills = [good, Buffer.from('not a picture'), good].map((data) => ({ data, contentType: 'image/png', extension: 'png' }));
+    await expect(toVideoAssets(stills, 8, dir)).rejects.toThrow(/unsupported image format|Input buffer/);
+  });
+
   it('what is not frames is left as it is', async () => {
     const mp4 = [{ data: Buffer.from('not really'), contentType: 'video/mp4', extension: 'mp4' }];
     expect(await toVideoAssets(mp4, 8, dir)).toBe(mp4);
