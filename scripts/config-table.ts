@@ -24,6 +24,7 @@ function kind(schema: SettingSchema, plural = false): string {
   if (schema.form === 'address') return `IP address${plural ? 'es' : ''} or CIDR${s}`;
   if (schema.form === 'host') return 'IP address or host name';
   if (schema.form === 'issuer') return 'URL';
+  if (schema.shape) return schema.shape;
   if (schema.pattern) return `text${s} matching ${code(schema.pattern)}`;
   return plural ? 'words' : 'text';
 }

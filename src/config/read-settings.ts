@@ -17,6 +17,7 @@ export interface SettingSchema {
   form?: Form;
   protocols?: string[];
   mismatch?: string;
+  shape?: string;
   defaultText?: string;
   vault?: string;
 }

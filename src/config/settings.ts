@@ -6,9 +6,9 @@ import { Type, type TProperties, type TSchema } from 'typebox';
  * configuration tables are written from them (`npm run docs:config`).
  *
  * Beyond JSON Schema, a setting may say how its text is written (`form`), which URL schemes it
- * takes (`protocols`), what to say when its pattern does not match (`mismatch`), what the table
- * shows as its default when Celforge does not fill one in (`defaultText`), and the Vault key that
- * may hold it (`vault`).
+ * takes (`protocols`), what to say when its pattern does not match (`mismatch`), how the table
+ * describes a patterned text to people (`shape`), what the table shows as its default when
+ * Celforge does not fill one in (`defaultText`), and the Vault key that may hold it (`vault`).
  */
 export type Form = 'duration' | 'url' | 'origin' | 'address' | 'host' | 'issuer';
 
@@ -16,6 +16,7 @@ interface Doc {
   form?: Form;
   protocols?: string[];
   mismatch?: string;
+  shape?: string;
   defaultText?: string;
   vault?: string;
 }
@@ -117,7 +118,7 @@ export const RenderingVariables = group(
       whole('jobs one user may have running at once (admins set it per user)', 1, 100_000, { defaultText: 'unset (no cap)' }),
     ),
     CELFORGE_FLEET_ROLE_WEIGHTS: Type.Optional(
-      Type.Array(text('', { pattern: '^(admin|user)=\\d+(\\.\\d+)?$', mismatch: 'is not role=weight (roles: admin, user)' }), {
+      Type.Array(text('', { pattern: '^(admin|user)=\\d+(\\.\\d+)?$', mismatch: 'is not role=weight (roles: admin, user)', shape: '`role=weight` pairs' }), {
         description: "fair-share weight of each role's users, e.g. `admin=4,user=1` (0.01–100); a weight an admin sets for a user wins",
         defaultText: 'unset (every role 1)',
       }),
@@ -156,6 +157,7 @@ export const AssetVariables = group(
       text('results in this S3-compatible bucket instead of the data dir (see Assets)', {
         pattern: '^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$',
         mismatch: 'is not a bucket name',
+        shape: 'bucket name (3–63 of `a-z`, `0-9`, `.`, `-`)',
         defaultText: 'unset (results in the data dir)',
       }),
     ),
@@ -166,6 +168,7 @@ export const AssetVariables = group(
       default: '',
       pattern: '^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/)?$',
       mismatch: 'is not like "celforge/" (ends with /)',
+      shape: 'key prefix ending in `/`, like `celforge/` (letters, digits, `.`, `_`, `-`)',
     }),
     CELFORGE_S3_ACCESS_KEY_ID: Type.Optional(text('S3 access key id, with the secret', { defaultText: 'unset (the AWS default chain)', vault: 's3_access_key_id' })),
     CELFORGE_S3_SECRET_ACCESS_KEY: Type.Optional(
@@ -183,7 +186,7 @@ const PROVIDER_ID = '^[a-z][a-z0-9]{0,31}$';
 export const SsoVariables = group(
   'Single sign-on',
   {
-    CELFORGE_OIDC_PROVIDERS: Type.Array(text('', { pattern: PROVIDER_ID, mismatch: 'is not a lower-case id like keycloak' }), {
+    CELFORGE_OIDC_PROVIDERS: Type.Array(text('', { pattern: PROVIDER_ID, mismatch: 'is not a lower-case id like keycloak', shape: 'ids (a lower-case letter, then up to 31 letters or digits)' }), {
       description: 'lower-case provider ids, e.g. `keycloak,google`',
       default: [],
       defaultText: 'unset (no single sign-on)',
