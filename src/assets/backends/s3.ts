@@ -13,7 +13,8 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { randomUUID } from 'node:crypto';
 import { Transform, type Readable } from 'node:stream';
-import { ObjectMissingError, type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
+import { PresignedReads } from './presigned-reads.js';
+import { type ByteRange, type ObjectStore, type PresignOptions, type StoredObject } from './object-store.js';
 import type { S3Settings } from '../../config/assets.js';
 
 /** Parts of a multipart upload: at most two are held in memory per upload. */
@@ -31,6 +32,9 @@ const INCOMING = 'incoming/';
 export class S3ObjectStore implements ObjectStore {
   readonly kind = 's3';
   readonly #client: S3Client;
+  readonly #reads = new PresignedReads((key, expiresIn) =>
+    getSignedUrl(this.#client, new GetObjectCommand({ Bucket: this.settings.bucket, Key: this.#key(key) }), { expiresIn }),
+  );
 
   constructor(private readonly settings: S3Settings) {
     this.#client = new S3Client({
@@ -99,23 +103,12 @@ export class S3ObjectStore implements ObjectStore {
     }
   }
 
-  async open(key: string, range?: ByteRange): Promise<Readable> {
-    try {
-      const answer = await this.#client.send(
-        new GetObjectCommand({
-          Bucket: this.settings.bucket,
-          Key: this.#key(key),
-          Range: range ? `bytes=${range.start}-${range.end}` : undefined,
-        }),
-      );
-      return answer.Body as Readable;
-    } catch (error) {
-      if (isMissing(error)) throw new ObjectMissingError('no such object');
-      throw error;
-    }
+  open(key: string, range?: ByteRange): Promise<Readable> {
+    return this.#reads.open(key, range);
   }
 
   async remove(key: string): Promise<void> {
+    this.#reads.forget(key);
     await this.#client.send(new DeleteObjectCommand({ Bucket: this.settings.bucket, Key: this.#key(key) }));
   }
 
@@ -179,6 +172,7 @@ export class S3ObjectStore implements ObjectStore {
 
   async close(): Promise<void> {
     this.#client.destroy();
+    this.#reads.close();
   }
 }
 
