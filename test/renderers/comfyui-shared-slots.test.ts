@@ -196,6 +196,8 @@ describe('ComfyUI places shared across workers', () => {
   it("a killed worker's places come back when their leases run out", { timeout: 20_000 }, async () => {
     const d = await comfy();
     d.renderMs = 50;
+    // its prompts wait until it is killed: however slow the machine, it holds both places when it says so
+    d.hold(true);
     const leaseMs = 1_500;
     const child = spawn(process.execPath, ['--import', 'tsx', 'test/renderers/fixtures/slot-holder.ts'], {
       cwd: ROOT,
@@ -213,6 +215,7 @@ describe('ComfyUI places shared across workers', () => {
     }
     await exited;
     const killedAt = performance.now();
+    d.hold(false);
     expect(await leasesOn(d)).toBe(2);
     // Whatever it had sent finishes on the GPU; nobody gives its places back.
     await until(() => d.pending().length === 0 && d.running() === undefined);
