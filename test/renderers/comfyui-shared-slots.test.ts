@@ -209,7 +209,9 @@ describe('ComfyUI places shared across workers', () => {
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise((resolve) => child.once('exit', resolve));
     try {
-      await until(() => output.includes('placed'), 15_000);
+      await until(() => output.includes('placed'), 15_000).catch(() => {
+        throw new Error(`the slot holder did not say it holds its places; it printed: ${output.slice(0, 2000)}`);
+      });
     } finally {
       child.kill('SIGKILL');
     }
