@@ -10,7 +10,6 @@ import type { AssetSettings } from '../config/assets.js';
 import type { Store } from '../db/database.js';
 import type { Renderer } from '../renderers/renderer.js';
 import { registerFleetMetrics } from './fleet/metrics.js';
-import { fairSharePolicy } from './fleet/fair-share.js';
 import { fleetShareRoutes } from './fleet/routes.js';
 import { registerJobMetrics } from './metrics.js';
 import { productionRoutes } from './routes.js';
@@ -50,7 +49,7 @@ export const production = fp(
       housekeeping: options.housekeeping?.(store, config.assets, app.log),
       resultQuota: limits.storage,
     });
-    const { queue, events, renderer } = runtime;
+    const { queue, events, renderer, policy } = runtime;
     const service = new ProductionService({
       store,
       queue,
@@ -58,7 +57,7 @@ export const production = fp(
       signer: app.assets.signer,
       audit,
       renderer,
-      policy: fairSharePolicy(config),
+      policy,
       admit: (trx, userId) => limits.quotas.admitJob(trx, userId),
     });
     registerJobMetrics(metrics.registry, store);
@@ -72,7 +71,7 @@ export const production = fp(
 
 /** `/api/anime`: submit, list, watch and cancel jobs; admin fleet shares. */
 export async function productionApi(app: FastifyInstance) {
-  const { service, events } = app.production;
+  const { service, events, policy } = app.production;
   await app.register(productionRoutes, { prefix: '/api/anime', service, events });
-  await app.register(fleetShareRoutes, { prefix: '/api/anime', store: app.store, audit: app.audit, policy: fairSharePolicy(app.config) });
+  await app.register(fleetShareRoutes, { prefix: '/api/anime', store: app.store, audit: app.audit, policy });
 }

@@ -11,7 +11,7 @@ import { createRenderer } from '../renderers/index.js';
 import type { Renderer } from '../renderers/renderer.js';
 import type { BullMQWorkerHost } from './bullmq-queue.js';
 import { JobEvents } from './events.js';
-import { claimFair, fairSharePolicy, recordGpuUse } from './fleet/fair-share.js';
+import { claimFair, fairSharePolicy, recordGpuUse, type FairSharePolicy } from './fleet/fair-share.js';
 import { LocalQueue } from './local-queue.js';
 import { parseParams } from './params.js';
 import { toVideoAssets, VideoError } from './video.js';
@@ -25,6 +25,8 @@ export interface ProductionServices {
   renderer: Renderer;
   assets: AssetStorage;
   signer: UrlSigner;
+  /** the fair-share policy workers claim by (the configuration's) */
+  policy: FairSharePolicy;
   /** the worker in this process; null when built without one (`serve --only api`, tests) */
   worker: JobWorker | null;
   start(): Promise<void>;
@@ -130,6 +132,7 @@ export async function createProduction(config: Config, store: Store, log: Fastif
     renderer,
     assets,
     signer,
+    policy,
     worker,
     async start() {
       if (!worker) return;

@@ -28,8 +28,13 @@ export function fairSharePolicy(config: Pick<Config, 'fleetUserMaxRunning' | 'fl
  * the user's role's, else 1. Rows written only by GPU accounting carry no setting.
  */
 export function weightOf(share: Pick<FleetSharesTable, 'weight' | 'updated_by'> | undefined, role: Role | undefined, policy: FairSharePolicy): number {
-  if (share && share.updated_by !== null) return share.weight;
+  if (hasOwnWeight(share)) return share.weight;
   return (role && policy.roleWeights[role]) ?? 1;
+}
+
+/** Whether an admin set this user's weight (rows written only by GPU accounting carry no setting). */
+export function hasOwnWeight<T extends Pick<FleetSharesTable, 'updated_by'>>(share: T | undefined): share is T {
+  return share !== undefined && share.updated_by !== null;
 }
 
 /** Every claim in every worker takes this PostgreSQL lock for its transaction: one decides at a time. */
@@ -46,6 +51,8 @@ interface Contender {
   running: number;
   weight: number;
   usage: number;
+  /** running jobs allowed; null: no cap */
+  cap: number | null;
 }
 
 /** GPU milliseconds of a share row as of `now`, after the half-life decay. */
@@ -103,36 +110,11 @@ async function pickAndClaim(
     .groupBy('user_id')
     .execute();
   if (waiting.length === 0) return undefined;
-  const users = waiting.map((row) => row.user_id);
-  const [running, shares, roles] = await Promise.all([
-    db
-      .selectFrom('jobs')
-      .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
-      .where('status', '=', 'running')
-      .where('user_id', 'in', users)
-      .groupBy('user_id')
-      .execute(),
-    db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
-    rolesOf(db, users),
-  ]);
-  const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
-  const shareOf = new Map(shares.map((row) => [row.user_id, row]));
-  const contenders: (Contender & { cap: number | null })[] = [];
-  for (const row of waiting) {
-    const share = shareOf.get(row.user_id);
-    const count = runningOf.get(row.user_id) ?? 0;
-    const cap = options.idleUsersOnly ? 1 : (share?.max_running ?? policy.maxRunning);
-    if (cap !== null && count >= cap) continue;
-    contenders.push({
-      userId: row.user_id,
-      oldest: String(row.oldest),
-      running: count,
-      weight: weightOf(share, roles.get(row.user_id), policy),
-      usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
-      cap,
-    });
-  }
-  const next = contenders.sort(compare)[0];
+  const weighed = await contendersOf(db, waiting.map((row) => ({ userId: row.user_id, oldest: String(row.oldest) })), now, policy);
+  const next = weighed
+    .map((contender) => (options.idleUsersOnly ? { ...contender, cap: 1 } : contender))
+    .filter((contender) => contender.cap === null || contender.running < contender.cap)
+    .sort(compare)[0];
   if (!next) return undefined;
   const candidate = db
     .selectFrom('jobs')
@@ -148,6 +130,35 @@ async function pickAndClaim(
     update = update.where(sql<boolean>`(select count(*) from jobs as r where r.user_id = ${next.userId} and r.status = 'running') < ${next.cap}`);
   }
   return update.returningAll().executeTakeFirst();
+}
+
+/** Each waiting user as fair share weighs them now: jobs running, weight, decayed GPU use, running cap. */
+async function contendersOf(db: Kysely<Database>, waiting: { userId: string; oldest: string }[], now: Date, policy: FairSharePolicy): Promise<Contender[]> {
+  const users = waiting.map((user) => user.userId);
+  const [running, shares, roles] = await Promise.all([
+    db
+      .selectFrom('jobs')
+      .select(['user_id', (eb) => eb.fn.countAll<number>().as('n')])
+      .where('status', '=', 'running')
+      .where('user_id', 'in', users)
+      .groupBy('user_id')
+      .execute(),
+    db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
+    rolesOf(db, users),
+  ]);
+  const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
+  const shareOf = new Map(shares.map((row) => [row.user_id, row]));
+  return waiting.map(({ userId, oldest }) => {
+    const share = shareOf.get(userId);
+    return {
+      userId,
+      oldest,
+      running: runningOf.get(userId) ?? 0,
+      weight: weightOf(share, roles.get(userId), policy),
+      usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
+      cap: share?.max_running ?? policy.maxRunning,
+    };
+  });
 }
 
 /**
@@ -214,27 +225,13 @@ export async function startingBefore(db: Kysely<Database>, job: Pick<JobRow, 'id
     .limit(ETA_HORIZON)
     .execute();
   if (!queued.some((row) => row.id === job.id)) return queued.map((row) => row.type);
-  const users = [...new Set(queued.map((row) => row.user_id))];
-  const [running, shares, roles] = await Promise.all([
-    db.selectFrom('jobs').select(['user_id', (eb) => eb.fn.countAll<number>().as('n')]).where('status', '=', 'running').where('user_id', 'in', users).groupBy('user_id').execute(),
-    db.selectFrom('fleet_shares').selectAll().where('user_id', 'in', users).execute(),
-    rolesOf(db, users),
-  ]);
-  const runningOf = new Map(running.map((row) => [row.user_id, Number(row.n)]));
-  const shareOf = new Map(shares.map((row) => [row.user_id, row]));
-  const lines = new Map(users.map((userId) => [userId, [] as typeof queued]));
-  for (const row of queued) lines.get(row.user_id)!.push(row);
-  const contenders = users.map((userId) => {
-    const share = shareOf.get(userId);
-    return {
-      userId,
-      oldest: lines.get(userId)![0]!.created_at,
-      running: runningOf.get(userId) ?? 0,
-      weight: weightOf(share, roles.get(userId), policy),
-      usage: decayedUsage(share, now.getTime(), policy.halfLifeMs),
-      cap: share?.max_running ?? policy.maxRunning,
-    };
-  });
+  const lines = new Map<string, typeof queued>();
+  for (const row of queued) {
+    const line = lines.get(row.user_id);
+    if (line) line.push(row);
+    else lines.set(row.user_id, [row]);
+  }
+  const contenders = await contendersOf(db, [...lines].map(([userId, line]) => ({ userId, oldest: line[0]!.created_at })), now, policy);
   const ahead: JobRow['type'][] = [];
   for (;;) {
     const open = contenders.filter((c) => lines.get(c.userId)!.length > 0);

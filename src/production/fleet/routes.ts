@@ -4,7 +4,7 @@ import type { Auditor } from '../../audit/events.js';
 import type { Store } from '../../db/database.js';
 import { notFound } from '../../http/problem.js';
 import { findUserById, userExists } from '../../identity/store.js';
-import { decayedUsage, findShare, saveShare, weightOf, type FairSharePolicy, type ShareSetting } from './fair-share.js';
+import { decayedUsage, findShare, hasOwnWeight, saveShare, weightOf, type FairSharePolicy, type ShareSetting } from './fair-share.js';
 import { principalOf } from '../../access/authentication.js';
 
 const Setting = Type.Object(
@@ -35,7 +35,7 @@ export async function fleetShareRoutes(app: FastifyInstance, options: { store: S
     return {
       user_id: userId,
       weight: weightOf(share, user.role, policy),
-      weight_from: share && share.updated_by !== null ? ('user' as const) : ('role' as const),
+      weight_from: hasOwnWeight(share) ? ('user' as const) : ('role' as const),
       max_running: share?.max_running ?? null,
       gpu_seconds: decayedUsage(share, Date.now(), policy.halfLifeMs) / 1000,
     };
